@@ -1,0 +1,186 @@
+"""Dataset cards: one YAML file per dataset under ``data/datasets/<name>.yaml``.
+
+A card says where everything of one dataset lives and how its clips are cut. Relative paths in a
+card are resolved against the card's ``root``; a relative ``root`` is resolved against the current
+working directory. Users point a card at their own downloads by editing it, by passing a card path
+instead of a name, or by dotted overrides (``--set root=/data/qvh --set annotations.val=/x.jsonl``).
+
+Example (abridged)::
+
+    name: qvhighlights
+    format: qvhighlights        # reader: qvhighlights | charades_txt | charades_jsonl | tacos
+    root: data/qvhighlights
+    annotations: {train: highlight_train_release.jsonl, val: highlight_val_release.jsonl}
+    clip_len: 2.0
+    max_clips: 75
+    video_features: {slowfast: {dir: features/slowfast_features, dim: 2304},
+                     clip: {dir: features/clip_features, dim: 512}}
+    temporal_endpoint: true
+    text_features: {dir: features/clip_text_features, key: last_hidden_state, dim: 512}
+    video_dir: videos
+    prior_dir: priors
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+FORMATS = ("qvhighlights", "charades_txt", "charades_jsonl", "tacos")
+CARD_DIR_ENV = "MASRA_CARDS"
+
+
+def builtin_card_dir() -> Path:
+    """``data/datasets`` of the source checkout this package was installed from."""
+    return Path(__file__).resolve().parents[2] / "data" / "datasets"
+
+
+@dataclass(frozen=True)
+class FeatureSource:
+    """One video feature type: ``{dir}/{vid}.npz`` holding ``key`` of shape (L, dim)."""
+
+    name: str
+    dir: Path
+    dim: int
+    key: str = "features"
+
+
+@dataclass(frozen=True)
+class TextFeatureSource:
+    """Query features: ``{dir}/qid{qid}.npz`` holding ``key`` (T, dim) and ``pooler_output`` (dim,)."""
+
+    dir: Path
+    dim: int
+    key: str = "last_hidden_state"
+
+
+@dataclass(frozen=True)
+class DatasetCard:
+    """A parsed, validated dataset card. Build with :func:`load_card`."""
+
+    name: str
+    format: str
+    root: Path
+    annotations: dict[str, Path]
+    clip_len: float
+    max_clips: int
+    video_features: tuple[FeatureSource, ...]
+    text_features: TextFeatureSource
+    video_dir: Path
+    prior_dir: Path
+    temporal_endpoint: bool = True
+    durations: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"card {self.name!r}: format must be one of {FORMATS}, got {self.format!r}")
+        if self.clip_len <= 0:
+            raise ValueError(f"card {self.name!r}: clip_len must be > 0, got {self.clip_len}")
+        if self.max_clips <= 0:
+            raise ValueError(f"card {self.name!r}: max_clips must be > 0, got {self.max_clips}")
+        if not self.video_features:
+            raise ValueError(f"card {self.name!r}: video_features must name at least one feature type")
+        if self.format == "charades_txt" and self.durations is None:
+            raise ValueError(f"card {self.name!r}: the charades_txt format needs a `durations` file")
+
+    def annotation_path(self, split: str) -> Path:
+        if split not in self.annotations:
+            raise KeyError(f"card {self.name!r} has no split {split!r}; it has {sorted(self.annotations)}")
+        return self.annotations[split]
+
+    @property
+    def video_dim(self) -> int:
+        """Concatenated video feature width, temporal-endpoint features included."""
+        return sum(f.dim for f in self.video_features) + (2 if self.temporal_endpoint else 0)
+
+
+def find_card(name_or_path: str | os.PathLike[str]) -> Path:
+    """Resolve a card name (``qvhighlights``) or a path to a YAML file."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.is_file():
+            raise FileNotFoundError(f"dataset card not found: {p}")
+        return p
+    dirs = [Path(d) for d in os.environ.get(CARD_DIR_ENV, "").split(os.pathsep) if d]
+    dirs += [Path("data/datasets"), builtin_card_dir()]
+    for d in dirs:
+        cand = d / f"{name_or_path}.yaml"
+        if cand.is_file():
+            return cand
+    known = sorted({c.stem for d in dirs if d.is_dir() for c in d.glob("*.yaml")})
+    raise FileNotFoundError(
+        f"no dataset card named {name_or_path!r}; known cards: {', '.join(known) or 'none'}"
+    )
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ValueError(f"override {key!r}: {part!r} is not a mapping in the card")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["root=/x", "clip_len=2"]`` -> ``{"root": "/x", "clip_len": 2}`` (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def load_card(name_or_path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> DatasetCard:
+    """Load, override and validate a dataset card."""
+    path = find_card(name_or_path)
+    with open(path, encoding="utf-8") as f:
+        raw = yaml.safe_load(f) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a dataset card must be a YAML mapping")
+    for k, v in (overrides or {}).items():
+        _set_dotted(raw, k, v)
+    try:
+        root = Path(raw.get("root", "."))
+
+        def rel(p: str | None) -> Path:
+            q = Path(str(p))
+            return q if q.is_absolute() else root / q
+
+        feats = tuple(
+            FeatureSource(name=n, dir=rel(spec["dir"]), dim=int(spec["dim"]), key=spec.get("key", "features"))
+            for n, spec in (raw.get("video_features") or {}).items()
+        )
+        tf = raw["text_features"]
+        known = {
+            "name", "format", "root", "annotations", "clip_len", "max_clips", "video_features",
+            "text_features", "video_dir", "prior_dir", "temporal_endpoint", "durations",
+        }  # fmt: skip
+        return DatasetCard(
+            name=str(raw.get("name", path.stem)),
+            format=str(raw["format"]),
+            root=root,
+            annotations={s: rel(p) for s, p in (raw.get("annotations") or {}).items()},
+            clip_len=float(raw["clip_len"]),
+            max_clips=int(raw["max_clips"]),
+            video_features=feats,
+            text_features=TextFeatureSource(
+                dir=rel(tf["dir"]), dim=int(tf["dim"]), key=tf.get("key", "last_hidden_state")
+            ),
+            video_dir=rel(raw.get("video_dir", "videos")),
+            prior_dir=rel(raw.get("prior_dir", "priors")),
+            temporal_endpoint=bool(raw.get("temporal_endpoint", True)),
+            durations=rel(raw["durations"]) if raw.get("durations") else None,
+            extra={k: v for k, v in raw.items() if k not in known},
+        )
+    except KeyError as e:
+        raise ValueError(f"{path}: dataset card lacks required key {e}") from None

@@ -1,0 +1,92 @@
+"""The batch contract between the data pipeline, the model, the criterion and the predictor.
+
+Mask convention (the one for the whole code base): a boolean mask is ``True`` where the entry is
+real and ``False`` where it is padding.
+
+Span convention: a moment is stored normalised by the length of the video's clip grid,
+``num_clips * clip_len`` seconds, so clip ``i`` of a video with ``L`` clips covers
+``[i / L, (i + 1) / L]``. Model predictions and matching targets use (center, width) form;
+see :mod:`masra.grounding.span_ops` for conversions.
+
+Priors are optional and only ever present in training batches; the model never reads them, only
+the criterion does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class PriorBatch:
+    """Prior embeddings of the videos in a batch (training only).
+
+    Attributes:
+        event_spans: (B, E, 2) event (start, end), normalised like moments; 0 where padded.
+        event_emb: (B, E, Dp) event-description embeddings.
+        event_mask: (B, E) bool, True for a real event.
+        caption_emb: (B, L, Dp) clip-caption embeddings, aligned with the video clips.
+        caption_mask: (B, L) bool, True where the clip has a caption.
+        has_prior: (B,) bool, False for videos without priors (partial coverage); their prior losses
+            are skipped.
+    """
+
+    event_spans: Tensor
+    event_emb: Tensor
+    event_mask: Tensor
+    caption_emb: Tensor
+    caption_mask: Tensor
+    has_prior: Tensor
+
+    def to(self, device: torch.device | str) -> PriorBatch:
+        return PriorBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+@dataclass
+class Batch:
+    """A collated batch of queries.
+
+    Attributes:
+        video: (B, L, Dv) float clip features (temporal-endpoint features included when enabled).
+        video_mask: (B, L) bool.
+        text: (B, T, Dt) float query token features.
+        text_mask: (B, T) bool.
+        spans: per-sample ground-truth moments, each (N_i, 2) normalised (center, width); None on
+            unlabelled data. N_i may be 0.
+        saliency: (B, L) float per-clip saliency target (mean annotator score for QVHighlights,
+            1 inside a GT window and 0 outside for datasets without saliency labels); None when
+            unlabelled.
+        priors: prior embeddings (training only) or None.
+        meta: per-sample dicts with at least ``qid``, ``vid``, ``duration`` and ``clip_len``.
+    """
+
+    video: Tensor
+    video_mask: Tensor
+    text: Tensor
+    text_mask: Tensor
+    spans: list[Tensor] | None = None
+    saliency: Tensor | None = None
+    priors: PriorBatch | None = None
+    meta: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.video.shape[0])
+
+    def to(self, device: torch.device | str) -> Batch:
+        return replace(
+            self,
+            video=self.video.to(device),
+            video_mask=self.video_mask.to(device),
+            text=self.text.to(device),
+            text_mask=self.text_mask.to(device),
+            spans=None if self.spans is None else [s.to(device) for s in self.spans],
+            saliency=None if self.saliency is None else self.saliency.to(device),
+            priors=None if self.priors is None else self.priors.to(device),
+        )
+
+    def without_priors(self) -> Batch:
+        return replace(self, priors=None)

@@ -1,0 +1,3 @@
+from masra.pipelines.cli import main
+
+main()

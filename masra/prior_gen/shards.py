@@ -1,0 +1,60 @@
+"""Atomic Parquet shard writing and reading (pyarrow only; stage 2 may import this).
+
+A shard is written to a temporary file in the same folder and renamed into place, so a reader never
+sees a partial shard: a killed writer leaves at most a ``*.tmp`` file, which readers ignore.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from masra.prior_gen.schema import check_schema
+
+
+def rows_to_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Build a table of exactly ``schema`` from row dicts (missing nullable fields become null)."""
+    rows = list(rows)
+    cols = {name: [r.get(name) for r in rows] for name in schema.names}
+    return pa.Table.from_pydict(cols, schema=schema)
+
+
+def write_table_atomic(table: pa.Table, path: str | os.PathLike[str]) -> Path:
+    """Write ``table`` to ``path`` atomically (temp file + fsync + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pq.write_table(table, f, compression="zstd")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def shard_paths(folder: str | os.PathLike[str]) -> list[Path]:
+    """Complete shards of a run folder, in name order (temporary files are skipped)."""
+    return sorted(p for p in Path(folder).glob("*.parquet") if not p.name.startswith("."))
+
+
+def read_shards(folder: str | os.PathLike[str], schema: pa.Schema) -> pa.Table:
+    """Read and concatenate all complete shards of ``folder``, checking each one's schema."""
+    paths = shard_paths(folder)
+    if not paths:
+        raise FileNotFoundError(f"no Parquet shards under {folder}")
+    tables = []
+    for p in paths:
+        t = pq.read_table(p)
+        check_schema(t.schema, schema, str(p))
+        tables.append(t.select(schema.names).cast(schema))
+    return pa.concat_tables(tables)
