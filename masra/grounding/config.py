@@ -1,0 +1,214 @@
+"""Typed configs of the grounding model and its criterion, validated where they are built.
+
+Both round-trip through JSON (``to_dict`` / ``from_dict``) so a checkpoint folder can store them and
+rebuild the model without any other state. The defaults follow the Moment-DETR / QD-DETR lineage
+(hidden 256, 2 cross-modal + 2 encoder + 2 decoder layers, 10 queries, 8 heads, dropout 0.1; loss
+weights span L1 10, gIoU 1, label 4, saliency 1 with margin 0.2). See ``docs/method.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, TypeVar
+
+__all__ = ["LossConfig", "ModelConfig"]
+
+_C = TypeVar("_C", bound="_JsonConfig")
+
+
+class _JsonConfig:
+    """JSON round trip shared by the configs: unknown keys are an error, missing keys take defaults."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload, no-any-return]
+
+    @classmethod
+    def from_dict(cls: type[_C], data: dict[str, Any]) -> _C:
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown keys {unknown}; known keys are {sorted(known)}")
+        return cls(**data)
+
+
+def _positive(owner: str, **values: float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{owner}.{name} must be > 0, got {value!r}")
+
+
+def _non_negative(owner: str, **values: float) -> None:
+    for name, value in values.items():
+        if not value >= 0:
+            raise ValueError(f"{owner}.{name} must be >= 0, got {value!r}")
+
+
+@dataclass
+class ModelConfig(_JsonConfig):
+    """Architecture of :class:`masra.grounding.model.MasraModel`.
+
+    Attributes:
+        video_dim: clip feature size Dv, including the 2 temporal-endpoint dims when they are used.
+        text_dim: query token feature size Dt.
+        prior_dim: size Dp of the prior embeddings (384 for MiniLM, 512 for CLIP text); the ESTA and
+            SGE heads project clip features into this space.
+        hidden_dim: model width D.
+        num_heads: attention heads in every multi-head block; must divide ``hidden_dim``.
+        num_cross_layers / num_encoder_layers / num_decoder_layers: depth of the query-dependent
+            cross-modal encoder, the clip encoder and the moment decoder.
+        num_queries: learnable moment queries Q.
+        ffn_dim: feed-forward width inside the transformer layers.
+        dropout: dropout in attention, feed-forward and input projections.
+        input_dropout: dropout on the raw video and text features before projection.
+        aux_loss: return the intermediate decoder predictions in ``aux_outputs``.
+        use_esta / use_lrca / use_sge / use_sora / use_dai: switch the MASRA parts on; ESTA and LRCA
+            only add small training heads (and their losses), SGE / SORA / DAI change the forward pass.
+        lrca_dim: size of the clip projection whose local similarities LRCA aligns.
+        dai_codebook_size: codebook entries K appended to the text keys and values (DAI).
+        sora_window: half-width w of the clip neighbourhood SORA attends over; 0 means every clip.
+    """
+
+    video_dim: int
+    text_dim: int
+    prior_dim: int = 384
+    hidden_dim: int = 256
+    num_heads: int = 8
+    num_cross_layers: int = 2
+    num_encoder_layers: int = 2
+    num_decoder_layers: int = 2
+    num_queries: int = 10
+    ffn_dim: int = 1024
+    dropout: float = 0.1
+    input_dropout: float = 0.5
+    aux_loss: bool = True
+    use_esta: bool = True
+    use_lrca: bool = True
+    use_sge: bool = True
+    use_sora: bool = True
+    use_dai: bool = True
+    lrca_dim: int = 128
+    dai_codebook_size: int = 8
+    sora_window: int = 0
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        _positive(
+            owner,
+            video_dim=self.video_dim,
+            text_dim=self.text_dim,
+            prior_dim=self.prior_dim,
+            hidden_dim=self.hidden_dim,
+            num_heads=self.num_heads,
+            num_queries=self.num_queries,
+            ffn_dim=self.ffn_dim,
+            lrca_dim=self.lrca_dim,
+            dai_codebook_size=self.dai_codebook_size,
+        )
+        _non_negative(
+            owner,
+            num_cross_layers=self.num_cross_layers,
+            num_encoder_layers=self.num_encoder_layers,
+            sora_window=self.sora_window,
+        )
+        if self.num_decoder_layers < 1:
+            raise ValueError(f"{owner}.num_decoder_layers must be >= 1, got {self.num_decoder_layers}")
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(
+                f"{owner}.hidden_dim ({self.hidden_dim}) must be divisible by num_heads ({self.num_heads})"
+            )
+        for name in ("dropout", "input_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{owner}.{name} must be in [0, 1), got {value!r}")
+        if self.use_dai and self.num_cross_layers == 0:
+            raise ValueError(
+                f"{owner}.use_dai needs num_cross_layers >= 1 (DAI lives in the cross attention)"
+            )
+
+    @property
+    def masra_parts(self) -> dict[str, bool]:
+        """The five switches by name, e.g. for ablation tables."""
+        return {
+            "esta": self.use_esta,
+            "lrca": self.use_lrca,
+            "sge": self.use_sge,
+            "sora": self.use_sora,
+            "dai": self.use_dai,
+        }
+
+
+@dataclass
+class LossConfig(_JsonConfig):
+    """Matching costs, loss weights and loss hyper-parameters of the criterion.
+
+    Attributes:
+        cost_class / cost_span / cost_giou: Hungarian matching cost weights.
+        w_span_l1 / w_span_giou / w_label: weights of the matched-span losses and foreground CE.
+        eos_coef: weight of the background class in the foreground CE (DETR's "no object" weight).
+        w_saliency_margin / w_saliency_rank / w_saliency_neg: weights of the saliency terms.
+        saliency_margin: hinge margin between a higher-scored and a lower-scored clip.
+        rank_levels: thresholds K of the rank-contrastive term (evenly spaced up to the sample's max).
+        rank_temperature: temperature of the rank-contrastive softmax over clips.
+        w_esta_event / w_esta_clip: ESTA event-level and clip-level InfoNCE weights.
+        esta_temperature: InfoNCE temperature of both ESTA terms (and SGE).
+        w_sge: weight of SGE's supervision (its prediction against ESTA's clip-level target).
+        w_lrca: LRCA weight.
+        lrca_window: half-width w of the local window (clips ``|i - j| <= w``, ``i != j``).
+        lrca_text_temperature / lrca_video_temperature: temperatures of the row softmax of the caption
+            relations (target) and of the clip-feature relations (prediction).
+    """
+
+    cost_class: float = 4.0
+    cost_span: float = 10.0
+    cost_giou: float = 1.0
+    w_span_l1: float = 10.0
+    w_span_giou: float = 1.0
+    w_label: float = 4.0
+    eos_coef: float = 0.1
+    w_saliency_margin: float = 1.0
+    w_saliency_rank: float = 1.0
+    w_saliency_neg: float = 1.0
+    saliency_margin: float = 0.2
+    rank_levels: int = 12
+    rank_temperature: float = 0.5
+    w_esta_event: float = 0.5
+    w_esta_clip: float = 0.5
+    esta_temperature: float = 0.07
+    w_sge: float = 0.5
+    w_lrca: float = 1.0
+    lrca_window: int = 5
+    lrca_text_temperature: float = 0.05
+    lrca_video_temperature: float = 0.1
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        _non_negative(
+            owner,
+            cost_class=self.cost_class,
+            cost_span=self.cost_span,
+            cost_giou=self.cost_giou,
+            w_span_l1=self.w_span_l1,
+            w_span_giou=self.w_span_giou,
+            w_label=self.w_label,
+            w_saliency_margin=self.w_saliency_margin,
+            w_saliency_rank=self.w_saliency_rank,
+            w_saliency_neg=self.w_saliency_neg,
+            saliency_margin=self.saliency_margin,
+            w_esta_event=self.w_esta_event,
+            w_esta_clip=self.w_esta_clip,
+            w_sge=self.w_sge,
+            w_lrca=self.w_lrca,
+        )
+        _positive(
+            owner,
+            rank_levels=self.rank_levels,
+            rank_temperature=self.rank_temperature,
+            esta_temperature=self.esta_temperature,
+            lrca_window=self.lrca_window,
+            lrca_text_temperature=self.lrca_text_temperature,
+            lrca_video_temperature=self.lrca_video_temperature,
+        )
+        if not 0.0 < self.eos_coef <= 1.0:
+            raise ValueError(f"{owner}.eos_coef must be in (0, 1], got {self.eos_coef!r}")
+        if self.cost_class + self.cost_span + self.cost_giou == 0:
+            raise ValueError(f"{owner}: all matching costs are 0; the matching would be arbitrary")

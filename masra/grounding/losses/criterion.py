@@ -1,0 +1,213 @@
+"""The set criterion: named, unweighted losses of the grounding model plus their weights.
+
+``criterion(outputs, batch)`` returns a dict of scalar losses; ``criterion.weights`` maps every name
+it can return to its weight and :func:`weighted_total` combines them. Names:
+
+* ``span_l1``, ``span_giou``, ``label``: matched-moment losses (Hungarian matching per decoder layer);
+  the intermediate layers give ``span_l1_0``, ``span_giou_0``, ``label_0``, ``span_l1_1``, ...
+* ``saliency_margin``, ``saliency_rank`` and, in training mode (``saliency_neg`` present),
+  ``saliency_neg``.
+* MASRA prior losses, only when the batch carries priors and the part is on: ``esta_event`` and
+  ``esta_clip`` (ESTA), ``sge`` (SGE), ``lrca`` (LRCA). Videos with ``has_prior`` False are masked
+  out of them; when no video of the batch has priors they are exactly 0 (still attached to the graph
+  so every head receives a gradient, which distributed training needs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from masra.grounding.batch import Batch
+from masra.grounding.config import LossConfig, ModelConfig
+from masra.grounding.losses.esta import esta_clip_loss, esta_event_loss
+from masra.grounding.losses.lrca import lrca_loss
+from masra.grounding.losses.saliency import (
+    negative_pair_loss,
+    saliency_margin_loss,
+    saliency_rank_contrastive_loss,
+)
+from masra.grounding.matcher import HungarianMatcher, MatchIndices, build_matcher
+from masra.grounding.span_ops import paired_generalized_iou, span_cxw_to_xx
+
+__all__ = ["SetCriterion", "build_criterion", "weighted_total"]
+
+Outputs = dict[str, Any]
+_MATCHED = ("span_l1", "span_giou", "label")
+
+
+class SetCriterion(nn.Module):
+    """Computes every loss of the grounding model; holds no parameters."""
+
+    def __init__(self, cfg: LossConfig, model_cfg: ModelConfig, matcher: HungarianMatcher) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.matcher = matcher
+        self.parts = model_cfg.masra_parts
+        self.num_aux = model_cfg.num_decoder_layers - 1 if model_cfg.aux_loss else 0
+        self.class_weight: Tensor
+        self.register_buffer("class_weight", torch.tensor([1.0, cfg.eos_coef]), persistent=False)
+        self.matched_map: dict[str, Callable[[Outputs, list[Tensor], MatchIndices], Tensor]] = {
+            "span_l1": self.loss_span_l1,
+            "span_giou": self.loss_span_giou,
+            "label": self.loss_label,
+        }
+        prior_map: dict[str, Callable[[Outputs, Batch], Tensor]] = {
+            "esta_event": self.loss_esta_event,
+            "esta_clip": self.loss_esta_clip,
+            "sge": self.loss_sge,
+            "lrca": self.loss_lrca,
+        }
+        enabled = {
+            "esta_event": self.parts["esta"],
+            "esta_clip": self.parts["esta"],
+            "sge": self.parts["sge"],
+            "lrca": self.parts["lrca"],
+        }
+        self.prior_map = {name: fn for name, fn in prior_map.items() if enabled[name]}
+        base = {
+            "span_l1": cfg.w_span_l1,
+            "span_giou": cfg.w_span_giou,
+            "label": cfg.w_label,
+            "saliency_margin": cfg.w_saliency_margin,
+            "saliency_rank": cfg.w_saliency_rank,
+            "saliency_neg": cfg.w_saliency_neg,
+        }
+        prior_weights = {"esta_event": cfg.w_esta_event, "esta_clip": cfg.w_esta_clip, "sge": cfg.w_sge}
+        prior_weights["lrca"] = cfg.w_lrca
+        self.weights: dict[str, float] = dict(base)
+        for i in range(self.num_aux):
+            self.weights.update({f"{name}_{i}": base[name] for name in _MATCHED})
+        self.weights.update({name: prior_weights[name] for name in self.prior_map})
+
+    # ---- matched-moment losses -------------------------------------------------------------------
+    @staticmethod
+    def _matched_spans(
+        outputs: Outputs, targets: list[Tensor], indices: MatchIndices
+    ) -> tuple[Tensor, Tensor]:
+        """The matched predictions (M, 2) and targets (M, 2), both (center, width)."""
+        device = outputs["pred_spans"].device
+        batch_idx = torch.cat([torch.full_like(q, b) for b, (q, _) in enumerate(indices)]).to(device)
+        query_idx = torch.cat([q for q, _ in indices]).to(device)
+        pred = outputs["pred_spans"][batch_idx, query_idx].float()
+        tgt = torch.cat([t[j.to(t.device)] for t, (_, j) in zip(targets, indices, strict=True)]).to(pred)
+        return pred, tgt
+
+    @staticmethod
+    def _num_spans(targets: list[Tensor]) -> float:
+        return float(max(sum(int(t.shape[0]) for t in targets), 1))
+
+    def loss_span_l1(self, outputs: Outputs, targets: list[Tensor], indices: MatchIndices) -> Tensor:
+        """Sum of |pred - target|_1 over matched (center, width) pairs / number of targets."""
+        pred, tgt = self._matched_spans(outputs, targets, indices)
+        return F.l1_loss(pred, tgt, reduction="sum") / self._num_spans(targets)
+
+    def loss_span_giou(self, outputs: Outputs, targets: list[Tensor], indices: MatchIndices) -> Tensor:
+        """Sum of (1 - gIoU) over matched pairs / number of targets."""
+        pred, tgt = self._matched_spans(outputs, targets, indices)
+        giou = paired_generalized_iou(span_cxw_to_xx(pred), span_cxw_to_xx(tgt))
+        return (1 - giou).sum() / self._num_spans(targets)
+
+    def loss_label(self, outputs: Outputs, targets: list[Tensor], indices: MatchIndices) -> Tensor:
+        """Foreground (0) for matched queries, background (1) otherwise; CE weighted by class."""
+        logits = outputs["pred_logits"].float()  # (B, Q, 2)
+        classes = torch.ones(logits.shape[:2], dtype=torch.long, device=logits.device)
+        for b, (q, _) in enumerate(indices):
+            classes[b, q.to(logits.device)] = 0
+        return F.cross_entropy(logits.transpose(1, 2), classes, weight=self.class_weight.to(logits))
+
+    # ---- prior losses ------------------------------------------------------------------------------
+    @staticmethod
+    def _event_mask(batch: Batch) -> Tensor:
+        assert batch.priors is not None
+        return batch.priors.event_mask & batch.priors.has_prior[:, None]
+
+    def _esta(self, feats: Tensor, batch: Batch, level: str) -> Tensor:
+        assert batch.priors is not None
+        fn = esta_event_loss if level == "event" else esta_clip_loss
+        return (
+            fn(
+                feats,
+                batch.video_mask,
+                batch.priors.event_spans,
+                batch.priors.event_emb,
+                self._event_mask(batch),
+                self.cfg.esta_temperature,
+            )
+            + 0.0 * feats.sum()
+        )  # keeps the head in the graph when no event is real
+
+    def loss_esta_event(self, outputs: Outputs, batch: Batch) -> Tensor:
+        return self._esta(outputs["esta_clip"], batch, "event")
+
+    def loss_esta_clip(self, outputs: Outputs, batch: Batch) -> Tensor:
+        return self._esta(outputs["esta_clip"], batch, "clip")
+
+    def loss_sge(self, outputs: Outputs, batch: Batch) -> Tensor:
+        return self._esta(outputs["sge_pred"], batch, "clip")
+
+    def loss_lrca(self, outputs: Outputs, batch: Batch) -> Tensor:
+        assert batch.priors is not None
+        feats = outputs["lrca_clip"]
+        valid = batch.video_mask & batch.priors.caption_mask & batch.priors.has_prior[:, None]
+        loss = lrca_loss(
+            feats,
+            batch.priors.caption_emb,
+            valid,
+            self.cfg.lrca_window,
+            self.cfg.lrca_text_temperature,
+            self.cfg.lrca_video_temperature,
+        )
+        return loss + 0.0 * feats.sum()
+
+    # ---- entry point ---------------------------------------------------------------------------------
+    def forward(self, outputs: Outputs, batch: Batch) -> dict[str, Tensor]:
+        """All applicable losses, unweighted; see the module docstring for the names."""
+        if batch.spans is None or batch.saliency is None:
+            qids = [m.get("qid") for m in batch.meta[:3]]
+            raise ValueError(
+                f"criterion needs labelled batches (spans and saliency); got none for qids {qids}"
+            )
+        targets = batch.spans
+        losses: dict[str, Tensor] = {}
+        stages = [("", outputs)] + [(f"_{i}", aux) for i, aux in enumerate(outputs.get("aux_outputs", []))]
+        for suffix, out in stages:
+            indices = self.matcher(out["pred_logits"], out["pred_spans"], targets)
+            for name, fn in self.matched_map.items():
+                losses[name + suffix] = fn(out, targets, indices)
+
+        mask = batch.video_mask
+        scores = outputs["saliency"]
+        scores_neg = outputs.get("saliency_neg")
+        losses["saliency_margin"] = saliency_margin_loss(
+            scores, batch.saliency, mask, self.cfg.saliency_margin
+        )
+        losses["saliency_rank"] = saliency_rank_contrastive_loss(
+            scores, batch.saliency, mask, self.cfg.rank_levels, self.cfg.rank_temperature, scores_neg
+        )
+        if scores_neg is not None:
+            losses["saliency_neg"] = negative_pair_loss(scores_neg, mask)
+
+        if batch.priors is not None:
+            for name, prior_fn in self.prior_map.items():
+                losses[name] = prior_fn(outputs, batch)
+        return losses
+
+
+def build_criterion(cfg: LossConfig, model_cfg: ModelConfig) -> SetCriterion:
+    """The criterion for a model built from ``model_cfg``: its MASRA switches decide the prior losses."""
+    return SetCriterion(cfg, model_cfg, build_matcher(cfg))
+
+
+def weighted_total(losses: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
+    """sum_k weights[k] * losses[k]; a loss without a weight is an error (it would be silently dropped)."""
+    missing = sorted(set(losses) - set(weights))
+    if missing:
+        raise KeyError(f"no weight for losses {missing}")
+    if not losses:
+        raise ValueError("weighted_total: no losses")
+    return torch.stack([weights[name] * value.float() for name, value in losses.items()]).sum()

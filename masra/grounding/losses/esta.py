@@ -1,0 +1,108 @@
+"""ESTA, event semantic temporal alignment (and the SGE supervision that reuses its clip target).
+
+Inputs: clip features projected into the prior space ``z`` (B, L, Dp), the clip mask (B, L) and the
+priors: event spans (B, E, 2) as normalised (start, end), event embeddings ``d`` (B, E, Dp), the
+event mask (B, E) and ``has_prior`` (B,).
+
+Clip ``i`` of a video with ``n`` real clips has center ``(i + 0.5) / n``; it lies in event ``e`` when
+its center is inside the event span. An event that covers no clip center takes the clip holding its
+midpoint, so every real event has at least one clip. This gives the membership ``M`` (B, E, L).
+
+Event level (all events of the batch, so other events of the same video are negatives):
+
+    p_e = normalize(sum_i M_ei z_i / sum_i M_ei),  t_e = normalize(d_e)
+    L_event = 1/2 [CE_rows(p t^T / T) + CE_cols(p t^T / T)]       over the N real events
+
+Clip level (each covered clip against every event of the batch, its covering events positive):
+
+    L_clip = mean_i [ logsumexp_{e in batch} (z_i . t_e / T) - logsumexp_{e covers i} (z_i . t_e / T) ]
+
+with ``z_i`` normalised. Videos with ``has_prior`` False contribute neither rows nor columns. Shapes stay
+static (padded events are masked, never dropped), and everything runs in float32.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["esta_clip_loss", "esta_event_loss", "event_membership"]
+
+_NEG = -1e4
+
+
+def event_membership(event_spans: Tensor, event_mask: Tensor, clip_mask: Tensor) -> Tensor:
+    """(B, E, 2) spans, (B, E) event mask, (B, L) clip mask -> (B, E, L) bool: clip i lies in event e."""
+    n = clip_mask.sum(1).clamp(min=1).to(torch.float32)  # (B,)
+    steps = torch.arange(clip_mask.shape[1], device=clip_mask.device, dtype=torch.float32)
+    centers = (steps[None, :] + 0.5) / n[:, None]  # (B, L)
+    start, end = event_spans.float().unbind(-1)  # (B, E)
+    inside = (centers[:, None, :] >= start[..., None]) & (centers[:, None, :] <= end[..., None])
+    inside = inside & clip_mask[:, None, :]
+    mid_idx = torch.minimum(((start + end) / 2 * n[:, None]).floor(), n[:, None] - 1).clamp(min=0).long()
+    fallback = F.one_hot(mid_idx, clip_mask.shape[1]).bool()  # (B, E, L)
+    inside = torch.where(inside.any(-1, keepdim=True), inside, fallback)
+    return inside & event_mask[..., None]
+
+
+def _normalised(x: Tensor) -> Tensor:
+    return F.normalize(x.float(), dim=-1)
+
+
+def esta_event_loss(
+    clip_proj: Tensor,
+    clip_mask: Tensor,
+    event_spans: Tensor,
+    event_emb: Tensor,
+    event_mask: Tensor,
+    temperature: float,
+) -> Tensor:
+    """Symmetric InfoNCE between span-pooled clip projections and event embeddings; scalar.
+
+    Args:
+        clip_proj: (B, L, Dp); clip_mask: (B, L); event_spans: (B, E, 2) (start, end);
+        event_emb: (B, E, Dp); event_mask: (B, E), already False for videos without priors.
+    """
+    member = event_membership(event_spans, event_mask, clip_mask).float()  # (B, E, L)
+    pooled = torch.einsum("bel,bld->bed", member, clip_proj.float()) / member.sum(-1, keepdim=True).clamp(
+        min=1
+    )
+    p = _normalised(pooled).flatten(0, 1)  # (B*E, Dp)
+    t = _normalised(event_emb).flatten(0, 1)  # (B*E, Dp)
+    valid = event_mask.flatten()  # (B*E,)
+    logits = (p @ t.T) / temperature  # (B*E, B*E)
+    pair_ok = valid[:, None] & valid[None, :]
+    logits = logits.masked_fill(~pair_ok, _NEG)
+    diag = logits.diagonal()
+    rows = torch.logsumexp(logits, dim=1) - diag  # video -> text
+    cols = torch.logsumexp(logits, dim=0) - diag  # text -> video
+    count = valid.sum().clamp(min=1)
+    return 0.5 * (((rows + cols) * valid).sum()) / count
+
+
+def esta_clip_loss(
+    clip_proj: Tensor,
+    clip_mask: Tensor,
+    event_spans: Tensor,
+    event_emb: Tensor,
+    event_mask: Tensor,
+    temperature: float,
+) -> Tensor:
+    """Multi-positive InfoNCE of every covered clip against all events of the batch; scalar.
+
+    Shapes as in :func:`esta_event_loss`. Clips covered by no event are skipped.
+    """
+    batch = clip_mask.shape[0]
+    member = event_membership(event_spans, event_mask, clip_mask)  # (B, E, L)
+    z = _normalised(clip_proj).flatten(0, 1)  # (B*L, Dp)
+    t = _normalised(event_emb).flatten(0, 1)  # (B*E, Dp)
+    logits = (z @ t.T) / temperature  # (B*L, B*E)
+    logits = logits.masked_fill(~event_mask.flatten()[None, :], _NEG)
+    # Positives: the events of the clip's own video that cover it (block-diagonal in the batch).
+    eye = torch.eye(batch, dtype=torch.bool, device=clip_mask.device)  # (B, B)
+    pos = eye[:, None, :, None] & member.permute(0, 2, 1)[:, :, None, :]  # (B, L, B, E)
+    pos = pos.flatten(2).flatten(0, 1)  # (B*L, B*E)
+    covered = pos.any(-1)  # (B*L,)
+    loss = torch.logsumexp(logits, dim=1) - torch.logsumexp(logits.masked_fill(~pos, _NEG), dim=1)
+    return (loss * covered).sum() / covered.sum().clamp(min=1)

@@ -1,0 +1,57 @@
+"""LRCA, local relational consistency alignment.
+
+The MLLM's clip captions ``c`` (B, L, Dp) define a textual relation between nearby clips; the model's
+clip features ``f`` (B, L, Dl) (a projection of the clip encoder's output) must relate the same way.
+Within the local window ``W = {(i, j): 0 < |i - j| <= w}`` of clips that are real and captioned:
+
+    P_ij = softmax_{j in W_i}(cos(c_i, c_j) / T_text)        target relation
+    Q_ij = softmax_{j in W_i}(cos(f_i, f_j) / T_video)       model relation
+    L_lrca = mean_{rows i with a neighbour} KL(P_i || Q_i)
+
+The self pair is left out: it is maximal in both and would only dilute the rows. Rows of videos
+without priors are skipped through the caption mask. Shapes stay static; arithmetic runs in float32.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["local_window", "lrca_loss"]
+
+_NEG = -1e4
+
+
+def local_window(valid: Tensor, window: int) -> Tensor:
+    """(B, L) bool -> (B, L, L) bool: both clips valid and ``0 < |i - j| <= window``."""
+    idx = torch.arange(valid.shape[1], device=valid.device)
+    dist = (idx[:, None] - idx[None, :]).abs()
+    band = (dist > 0) & (dist <= window)  # (L, L)
+    return band[None] & valid[:, :, None] & valid[:, None, :]
+
+
+def lrca_loss(
+    clip_feats: Tensor,
+    caption_emb: Tensor,
+    valid: Tensor,
+    window: int,
+    text_temperature: float,
+    video_temperature: float,
+) -> Tensor:
+    """KL between row-normalised local caption relations and local clip-feature relations; scalar.
+
+    Args:
+        clip_feats: (B, L, Dl) model clip features; caption_emb: (B, L, Dp) caption embeddings;
+        valid: (B, L) bool, clip real, captioned and from a video with priors.
+    """
+    allowed = local_window(valid, window)  # (B, L, L)
+    c = F.normalize(caption_emb.float(), dim=-1)
+    f = F.normalize(clip_feats.float(), dim=-1)
+    text_rel = (c @ c.transpose(1, 2) / text_temperature).masked_fill(~allowed, _NEG)
+    video_rel = (f @ f.transpose(1, 2) / video_temperature).masked_fill(~allowed, _NEG)
+    log_p = text_rel.log_softmax(-1)
+    log_q = video_rel.log_softmax(-1)
+    kl = (log_p.exp() * (log_p - log_q) * allowed).sum(-1)  # (B, L)
+    rows = allowed.any(-1)
+    return (kl * rows).sum() / rows.sum().clamp(min=1)
