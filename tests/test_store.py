@@ -197,3 +197,30 @@ def test_leftovers_of_a_killed_build_are_removed(tmp_path: Path) -> None:
     path = build_feature_store(card, ["train"])
     assert not dead.exists()
     assert FeatureStore.open(path).qids == ["10", "11", "12", "13"]
+
+
+def test_same_store_from_another_working_directory_is_not_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _world(tmp_path / "w")
+    monkeypatch.chdir(tmp_path)
+    rel = _world_card_at(Path("w"))
+    path = build_feature_store(rel, ["train"]).resolve()
+    monkeypatch.chdir(tmp_path / "w")
+    monkeypatch.setattr(store_mod, "_write", None)  # any rebuild would fail
+    assert build_feature_store(_world_card_at(Path(".")), ["train"]).resolve() == path
+
+
+def _world_card_at(root: Path) -> DatasetCard:
+    return DatasetCard(
+        name="tiny",
+        format="charades_jsonl",
+        root=root,
+        annotations={"train": root / "ann" / "train.jsonl"},
+        clip_len=2.0,
+        max_clips=10,
+        video_features=tuple(FeatureSource(n, root / n, d) for n, d in DIMS.items()),
+        text_features=TextFeatureSource(root / "text", TEXT_DIM),
+        video_dir=root / "videos",
+        prior_dir=root / "priors",
+    )

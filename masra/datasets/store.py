@@ -81,10 +81,11 @@ def qid_key(qid: QueryId) -> str:
 def _card_spec(card: DatasetCard) -> dict[str, Any]:
     return {
         "video_features": [
-            {"name": f.name, "dir": str(f.dir), "key": f.key, "dim": f.dim} for f in card.video_features
+            {"name": f.name, "dir": str(f.dir.resolve()), "key": f.key, "dim": f.dim}
+            for f in card.video_features
         ],
         "text_features": {
-            "dir": str(card.text_features.dir),
+            "dir": str(card.text_features.dir.resolve()),
             "key": card.text_features.key,
             "dim": card.text_features.dim,
         },
@@ -96,7 +97,7 @@ def _fingerprint(spec: dict[str, Any], sources: list[Path]) -> str:
     h = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
     for p in sources:
         st = p.stat()
-        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
