@@ -47,7 +47,7 @@ CLIP_START = "window start before 0"
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """Yield (1-based line number, stripped line) for non-blank lines; any trailing newline or none."""
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # a UTF-8 BOM is tolerated
         for i, raw in enumerate(f, start=1):
             line = raw.strip()
             if line:
