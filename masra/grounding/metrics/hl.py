@@ -1,0 +1,155 @@
+"""Highlight-detection metrics of the standard protocol (QVHighlights), vectorised (numpy only).
+
+* GT per query: a (num_clips, A) array of the A annotators' 0-4 scores, ``num_clips =
+  int(duration / clip_len)``, filled at ``relevant_clip_ids`` and 0 elsewhere.
+* For a threshold m (2 Fair, 3 Good, 4 VeryGood) a clip is positive for annotator j if its score >= m.
+* HL-mAP: per query and annotator, the AP of the predicted saliency (padded with 0 or cut to
+  ``num_clips``) against the binary labels: a precision-recall curve over the distinct predicted
+  scores (tied scores form one step, as scikit-learn's ``precision_recall_curve``), precision made
+  monotone towards lower recall, averaged over the curve points where recall changes. All-negative
+  labels give 0, all-positive 1. Mean over queries and annotators.
+* HL-Hit1: the clip of the highest predicted score (first one on ties, over the list as submitted);
+  1 if it is positive for any annotator (0 if it lies past the GT clips). Mean over queries.
+
+Shapes: ``Q`` queries, ``C`` padded clips, ``A`` annotators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+HL_THRESHOLDS: dict[str, int] = {"Fair": 2, "Good": 3, "VeryGood": 4}
+
+
+def gt_saliency_matrix(
+    duration: float,
+    clip_ids: Sequence[int],
+    scores: Sequence[Sequence[int]],
+    clip_len: float = 2.0,
+) -> np.ndarray:
+    """The (int(duration / clip_len), A) full-video GT score array of one query.
+
+    Raises:
+        ValueError: a clip id past the last clip, or ids and scores of different lengths.
+    """
+    num_clips = int(duration / clip_len)
+    width = len(scores[0]) if len(scores) else 3
+    full = np.zeros((num_clips, width))
+    if len(clip_ids) != len(scores):
+        raise ValueError(f"{len(clip_ids)} relevant_clip_ids but {len(scores)} saliency_scores rows")
+    if len(clip_ids):
+        ids = np.asarray(clip_ids, dtype=int)
+        if ids.min() < 0 or ids.max() >= num_clips:
+            raise ValueError(
+                f"relevant_clip_ids {ids.min()}..{ids.max()} outside the {num_clips} clips of a "
+                f"{duration} s video ({clip_len} s clips)"
+            )
+        full[ids] = np.asarray(scores, dtype=float)
+    return full
+
+
+def _pack_scores(preds: Sequence[Sequence[float]], num_clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pad/cut each predicted list to its query's clip count -> scores (Q, C), valid (Q, C)."""
+    c = int(max(num_clips.max(initial=0), 1))
+    scores = np.zeros((len(preds), c))
+    for i, (p, n) in enumerate(zip(preds, num_clips, strict=True)):
+        k = min(len(p), int(n))
+        scores[i, :k] = np.asarray(p[:k], dtype=float)  # the rest of the first n stays 0 (padding rule)
+    valid = np.arange(c)[None, :] < num_clips[:, None]
+    return scores, valid
+
+
+def saliency_ap(scores: np.ndarray, valid: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Interpolated AP of ``scores`` against binary ``labels`` per query and annotator -> (Q, A).
+
+    Args:
+        scores: (Q, C) predicted scores, already padded/cut to each query's clips.
+        valid: (Q, C) bool, True for a real clip.
+        labels: (Q, C, A) bool, False where not valid.
+    """
+    q, c = scores.shape
+    order = np.argsort(np.where(valid, -scores, np.inf), axis=1, kind="stable")  # (Q, C), padding last
+    s = np.take_along_axis(scores, order, axis=1)
+    v = np.take_along_axis(valid, order, axis=1)
+    y = np.take_along_axis(labels, order[..., None], axis=1)  # (Q, C, A)
+    nxt_differs = np.ones((q, c), dtype=bool)
+    nxt_differs[:, :-1] = (s[:, 1:] != s[:, :-1]) | ~v[:, 1:]
+    group_end = v & nxt_differs  # last clip of each tied-score group: one curve point per group
+    group_start = np.zeros((q, c), dtype=bool)
+    group_start[:, 0] = True
+    group_start[:, 1:] = group_end[:, :-1]
+    idx = np.arange(c)
+    start_of = np.maximum.accumulate(np.where(group_start, idx, 0), axis=1)  # (Q, C)
+    last_pos = np.maximum.accumulate(np.where(y, idx[None, :, None], -1), axis=1)  # (Q, C, A)
+    changes = group_end[..., None] & (last_pos >= start_of[..., None])  # recall changes at this point
+
+    tps = np.cumsum(y, axis=1)  # (Q, C, A)
+    precision = np.where(group_end[..., None], tps / (idx + 1)[None, :, None], 0.0)
+    interp = np.flip(np.maximum.accumulate(np.flip(precision, axis=1), axis=1), axis=1)
+    n_points = changes.sum(axis=1)  # (Q, A)
+    ap = np.where(changes, interp, 0.0).sum(axis=1) / np.maximum(n_points, 1)
+    npos = y.sum(axis=1)
+    nvalid = v.sum(axis=1)[:, None]
+    ap = np.where(npos == 0, 0.0, ap)
+    return np.where(npos == nvalid, 1.0, ap)
+
+
+def top_clip(preds: Sequence[Sequence[float]]) -> np.ndarray:
+    """Index of the highest predicted score of each (uncut) list, first one on ties -> (Q,)."""
+    return np.array([int(np.argmax(p)) for p in preds], dtype=int)
+
+
+def hit_at_one(top: np.ndarray, labels: np.ndarray, num_clips: np.ndarray) -> np.ndarray:
+    """Per query, 1.0 if clip ``top`` is positive for any annotator, 0.0 if not or past the GT clips.
+
+    Args:
+        top: (Q,) int from :func:`top_clip`.
+        labels: (Q, C, A) bool.
+        num_clips: (Q,) int.
+    """
+    inside = top < num_clips
+    safe = np.where(inside, top, 0)
+    hit = labels[np.arange(len(top)), safe].any(axis=1)
+    return (hit & inside).astype(float)
+
+
+def highlight_metrics(
+    pred_saliency: Sequence[Sequence[float]],
+    gt_full: Sequence[np.ndarray],
+    thresholds: dict[str, int] = HL_THRESHOLDS,
+) -> dict[str, dict[str, float]]:
+    """HL-mAP and HL-Hit1 (percent) per threshold name.
+
+    Args:
+        pred_saliency: Q predicted score lists (any lengths, non-empty).
+        gt_full: Q arrays (num_clips_i, A) from :func:`gt_saliency_matrix`.
+    Returns:
+        ``{"HL-min-Fair": {"HL-mAP": .., "HL-Hit1": ..}, "HL-min-Good": .., "HL-min-VeryGood": ..}``.
+    """
+    if len(pred_saliency) != len(gt_full):
+        raise ValueError(f"{len(pred_saliency)} saliency predictions but {len(gt_full)} GT arrays")
+    if any(len(p) == 0 for p in pred_saliency):
+        raise ValueError("a predicted saliency list is empty")
+    num_clips = np.array([len(g) for g in gt_full], dtype=int)
+    if (num_clips == 0).any():
+        raise ValueError("a GT saliency array has no clips (duration shorter than one clip)")
+    width = gt_full[0].shape[1]
+    if any(g.shape[1] != width for g in gt_full):
+        raise ValueError("GT saliency arrays disagree on the number of annotators")
+    scores, valid = _pack_scores(pred_saliency, num_clips)
+    gt = np.zeros((len(gt_full), scores.shape[1], width))
+    for i, g in enumerate(gt_full):
+        gt[i, : len(g)] = g
+    top = top_clip(pred_saliency)
+    out: dict[str, dict[str, float]] = {}
+    for name, m in thresholds.items():
+        labels = (gt >= m) & valid[..., None]
+        ap = saliency_ap(scores, valid, labels)
+        hit = hit_at_one(top, labels, num_clips)
+        out[f"HL-min-{name}"] = {
+            "HL-mAP": float(f"{100 * np.mean(ap):.2f}"),
+            "HL-Hit1": float(f"{100 * np.mean(hit):.2f}"),
+        }
+    return out
