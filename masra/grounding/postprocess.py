@@ -1,0 +1,178 @@
+"""From model outputs to the standard prediction rows: ranked windows in seconds and clip saliency.
+
+A prediction row (the QVHighlights submission format)::
+
+    {"qid": 3, "query": "...", "vid": "abc_60.0_210.0",
+     "pred_relevant_windows": [[start_s, end_s, score], ...],   # score-sorted, best first
+     "pred_saliency_scores": [s_0, s_1, ...]}                   # one per clip of clip_len seconds
+
+Defaults (documented in docs/training.md): the top 10 windows by foreground probability, no snapping,
+no NMS. Spans are normalised by the clip grid ``num_clips * clip_len`` (see
+:mod:`masra.grounding.batch`) and come back in seconds, clamped to ``[0, duration]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "foreground_prob",
+    "predictions_from_outputs",
+    "saliency_lists",
+    "spans_to_windows",
+    "temporal_nms",
+    "window_iou",
+]
+
+Window = list[float]  # [start_s, end_s, score]
+
+
+def window_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two (start, end, ...) windows in seconds; 0 when both are empty."""
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = (a[1] - a[0]) + (b[1] - b[0]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def temporal_nms(windows: Sequence[Sequence[float]], iou: float) -> list[Window]:
+    """Greedy score-aware NMS: keep the best window, drop the others overlapping it by more than ``iou``.
+
+    ``windows`` are ``[start, end, score]``; the result is sorted by score, best first.
+
+    Example:
+        >>> temporal_nms([[0, 10, 0.9], [1, 10, 0.8], [20, 30, 0.5]], iou=0.7)
+        [[0.0, 10.0, 0.9], [20.0, 30.0, 0.5]]
+    """
+    if not 0.0 < iou <= 1.0:
+        raise ValueError(f"NMS iou threshold must be in (0, 1], got {iou}")
+    ranked = sorted(([float(w[0]), float(w[1]), float(w[2])] for w in windows), key=lambda w: -w[2])
+    kept: list[Window] = []
+    for w in ranked:
+        if all(window_iou(w, k) <= iou for k in kept):
+            kept.append(w)
+    return kept
+
+
+def spans_to_windows(
+    pred_spans: Tensor | np.ndarray,
+    scores: Tensor | np.ndarray,
+    *,
+    num_clips: int,
+    clip_len: float,
+    duration: float,
+    top_k: int = 10,
+    snap: bool = False,
+    nms_iou: float | None = None,
+) -> list[Window]:
+    """Turn one query's predicted spans into ranked windows in seconds.
+
+    Args:
+        pred_spans: (Q, 2) normalised (center, width) spans.
+        scores: (Q,) foreground probabilities.
+        num_clips: clips L of the video as the model saw it; spans are fractions of
+            ``num_clips * clip_len`` seconds.
+        clip_len: clip length in seconds.
+        duration: video duration in seconds; windows are clamped to ``[0, duration]``.
+        top_k: windows returned (after NMS).
+        snap: round starts down and ends up to clip boundaries (still clamped).
+        nms_iou: temporal NMS threshold, or None for no NMS.
+
+    Returns:
+        ``[[start_s, end_s, score], ...]`` sorted by score, best first.
+
+    Example:
+        >>> spans_to_windows(np.array([[0.5, 0.2], [0.1, 0.4]]), np.array([0.3, 0.9]),
+        ...                  num_clips=10, clip_len=2.0, duration=19.0)
+        [[0.0, 6.0, 0.9], [8.0, 12.0, 0.3]]
+    """
+    if num_clips < 1 or clip_len <= 0 or duration <= 0:
+        raise ValueError(
+            f"need num_clips >= 1, clip_len > 0, duration > 0; got {num_clips}, {clip_len}, {duration}"
+        )
+    spans = torch.as_tensor(pred_spans, dtype=torch.float64).reshape(-1, 2)
+    prob = torch.as_tensor(scores, dtype=torch.float64).reshape(-1)
+    if spans.shape[0] != prob.shape[0]:
+        raise ValueError(f"{spans.shape[0]} spans but {prob.shape[0]} scores")
+    grid = num_clips * clip_len
+    start = (spans[:, 0] - 0.5 * spans[:, 1]) * grid
+    end = (spans[:, 0] + 0.5 * spans[:, 1]) * grid
+    if snap:
+        start = torch.floor(start / clip_len) * clip_len
+        end = torch.ceil(end / clip_len) * clip_len
+    start = start.clamp(0.0, duration)
+    end = torch.maximum(end.clamp(0.0, duration), start)
+    order = torch.argsort(-prob, stable=True)
+    windows = [[round(float(start[i]), 4), round(float(end[i]), 4), round(float(prob[i]), 6)] for i in order]
+    if nms_iou is not None:
+        windows = temporal_nms(windows, nms_iou)
+    return windows[:top_k]
+
+
+def foreground_prob(pred_logits: Tensor) -> Tensor:
+    """(..., 2) logits -> (...) probability of the foreground class (index 0, DETR convention)."""
+    return pred_logits.float().softmax(-1)[..., 0]
+
+
+def saliency_lists(saliency: Tensor, lengths: Sequence[int] | Tensor) -> list[list[float]]:
+    """(B, L) clip scores -> per-sample lists cut to each video's clip count."""
+    sal = saliency.detach().float().cpu().numpy()
+    lens = [int(n) for n in (lengths.tolist() if isinstance(lengths, Tensor) else lengths)]
+    return [[round(float(v), 5) for v in sal[b, :n]] for b, n in enumerate(lens)]
+
+
+def predictions_from_outputs(
+    prob: Tensor,
+    spans: Tensor,
+    saliency: Tensor,
+    meta: Sequence[dict[str, Any]],
+    *,
+    top_k: int = 10,
+    snap: bool = False,
+    nms_iou: float | None = None,
+) -> list[dict[str, Any]]:
+    """Batched outputs -> prediction rows.
+
+    Args:
+        prob: (B, Q) foreground probabilities.
+        spans: (B, Q, 2) normalised (center, width) spans.
+        saliency: (B, L) clip scores.
+        meta: per-sample dicts with ``qid``, ``query``, ``vid``, ``duration``, ``clip_len`` and
+            ``num_clips`` (the clips the model saw).
+    """
+    if not (prob.shape[0] == spans.shape[0] == saliency.shape[0] == len(meta)):
+        raise ValueError(
+            f"batch sizes differ: prob {prob.shape[0]}, spans {spans.shape[0]}, "
+            f"saliency {saliency.shape[0]}, meta {len(meta)}"
+        )
+    prob_np = prob.detach().float().cpu().numpy()
+    spans_np = spans.detach().float().cpu().numpy()
+    sal = saliency_lists(saliency, [int(m["num_clips"]) for m in meta])
+    rows = []
+    for b, m in enumerate(meta):
+        windows = spans_to_windows(
+            spans_np[b],
+            prob_np[b],
+            num_clips=int(m["num_clips"]),
+            clip_len=float(m["clip_len"]),
+            duration=float(m["duration"]),
+            top_k=top_k,
+            snap=snap,
+            nms_iou=nms_iou,
+        )
+        n_sal = min(len(sal[b]), max(1, math.ceil(float(m["duration"]) / float(m["clip_len"]) - 1e-6)))
+        rows.append(
+            {
+                "qid": m["qid"],
+                "query": m.get("query", ""),
+                "vid": m["vid"],
+                "pred_relevant_windows": windows,
+                "pred_saliency_scores": sal[b][:n_sal],
+            }
+        )
+    return rows

@@ -1,0 +1,232 @@
+"""One training run end to end: card -> feature store -> resident data (+ priors) -> Trainer -> summary.
+
+:func:`run_training` is what ``masra train`` and ``masra ablate`` call. It writes into the run folder
+(see :mod:`masra.grounding.trainer`) and ``summary.json``::
+
+    {"dataset", "masra_parts", "priors": {"run", "encoder", "source", "videos"} | null,
+     "best_metric", "best_value", "best_epoch", "best_metrics", "position_baseline",
+     "r1_ratio_to_position_baseline", "train_seconds", "epochs_done", "data": {split reports}}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from masra.datasets.card import DatasetCard, load_card
+from masra.datasets.readers import load_queries
+from masra.datasets.store import FeatureStore, build_feature_store
+from masra.grounding.config import LossConfig, ModelConfig
+from masra.grounding.data import ResidentSplit, build_split
+from masra.grounding.losses import build_criterion
+from masra.grounding.metrics.evaluate import evaluate_submission
+from masra.grounding.model import build_model
+from masra.grounding.position_baseline import position_baselines
+from masra.grounding.priors_io import PriorTable, read_prior_table
+from masra.grounding.train_config import TrainConfig
+from masra.grounding.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PRIOR_PARTS", "build_configs", "run_training"]
+
+PRIOR_PARTS = ("esta", "lrca", "sge")  # parts whose losses read priors
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32}
+_RUN_FILES = ("train_log.jsonl", "metrics.jsonl", "summary.json")
+
+
+def build_configs(
+    cfg: TrainConfig, card: DatasetCard, prior_dim: int | None
+) -> tuple[ModelConfig, LossConfig]:
+    """Model and loss configs: the card's dims, the MASRA switches, then ``cfg.model`` / ``cfg.loss``."""
+    model = {
+        **cfg.model,
+        **cfg.model_switches(),
+        "video_dim": card.video_dim,
+        "text_dim": card.text_features.dim,
+    }
+    if prior_dim is not None:
+        if "prior_dim" in cfg.model and int(cfg.model["prior_dim"]) != prior_dim:
+            raise ValueError(
+                f"model.prior_dim is {cfg.model['prior_dim']} but the prior embeddings have dim {prior_dim}"
+            )
+        model["prior_dim"] = prior_dim
+    return ModelConfig.from_dict(model), LossConfig.from_dict(dict(cfg.loss))
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool, is_main: bool) -> None:
+    if resume:
+        if not (run_dir / "last" / "config.json").is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {run_dir / 'last'}")
+        return
+    if is_main:
+        stale = [run_dir / n for n in (*_RUN_FILES, "best", "last") if (run_dir / n).exists()]
+        if stale:
+            log.warning(
+                "%s holds an earlier run; starting afresh (its logs and checkpoints are replaced)", run_dir
+            )
+        for p in stale:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _scorer(card: DatasetCard):  # type: ignore[no-untyped-def]
+    def score(rows: list[dict[str, Any]], data: ResidentSplit) -> dict[str, Any]:
+        return evaluate_submission(rows, data.queries, clip_len=card.clip_len)
+
+    return score
+
+
+def run_training(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    stop_after_epoch: int | None = None,
+    store_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Train as ``cfg`` says into ``run_dir``; returns the summary (also written to summary.json)."""
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    card = load_card(cfg.dataset, cfg.card)
+    mixed = cfg.resolved_mixed_precision(torch.cuda.is_available())
+    acc = Accelerator(
+        mixed_precision=mixed,
+        log_with="tensorboard",
+        project_dir=str(run_dir),
+        step_scheduler_with_optimizer=False,
+    )
+    _prepare_run_dir(run_dir, resume, acc.is_main_process)
+    acc.wait_for_everyone()
+    set_seed(cfg.seed)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+
+    splits = [cfg.train_split] + ([cfg.eval_split] if cfg.eval_split else [])
+    with acc.main_process_first():
+        store = FeatureStore.open(build_feature_store(card, splits, Path(store_dir) if store_dir else None))
+    train_q, _ = load_queries(card, cfg.train_split)
+    eval_q = load_queries(card, cfg.eval_split)[0] if cfg.eval_split else []
+
+    switches = cfg.model_switches()
+    needs_priors = any(switches[f"use_{p}"] for p in PRIOR_PARTS)
+    priors: PriorTable | None = None
+    if needs_priors:
+        priors = read_prior_table(card.prior_dir, cfg.priors_run, cfg.priors_encoder)
+        log.info(
+            "training with priors %r (source=%s, encoder %s)", cfg.priors_run, priors.source, priors.encoder
+        )
+    else:
+        log.info("training without priors (%s)", "baseline" if not cfg.masra else "no prior-reading part on")
+    model_cfg, loss_cfg = build_configs(cfg, card, priors.dim if priors is not None else None)
+
+    max_clips = cfg.max_clips or card.max_clips
+    dtype = _DTYPES[mixed]
+    common = {"max_clips": max_clips, "max_text_len": cfg.max_text_len, "dtype": dtype, "device": acc.device}
+    train_data = build_split(
+        card,
+        train_q,
+        store,
+        priors=priors,
+        prior_dim=model_cfg.prior_dim,
+        allow_partial_priors=cfg.allow_partial_priors,
+        drop_unlabelled=True,
+        name=cfg.train_split,
+        **common,  # type: ignore[arg-type]
+    )
+    eval_data = build_split(card, eval_q, store, name=cfg.eval_split, **common) if eval_q else None  # type: ignore[arg-type]
+
+    scorer = _scorer(card)
+    baseline = None
+    if eval_data is not None:
+        baseline = position_baselines(
+            train_q, eval_data.queries, lambda rows: scorer(rows, eval_data), clip_len=card.clip_len
+        )
+
+    model = build_model(model_cfg)
+    criterion = build_criterion(loss_cfg, model_cfg)
+    if cfg.compile:
+        model = torch.compile(model)  # type: ignore[assignment]
+    prior_info = (
+        None
+        if priors is None
+        else {
+            "run": cfg.priors_run,
+            "encoder": priors.encoder,
+            "source": priors.source,
+            "videos": len(priors),
+        }
+    )
+    trainer = Trainer(
+        cfg,
+        accelerator=acc,
+        model=model,
+        criterion=criterion,
+        train_data=train_data,
+        eval_data=eval_data,
+        scorer=scorer,
+        run_dir=run_dir,
+        checkpoint_config={
+            "dataset": card.name,
+            "model": model_cfg.to_dict(),
+            "loss": loss_cfg.to_dict(),
+            "train": cfg.to_dict(),
+            "priors": prior_info,
+        },
+    )
+    if resume:
+        trainer.resume(run_dir / "last")
+    tracker_cfg = {k: v for k, v in cfg.to_dict().items() if isinstance(v, int | float | str | bool)}
+    acc.init_trackers("tensorboard", config=tracker_cfg)
+    log.info(
+        "training %s: %d train queries (%d steps/epoch), %d eval queries, parts %s, %s precision, %d process(es)",
+        card.name,
+        len(train_data),
+        trainer.steps_per_epoch,
+        len(eval_data) if eval_data else 0,
+        model_cfg.masra_parts,
+        mixed,
+        acc.num_processes,
+    )
+    result = trainer.fit(stop_after_epoch=stop_after_epoch)
+    acc.end_training()
+
+    summary: dict[str, Any] = {
+        "dataset": card.name,
+        "masra_parts": model_cfg.masra_parts,
+        "priors": prior_info,
+        **result,
+        "position_baseline": baseline,
+        "wall_seconds": round(time.perf_counter() - t0, 3),
+        "data": {
+            "train": train_data.report.summary(),
+            "eval": eval_data.report.summary() if eval_data else None,
+        },
+    }
+    model_r1 = (result.get("best_metrics") or {}).get("MR-full-R1@0.5")
+    base_r1 = baseline["best_brief"].get("MR-full-R1@0.5") if baseline else None
+    summary["r1_ratio_to_position_baseline"] = (
+        round(float(model_r1) / float(base_r1), 3) if model_r1 is not None and base_r1 else None
+    )
+    if acc.is_main_process:
+        with open(run_dir / "summary.json", "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
+        log.info(
+            "done in %.1f s: best %s %.2f at epoch %d; val R1@0.5 %.2f vs position-only baseline %.2f (%s)",
+            summary["wall_seconds"],
+            cfg.best_metric,
+            result["best_value"] if result["best_value"] is not None else float("nan"),
+            result["best_epoch"],
+            float(model_r1) if model_r1 is not None else float("nan"),
+            float(base_r1) if base_r1 is not None else float("nan"),
+            baseline["best"] if baseline else "-",
+        )
+    return summary

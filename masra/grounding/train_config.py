@@ -1,0 +1,250 @@
+"""The training configuration: one typed, validated dataclass loaded from ``configs/<dataset>.yaml``.
+
+A config file holds any of the :class:`TrainConfig` fields; ``model`` and ``loss`` are mappings of
+:class:`~masra.grounding.config.ModelConfig` / :class:`~masra.grounding.config.LossConfig` keys and
+``card`` a mapping of dataset-card overrides. Command-line overrides are dotted keys applied on top
+(``epochs=50``, ``model.hidden_dim=128``, ``loss.w_lrca=0.5``, ``card.root=/data/qvh``).
+
+Example::
+
+    dataset: fixture
+    epochs: 40
+    batch_size: 32
+    eval_every: 5
+    best_metric: MR-full-R1@0.5
+    model: {hidden_dim: 128}
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "MASRA_PARTS",
+    "PostprocessConfig",
+    "TrainConfig",
+    "find_train_config",
+    "load_train_config",
+]
+
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+SCHEDULERS = ("constant", "cosine", "step")
+# ModelConfig switches of the five MASRA parts; ``masra: false`` turns them all off.
+MASRA_PARTS = ("esta", "lrca", "sge", "sora", "dai")
+CONFIG_DIR_ENV = "MASRA_CONFIGS"
+
+
+@dataclass
+class PostprocessConfig:
+    """How predicted spans become ranked windows in seconds (see :mod:`masra.grounding.postprocess`).
+
+    Attributes:
+        top_k: windows kept per query after NMS.
+        snap: round window ends outward to clip boundaries.
+        nms_iou: temporal NMS threshold; None disables NMS.
+    """
+
+    top_k: int = 10
+    snap: bool = False
+    nms_iou: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise ValueError(f"postprocess.top_k must be >= 1, got {self.top_k}")
+        if self.nms_iou is not None and not 0.0 < self.nms_iou <= 1.0:
+            raise ValueError(f"postprocess.nms_iou must be in (0, 1] or null, got {self.nms_iou}")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides the model and loss configs' own fields.
+
+    Attributes:
+        dataset: dataset card name or path (``data/datasets/<name>.yaml``).
+        train_split / eval_split: card splits to train on and to evaluate on (``eval_split`` may be
+            null to train without evaluation; the best checkpoint is then the last one).
+        epochs: training epochs.
+        batch_size: global batch size (split evenly over processes; must be a multiple of them).
+        eval_batch_size: global batch size of evaluation.
+        lr / weight_decay: AdamW learning rate and weight decay.
+        grad_clip: max global gradient norm; 0 disables clipping.
+        scheduler: ``constant``, ``cosine`` (to 0 at the last step) or ``step`` (x0.1 at
+            ``lr_drop_epoch``), after ``warmup_epochs`` of linear warm-up.
+        eval_every: evaluate every K epochs (and after the last epoch).
+        best_metric: key of the metrics' ``brief`` dict that selects the best checkpoint (higher is
+            better).
+        seed: seeds the weights, dropout and each epoch's order (a function of seed and epoch).
+        mixed_precision: ``auto`` (bf16 on CUDA, none on CPU), ``no``, ``bf16`` or ``fp16``. The
+            resident features are stored in the matching precision.
+        deterministic: ``torch.use_deterministic_algorithms(True)`` (exact resume on CPU).
+        max_clips: clip cap for training (longer videos are cut); None takes the card's.
+        max_text_len: query token cap T.
+        masra: master switch of the MASRA parts (false = the baseline).
+        priors_run / priors_encoder: prior embeddings are read from
+            ``{card.prior_dir}/{priors_run}/embeddings/{priors_encoder}``.
+        allow_partial_priors: videos without priors train without prior losses instead of failing.
+        model / loss: overrides of ModelConfig / LossConfig fields (dims come from the card).
+        card: dataset-card overrides (dotted keys allowed).
+        postprocess: PostprocessConfig fields used at evaluation.
+        log_every: steps between train-log lines.
+        compile: wrap the model in ``torch.compile``.
+    """
+
+    dataset: str = "fixture"
+    train_split: str = "train"
+    eval_split: str | None = "val"
+    epochs: int = 200
+    batch_size: int = 32
+    eval_batch_size: int = 256
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    grad_clip: float = 0.1
+    scheduler: str = "constant"
+    warmup_epochs: float = 0.0
+    lr_drop_epoch: int | None = None
+    eval_every: int = 5
+    best_metric: str = "MR-full-mAP"
+    seed: int = 2018
+    mixed_precision: str = "auto"
+    deterministic: bool = False
+    max_clips: int | None = None
+    max_text_len: int = 32
+    masra: bool = True
+    priors_run: str = "reference"
+    priors_encoder: str = "minilm"
+    allow_partial_priors: bool = False
+    model: dict[str, Any] = field(default_factory=dict)
+    loss: dict[str, Any] = field(default_factory=dict)
+    card: dict[str, Any] = field(default_factory=dict)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    log_every: int = 50
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.postprocess, dict):
+            self.postprocess = PostprocessConfig(**self.postprocess)
+        for name in ("epochs", "batch_size", "eval_batch_size", "eval_every", "max_text_len", "log_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"TrainConfig.{name} must be an integer >= 1, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr!r}")
+        for name in ("weight_decay", "grad_clip", "warmup_epochs"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"TrainConfig.warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs})"
+            )
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"TrainConfig.scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
+        if self.scheduler == "step" and (self.lr_drop_epoch is None or self.lr_drop_epoch < 1):
+            raise ValueError("TrainConfig.scheduler 'step' needs lr_drop_epoch >= 1")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(
+                f"TrainConfig.mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}"
+            )
+        if self.max_clips is not None and self.max_clips < 1:
+            raise ValueError(f"TrainConfig.max_clips must be >= 1 or null, got {self.max_clips}")
+        if self.train_split == self.eval_split:
+            raise ValueError(f"TrainConfig: train_split and eval_split are both {self.train_split!r}")
+        for name in ("model", "loss", "card"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"TrainConfig.{name} must be a mapping, got {getattr(self, name)!r}")
+        for key in ("video_dim", "text_dim"):
+            if key in self.model:
+                raise ValueError(f"TrainConfig.model.{key} comes from the dataset card; do not set it")
+        if not self.masra:
+            on = [p for p in MASRA_PARTS if self.model.get(f"use_{p}")]
+            if on:
+                raise ValueError(f"TrainConfig: masra is false but model switches {on} are on")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown keys {unknown}; known keys are {sorted(known)}")
+        return cls(**copy.deepcopy(data))
+
+    def model_switches(self) -> dict[str, bool]:
+        """``use_<part>`` values for ModelConfig: all off without MASRA, else the config's (default on)."""
+        return {f"use_{p}": bool(self.masra and self.model.get(f"use_{p}", True)) for p in MASRA_PARTS}
+
+    def resolved_mixed_precision(self, cuda: bool) -> str:
+        if self.mixed_precision == "auto":
+            return "bf16" if cuda else "no"
+        return self.mixed_precision
+
+
+def _repo_config_dir() -> Path:
+    return Path(__file__).resolve().parents[2] / "configs"
+
+
+def find_train_config(dataset: str) -> Path | None:
+    """``configs/<dataset>.yaml`` from $MASRA_CONFIGS, ./configs or the source checkout, if any."""
+    stem = Path(dataset).stem
+    dirs = [Path(d) for d in os.environ.get(CONFIG_DIR_ENV, "").split(os.pathsep) if d]
+    for d in [*dirs, Path("configs"), _repo_config_dir()]:
+        cand = d / f"{stem}.yaml"
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ValueError(f"override {key!r}: {part!r} is not a mapping")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def load_train_config(
+    dataset: str,
+    config_path: str | os.PathLike[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """Defaults <- the config file (``config_path`` or ``configs/<dataset>.yaml``) <- dotted overrides.
+
+    ``card.*`` overrides keep their dots below ``card`` (the card loader resolves them).
+    """
+    raw: dict[str, Any] = {}
+    path = Path(config_path) if config_path is not None else find_train_config(dataset)
+    if config_path is not None and not Path(config_path).is_file():
+        raise FileNotFoundError(f"training config not found: {config_path}")
+    if path is not None:
+        with open(path, encoding="utf-8") as f:
+            loaded = yaml.safe_load(f) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: a training config must be a YAML mapping")
+        raw.update(loaded)
+        log.info("training config: %s", path)
+    else:
+        log.info("no configs/%s.yaml; using the built-in training defaults", Path(dataset).stem)
+    raw["dataset"] = dataset
+    raw.setdefault("card", {})
+    for key, value in (overrides or {}).items():
+        if key.startswith("card."):
+            raw["card"][key[len("card.") :]] = value
+        else:
+            _set_dotted(raw, key, value)
+    try:
+        return TrainConfig.from_dict(raw)
+    except TypeError as e:  # a mapping where a scalar belongs, etc.
+        raise ValueError(f"{path or 'training config'}: {e}") from None

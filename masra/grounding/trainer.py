@@ -1,0 +1,435 @@
+"""The Accelerate training loop: resident batches, AdamW, periodic evaluation, best/last checkpoints.
+
+Files of a run folder::
+
+    train_log.jsonl   one line per ``log_every`` steps and per epoch: epoch, step, lr, loss (weighted
+                      total) and every unweighted named loss as ``loss_<name>`` (means over the interval)
+    metrics.jsonl     one line per evaluation: epoch, step, split, elapsed_s and the metrics' ``brief``
+    best/ last/       checkpoint folders (masra.grounding.checkpoint)
+    summary.json      written by :func:`masra.grounding.recipe.run_training` at the end
+    tensorboard/      trackers
+
+The model and the criterion run inside one wrapper module so that distributed training synchronises
+every parameter. The criterion runs in float32 with autocast off, whatever the mixed precision.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from masra.grounding.batch import Batch, PriorBatch
+from masra.grounding.checkpoint import (
+    finalize_checkpoint,
+    load_rng_state,
+    load_training_state,
+    save_rng_state,
+    save_training_state,
+    staging_dir,
+)
+from masra.grounding.data import ResidentSplit, epoch_batches
+from masra.grounding.losses import weighted_total
+from masra.grounding.postprocess import foreground_prob, predictions_from_outputs
+from masra.grounding.train_config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Scorer", "TrainStep", "Trainer", "build_scheduler"]
+
+Scorer = Callable[[list[dict[str, Any]], ResidentSplit], dict[str, Any]]
+"""(prediction rows, evaluated split) -> the metrics dict with a ``brief`` mapping."""
+
+
+def _to_float(x: Any) -> Any:
+    """Floating tensors (nested in dicts/lists) to float32."""
+    if isinstance(x, Tensor):
+        return x.float() if x.is_floating_point() else x
+    if isinstance(x, dict):
+        return {k: _to_float(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return type(x)(_to_float(v) for v in x)
+    return x
+
+
+def _float_priors(p: PriorBatch | None) -> PriorBatch | None:
+    if p is None:
+        return None
+    return PriorBatch(
+        event_spans=p.event_spans.float(),
+        event_emb=p.event_emb.float(),
+        event_mask=p.event_mask,
+        caption_emb=p.caption_emb.float(),
+        caption_mask=p.caption_mask,
+        has_prior=p.has_prior,
+    )
+
+
+class TrainStep(nn.Module):
+    """Model + criterion in one module: ``forward(batch) -> (outputs, unweighted losses)``."""
+
+    def __init__(self, model: nn.Module, criterion: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.criterion = criterion
+
+    def forward(self, batch: Batch) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        out = self.model(batch.video, batch.video_mask, batch.text, batch.text_mask)
+        with torch.autocast(device_type=batch.video.device.type, enabled=False):
+            fbatch = Batch(
+                video=batch.video,
+                video_mask=batch.video_mask,
+                text=batch.text,
+                text_mask=batch.text_mask,
+                spans=batch.spans,
+                saliency=batch.saliency,
+                priors=_float_priors(batch.priors),
+                meta=batch.meta,
+            )
+            losses = self.criterion(_to_float(out), fbatch)
+        return out, losses
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then constant / cosine to 0 / x0.1 at ``lr_drop_epoch`` (stepped per step)."""
+    total = cfg.epochs * steps_per_epoch
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    drop = (cfg.lr_drop_epoch or 0) * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if cfg.scheduler == "cosine":
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        if cfg.scheduler == "step" and step >= drop:
+            return 0.1
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class Trainer:
+    """Trains one model on resident data; see the module docstring for what it writes.
+
+    Args:
+        cfg: the training config.
+        accelerator: built by the caller (mixed precision, trackers, project dir).
+        model / criterion: built by the caller from the model and loss configs.
+        train_data / eval_data: resident splits on ``accelerator.device`` (eval may be None).
+        scorer: turns prediction rows into metrics (``brief`` keys as the standard tool's).
+        run_dir: the run folder.
+        checkpoint_config: JSON-able dict stored in every checkpoint's ``config.json``.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        accelerator: Accelerator,
+        model: nn.Module,
+        criterion: nn.Module,
+        train_data: ResidentSplit,
+        eval_data: ResidentSplit | None,
+        scorer: Scorer,
+        run_dir: Path,
+        checkpoint_config: dict[str, Any],
+    ) -> None:
+        self.cfg = cfg
+        self.acc = accelerator
+        self.train_data = train_data
+        self.eval_data = eval_data
+        self.scorer = scorer
+        self.run_dir = Path(run_dir)
+        self.checkpoint_config = checkpoint_config
+        self.criterion = criterion
+        self.weights: dict[str, float] = dict(getattr(criterion, "weights", {}))
+        self.steps_per_epoch = len(
+            epoch_batches(
+                len(train_data), cfg.batch_size, seed=cfg.seed, epoch=0, world=accelerator.num_processes
+            )
+        )
+        step = TrainStep(model, criterion)
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
+        for name, p in step.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 or name.endswith(".bias") else decay).append(p)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.lr,
+        )
+        scheduler = build_scheduler(optimizer, cfg, self.steps_per_epoch)
+        self.step_module, self.optimizer, self.scheduler = accelerator.prepare(step, optimizer, scheduler)
+        self.epoch = 0  # epochs completed
+        self.global_step = 0
+        self.best_value = -math.inf
+        self.best_epoch = -1
+        self.best_metrics: dict[str, Any] = {}
+        self.t_start = time.perf_counter()
+        self.elapsed_before = 0.0
+
+    # ---- helpers --------------------------------------------------------------------------------
+    @property
+    def model(self) -> nn.Module:
+        unwrapped: TrainStep = self.acc.unwrap_model(self.step_module)
+        return unwrapped.model
+
+    def _append(self, name: str, record: dict[str, Any]) -> None:
+        if self.acc.is_main_process:
+            with open(self.run_dir / name, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.t_start
+
+    # ---- evaluation -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, data: ResidentSplit) -> list[dict[str, Any]]:
+        """Prediction rows for every query of ``data`` (sharded over processes, gathered in order)."""
+        model = self.model
+        was_training = model.training
+        model.eval()
+        probs, spans, sals = [], [], []
+        batches = epoch_batches(
+            len(data),
+            self.cfg.eval_batch_size - self.cfg.eval_batch_size % self.acc.num_processes
+            or self.acc.num_processes,
+            seed=0,
+            epoch=0,
+            rank=self.acc.process_index,
+            world=self.acc.num_processes,
+            shuffle=False,
+        )
+        for idx in batches:
+            b = data.batch(idx, with_priors=False)
+            with self.acc.autocast():
+                out = model(b.video, b.video_mask, b.text, b.text_mask)
+            probs.append(self.acc.gather_for_metrics(foreground_prob(out["pred_logits"]).float()))
+            spans.append(self.acc.gather_for_metrics(out["pred_spans"].float()))
+            sals.append(self.acc.gather_for_metrics(out["saliency"].float()))
+        model.train(was_training)
+        n = len(data)
+        prob, span, sal = (torch.cat(x)[:n] for x in (probs, spans, sals))
+        pp = self.cfg.postprocess
+        return predictions_from_outputs(
+            prob, span, sal, data.meta, top_k=pp.top_k, snap=pp.snap, nms_iou=pp.nms_iou
+        )
+
+    def evaluate(self) -> dict[str, Any]:
+        """Score the eval split; append one line to metrics.jsonl; returns the full metrics dict."""
+        assert self.eval_data is not None
+        rows = self.predict(self.eval_data)
+        metrics = self.scorer(rows, self.eval_data)
+        brief = metrics["brief"]
+        record = {
+            "epoch": self.epoch,
+            "step": self.global_step,
+            "split": self.cfg.eval_split,
+            "elapsed_s": round(self._elapsed(), 3),
+            **brief,
+        }
+        self._append("metrics.jsonl", record)
+        self.acc.log(
+            {f"eval/{k}": v for k, v in brief.items() if isinstance(v, int | float)}, step=self.global_step
+        )
+        self._last_rows = rows
+        return metrics
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "step": self.global_step,
+            "best_value": self.best_value if math.isfinite(self.best_value) else None,
+            "best_epoch": self.best_epoch,
+            "best_metrics": self.best_metrics,
+            "elapsed_s": self._elapsed(),
+            "num_processes": self.acc.num_processes,
+        }
+
+    def save(self, name: str, metrics: dict[str, Any] | None = None) -> Path:
+        """Write ``{run}/{name}`` (all processes write their RNG state; the main process the rest)."""
+        final = self.run_dir / name
+        staging = staging_dir(final)
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        self.acc.wait_for_everyone()
+        save_rng_state(staging, self.acc.process_index)
+        if self.acc.is_main_process:
+            config = {
+                **self.checkpoint_config,
+                "epoch": self.epoch,
+                "step": self.global_step,
+                "metrics": metrics or {},
+            }
+            save_training_state(
+                staging,
+                model=self.model,
+                criterion=self.criterion,
+                optimizer=self.optimizer.optimizer
+                if hasattr(self.optimizer, "optimizer")
+                else self.optimizer,
+                scheduler=self.scheduler.scheduler
+                if hasattr(self.scheduler, "scheduler")
+                else self.scheduler,
+                config=config,
+                state=self._state(),
+            )
+            if name == "best" and getattr(self, "_last_rows", None):
+                with open(staging / f"predictions_{self.cfg.eval_split}.jsonl", "w", encoding="utf-8") as f:
+                    for row in self._last_rows:
+                        f.write(json.dumps(row) + "\n")
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            finalize_checkpoint(staging, final)
+        self.acc.wait_for_everyone()
+        return final
+
+    def resume(self, folder: Path) -> None:
+        """Continue from a checkpoint folder written by :meth:`save` (exactly, at an epoch boundary)."""
+        state = load_training_state(
+            folder,
+            model=self.model,
+            criterion=self.criterion,
+            optimizer=self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer,
+            scheduler=self.scheduler.scheduler if hasattr(self.scheduler, "scheduler") else self.scheduler,
+        )
+        if state.get("num_processes", 1) != self.acc.num_processes:
+            log.warning(
+                "resuming a %d-process run with %d processes: the data order differs from the original",
+                state.get("num_processes", 1),
+                self.acc.num_processes,
+            )
+        load_rng_state(folder, self.acc.process_index)
+        self.epoch = int(state["epoch"])
+        self.global_step = int(state["step"])
+        self.best_value = -math.inf if state.get("best_value") is None else float(state["best_value"])
+        self.best_epoch = int(state.get("best_epoch", -1))
+        self.best_metrics = dict(state.get("best_metrics") or {})
+        self.elapsed_before = float(state.get("elapsed_s", 0.0))
+        log.info("resumed from %s at epoch %d (step %d)", folder, self.epoch, self.global_step)
+
+    # ---- training -------------------------------------------------------------------------------
+    def _train_epoch(self, progress: tqdm) -> dict[str, float]:
+        cfg = self.cfg
+        module = self.step_module
+        module.train()
+        sums: dict[str, Tensor] = {}
+        epoch_sums: dict[str, Tensor] = {}
+        count = 0
+        batches = epoch_batches(
+            len(self.train_data),
+            cfg.batch_size,
+            seed=cfg.seed,
+            epoch=self.epoch,
+            rank=self.acc.process_index,
+            world=self.acc.num_processes,
+        )
+        for idx in batches:
+            batch = self.train_data.batch(idx, with_priors=True)
+            _, losses = module(batch)
+            total = weighted_total(losses, self.weights)
+            self.acc.backward(total)
+            if cfg.grad_clip > 0:
+                self.acc.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.global_step += 1
+            count += 1
+            for name, value in [("loss", total), *((f"loss_{k}", v) for k, v in losses.items())]:
+                v = value.detach().float()
+                sums[name] = sums.get(name, 0.0) + v  # type: ignore[assignment, operator]
+                epoch_sums[name] = epoch_sums.get(name, 0.0) + v  # type: ignore[assignment, operator]
+            progress.update(1)
+            if self.global_step % cfg.log_every == 0:
+                n_int = (self.global_step - 1) % cfg.log_every + 1
+                record = {k: float(v) / n_int for k, v in sums.items()}
+                sums = {}
+                lr = self.scheduler.get_last_lr()[0]
+                self._append(
+                    "train_log.jsonl", {"epoch": self.epoch, "step": self.global_step, "lr": lr, **record}
+                )
+                self.acc.log(
+                    {f"train/{k}": v for k, v in record.items()} | {"train/lr": lr}, step=self.global_step
+                )
+                progress.set_postfix(loss=f"{record['loss']:.3f}")
+        return {k: float(v) / max(count, 1) for k, v in epoch_sums.items()}
+
+    def fit(self, *, stop_after_epoch: int | None = None) -> dict[str, Any]:
+        """Train to ``cfg.epochs`` (or stop, as if interrupted, once ``stop_after_epoch`` epochs are done).
+
+        Returns ``{"best_metric", "best_value", "best_epoch", "best_metrics", "epochs_done", "steps",
+        "train_seconds"}``.
+        """
+        cfg = self.cfg
+        self.t_start = time.perf_counter()
+        total_steps = cfg.epochs * self.steps_per_epoch
+        progress = tqdm(
+            total=total_steps,
+            initial=self.global_step,
+            desc="train",
+            unit="step",
+            disable=not self.acc.is_main_process,
+            dynamic_ncols=True,
+        )
+        while self.epoch < cfg.epochs:
+            if stop_after_epoch is not None and self.epoch >= stop_after_epoch:
+                break
+            epoch_losses = self._train_epoch(progress)
+            self.epoch += 1
+            lr = self.scheduler.get_last_lr()[0]
+            self._append(
+                "train_log.jsonl",
+                {"epoch": self.epoch, "step": self.global_step, "lr": lr, "epoch_end": True, **epoch_losses},
+            )
+            last = self.epoch == cfg.epochs
+            if self.epoch % cfg.eval_every == 0 or last:
+                self._eval_and_keep()
+        progress.close()
+        return {
+            "best_metric": cfg.best_metric,
+            "best_value": self.best_value if math.isfinite(self.best_value) else None,
+            "best_epoch": self.best_epoch,
+            "best_metrics": self.best_metrics,
+            "epochs_done": self.epoch,
+            "steps": self.global_step,
+            "train_seconds": round(self._elapsed(), 3),
+        }
+
+    def _eval_and_keep(self) -> None:
+        if self.eval_data is None:
+            self.best_epoch = self.epoch
+            self.save("best")
+            self.save("last")
+            return
+        metrics = self.evaluate()
+        brief = metrics["brief"]
+        if self.cfg.best_metric not in brief:
+            raise KeyError(f"best_metric {self.cfg.best_metric!r} is not among the metrics {sorted(brief)}")
+        value = float(brief[self.cfg.best_metric])
+        log.info(
+            "epoch %d: %s",
+            self.epoch,
+            ", ".join(f"{k} {v:.2f}" for k, v in brief.items() if isinstance(v, int | float)),
+        )
+        if value > self.best_value:
+            self.best_value, self.best_epoch, self.best_metrics = value, self.epoch, dict(brief)
+            self.save("best", brief)
+        self.save("last", brief)

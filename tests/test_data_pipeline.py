@@ -1,0 +1,174 @@
+"""The resident data pipeline: padding, masks, targets, truncation, the prior join and epoch order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _train_world import CLIP_LEN, PRIOR_DIM, TEXT_DIM, VIDEO_DIM, make_world
+
+from masra.datasets.card import load_card
+from masra.datasets.readers import load_queries
+from masra.datasets.store import FeatureStore, build_feature_store
+from masra.datasets.types import Query
+from masra.grounding.data import PriorCoverageError, build_split, epoch_batches
+from masra.grounding.priors_io import read_prior_table
+from masra.prior_gen.schema import EMBED_SCHEMA, SCHEMA_VERSION
+from masra.prior_gen.shards import rows_to_table, write_table_atomic
+
+
+def _open(tmp_path: Path, **kw: object):  # type: ignore[no-untyped-def]
+    card = load_card(make_world(tmp_path, **kw))  # type: ignore[arg-type]
+    store = FeatureStore.open(build_feature_store(card, ["train", "val"]))
+    return card, store
+
+
+def test_padding_masks_tef_and_qvh_targets(tmp_path: Path) -> None:
+    card, store = _open(tmp_path, num_train=6, num_val=2, num_clips=10, long_video_clips=14)
+    queries, _ = load_queries(card, "train")
+    split = build_split(card, queries, store, max_clips=20, max_text_len=4)
+    assert split.video.shape == (6, 14, VIDEO_DIM + 2)
+    lens = split.video_mask.sum(1).tolist()
+    assert lens == [14, 10, 10, 10, 10, 10]
+    # Temporal-endpoint features are appended after the clip features: row i = [i / L, (i + 1) / L].
+    assert torch.allclose(split.video[1, :10, -2], torch.arange(10) / 10.0)
+    assert torch.allclose(split.video[1, :10, -1], (torch.arange(10) + 1) / 10.0)
+    assert split.video[1, 10:].abs().sum() == 0  # padding is zero
+    # Video features are the store's rows (already L2-normalised by the store).
+    np.testing.assert_allclose(
+        split.video[2, :10, :VIDEO_DIM].numpy(), store.video(queries[2].vid), rtol=1e-6
+    )
+    # Text: cut to max_text_len, mask True on real tokens.
+    assert split.text.shape == (6, 4, TEXT_DIM)
+    for j, q in enumerate(queries):
+        n = min(4, store.text(q.qid).shape[0])
+        assert split.text_mask[j].sum() == n
+        np.testing.assert_allclose(split.text[j, :n].numpy(), store.text(q.qid)[:n], rtol=1e-6)
+    # Targets: spans normalised by the clip grid in (center, width); saliency = mean annotator score.
+    for j, q in enumerate(queries):
+        grid = lens[j] * CLIP_LEN
+        (s, e) = q.windows[0]
+        assert split.span_count[j] == 1
+        assert torch.allclose(split.spans[j, 0], torch.tensor([(s + e) / 2 / grid, (e - s) / grid]))
+        assert q.relevant_clip_ids is not None and q.saliency_scores is not None
+        for cid, scores in zip(q.relevant_clip_ids, q.saliency_scores, strict=True):
+            assert split.saliency[j, cid] == pytest.approx(np.mean(scores))
+        outside = torch.ones(split.saliency.shape[1], dtype=torch.bool)
+        outside[list(q.relevant_clip_ids)] = False
+        assert split.saliency[j, outside].abs().sum() == 0
+    assert split.meta[0]["num_clips"] == 14 and split.meta[0]["clip_len"] == CLIP_LEN
+
+
+def test_binary_saliency_without_labels(tmp_path: Path) -> None:
+    card, store = _open(tmp_path, num_train=4, num_val=2, saliency=False)
+    q = Query(0, "x", "train000", 32.0, ((3.0, 9.0),))  # clips 1..4 overlap [3, 9)
+    split = build_split(card, [q], store, max_clips=16, max_text_len=8)
+    assert split.saliency[0].nonzero().flatten().tolist() == [1, 2, 3, 4]
+
+
+def test_truncation_drops_and_clips_windows(tmp_path: Path) -> None:
+    card, store = _open(tmp_path, num_train=4, num_val=2, num_clips=16)
+    qs = [
+        Query(0, "a", "train000", 32.0, ((2.0, 6.0), (20.0, 24.0))),  # second window past the 16 s cut
+        Query(1, "b", "train001", 32.0, ((12.0, 20.0),)),  # crosses the cut: clipped to [12, 16]
+        Query(2, "c", "train002", 32.0, ((18.0, 22.0),)),  # nothing left
+    ]
+    split = build_split(card, qs, store, max_clips=8, max_text_len=8, drop_unlabelled=True)
+    r = split.report
+    assert (r.videos_cut, r.windows_dropped, r.windows_clipped, r.queries_without_windows) == (2, 2, 1, 1)
+    assert len(split) == 2 and split.video.shape[1] == 8
+    assert split.span_count.tolist() == [1, 1]
+    assert torch.allclose(split.spans[1, 0], torch.tensor([14.0 / 16, 4.0 / 16]))
+    # The evaluation ground truth keeps the original windows.
+    assert split.gt_rows()[0]["relevant_windows"] == [[2.0, 6.0], [20.0, 24.0]]
+
+
+def test_batch_is_an_index_gather(tmp_path: Path) -> None:
+    card, store = _open(tmp_path, num_train=8, num_val=2)
+    priors = read_prior_table(card.prior_dir, "reference", "toy")
+    assert priors.source == "reference" and priors.dim == PRIOR_DIM
+    queries, _ = load_queries(card, "train")
+    split = build_split(
+        card, queries, store, max_clips=16, max_text_len=8, priors=priors, prior_dim=PRIOR_DIM
+    )
+    idx = torch.tensor([5, 2, 7])
+    b = split.batch(idx)
+    assert len(b) == 3 and b.video.shape == (3, 16, VIDEO_DIM + 2)
+    assert torch.equal(b.video[1], split.video[split.q2v[2]])
+    assert torch.equal(b.text[2], split.text[7])
+    assert b.spans is not None and [s.shape for s in b.spans] == [torch.Size([1, 2])] * 3
+    assert [m["qid"] for m in b.meta] == [queries[5].qid, queries[2].qid, queries[7].qid]
+    assert b.priors is not None and bool(b.priors.has_prior.all())
+    assert b.priors.caption_emb.shape == (3, 16, PRIOR_DIM) and bool(b.priors.caption_mask.all())
+    # Event spans are normalised (start, end) on the clip grid.
+    q = queries[5]
+    assert torch.allclose(b.priors.event_spans[0, 0], torch.tensor(q.windows[0]) / (16 * CLIP_LEN))
+    assert split.batch(idx, with_priors=False).priors is None
+
+
+def test_missing_priors_error_and_partial_coverage(tmp_path: Path) -> None:
+    card, store = _open(tmp_path, num_train=10, num_val=2, prior_videos="train-half")
+    priors = read_prior_table(card.prior_dir, "reference", "toy")
+    queries, _ = load_queries(card, "train")
+    with pytest.raises(PriorCoverageError, match=r"5 of 10 videos have no priors \(e.g. train005"):
+        build_split(card, queries, store, max_clips=16, max_text_len=8, priors=priors)
+    split = build_split(
+        card, queries, store, max_clips=16, max_text_len=8, priors=priors, allow_partial_priors=True
+    )
+    assert split.has_prior is not None
+    assert split.has_prior.tolist() == [True] * 5 + [False] * 5
+    assert split.report.videos_without_priors == 5
+    assert split.caption_mask is not None and not bool(split.caption_mask[5:].any())
+
+
+def test_prior_clip_count_and_dim_mismatch(tmp_path: Path) -> None:
+    card, store = _open(tmp_path, num_train=4, num_val=2)
+    priors = read_prior_table(card.prior_dir, "reference", "toy")
+    queries, _ = load_queries(card, "train")
+    with pytest.raises(ValueError, match="expects prior_dim 384"):
+        build_split(card, queries, store, max_clips=16, max_text_len=8, priors=priors, prior_dim=384)
+    priors.num_clips[priors.index["train001"]] += 1
+    with pytest.raises(
+        ValueError, match=r"1 videos have priors for another clip count.*train001 \(priors 17"
+    ):
+        build_split(card, queries, store, max_clips=16, max_text_len=8, priors=priors)
+
+
+def test_prior_shard_with_wrong_caption_count(tmp_path: Path) -> None:
+    row = {
+        "video_id": "v",
+        "encoder": "toy",
+        "dim": 2,
+        "num_clips": 3,
+        "event_start": [],
+        "event_end": [],
+        "event_emb": [],
+        "caption_emb": [[0.0, 1.0], [1.0, 0.0]],
+        "caption_valid": [True, True, True],
+        "schema_version": SCHEMA_VERSION,
+    }
+    write_table_atomic(
+        rows_to_table([row], EMBED_SCHEMA), tmp_path / "r" / "embeddings" / "toy" / "s.parquet"
+    )
+    with pytest.raises(ValueError, match="caption count different from num_clips"):
+        read_prior_table(tmp_path, "r", "toy")
+    with pytest.raises(FileNotFoundError, match="no prior embeddings"):
+        read_prior_table(tmp_path, "other", "toy")
+
+
+def test_epoch_batches_deterministic_and_sharded() -> None:
+    a = epoch_batches(10, 4, seed=1, epoch=3)
+    assert [len(x) for x in a] == [4, 4, 2]
+    assert sorted(torch.cat(a).tolist()) == list(range(10))
+    assert all(torch.equal(x, y) for x, y in zip(a, epoch_batches(10, 4, seed=1, epoch=3), strict=True))
+    assert not torch.equal(torch.cat(a), torch.cat(epoch_batches(10, 4, seed=1, epoch=4)))
+    r0 = epoch_batches(10, 4, seed=1, epoch=3, rank=0, world=2)
+    r1 = epoch_batches(10, 4, seed=1, epoch=3, rank=1, world=2)
+    assert len(r0) == len(r1) == 3 and all(len(x) == 2 for x in r0 + r1)
+    # Interleaving the ranks' shares gives the global order (padded by wrapping around).
+    merged = torch.cat([torch.cat([x, y]) for x, y in zip(r0, r1, strict=True)])
+    assert torch.equal(merged[:10], torch.cat(a)) and set(merged[10:].tolist()) <= set(range(10))
+    with pytest.raises(ValueError, match="not a multiple"):
+        epoch_batches(10, 3, seed=0, epoch=0, world=2)
