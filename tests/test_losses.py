@@ -1,0 +1,261 @@
+"""Losses on tiny hand-computable cases (golden numbers) and the MASRA prior losses' behaviour."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from masra.grounding.batch import Batch, PriorBatch
+from masra.grounding.config import LossConfig, ModelConfig
+from masra.grounding.losses import build_criterion, weighted_total
+from masra.grounding.losses.esta import esta_clip_loss, esta_event_loss, event_membership
+from masra.grounding.losses.lrca import local_window, lrca_loss
+from masra.grounding.losses.saliency import (
+    negative_pair_loss,
+    saliency_margin_loss,
+    saliency_rank_contrastive_loss,
+)
+
+ALL_OFF = dict(use_esta=False, use_lrca=False, use_sge=False, use_sora=False, use_dai=False)
+
+
+def _criterion(**parts: bool):
+    model_cfg = ModelConfig(video_dim=4, text_dim=4, prior_dim=4, hidden_dim=8, num_heads=2, **parts)
+    return build_criterion(LossConfig(), model_cfg)
+
+
+# ---- baseline losses ------------------------------------------------------------------------------------
+def test_matched_losses_golden() -> None:
+    crit = _criterion(**ALL_OFF)
+    outputs = {
+        "pred_logits": torch.tensor([[[2.0, 0.0], [0.0, 0.0]]]),
+        "pred_spans": torch.tensor([[[0.4, 0.2], [0.9, 0.05]]]),
+    }
+    targets = [torch.tensor([[0.5, 0.2]])]
+    indices = [(torch.tensor([0]), torch.tensor([0]))]
+    # |0.4 - 0.5| + |0.2 - 0.2| = 0.1
+    assert crit.loss_span_l1(outputs, targets, indices).item() == pytest.approx(0.1, abs=1e-6)
+    # (0.3, 0.5) vs (0.4, 0.6): IoU = gIoU = 0.1 / 0.3
+    assert crit.loss_span_giou(outputs, targets, indices).item() == pytest.approx(2 / 3, abs=1e-6)
+    # fg CE log(1 + e^-2) at weight 1, bg CE log 2 at weight 0.1, weighted mean
+    expected = (math.log1p(math.exp(-2)) + 0.1 * math.log(2)) / 1.1
+    assert crit.loss_label(outputs, targets, indices).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_saliency_losses_golden() -> None:
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    margin = saliency_margin_loss(torch.tensor([[0.1, 0.2, 0.0]]), torch.tensor([[2.0, 1.0, 0.0]]), mask, 0.2)
+    assert margin.item() == pytest.approx(0.4 / 3, abs=1e-6)  # hinges 0.3, 0.1, 0.0 over 3 pairs
+
+    rank = saliency_rank_contrastive_loss(
+        torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[1.0, 1.0, 0.0]]), mask, levels=2, temperature=1.0
+    )
+    lse = math.log(math.e + 2)
+    assert rank.item() == pytest.approx(((lse - 1) + lse) / 2, abs=1e-6)
+
+    neg = negative_pair_loss(torch.tensor([[0.0, math.log(3.0), 50.0]]), torch.tensor([[True, True, False]]))
+    assert neg.item() == pytest.approx((math.log(2) + math.log(4)) / 2, abs=1e-6)
+
+
+def test_saliency_losses_ignore_padding_and_extra_negatives_count() -> None:
+    mask = torch.tensor([[True, True, False]])
+    scores, target = torch.tensor([[1.0, 0.0, 99.0]]), torch.tensor([[1.0, 0.0, 5.0]])
+    assert saliency_margin_loss(scores, target, mask, 0.2).item() == 0.0
+    plain = saliency_rank_contrastive_loss(scores, target, mask, levels=3, temperature=1.0)
+    assert plain.item() == pytest.approx(math.log(math.e + 1) - 1, abs=1e-6)
+    extra = saliency_rank_contrastive_loss(
+        scores, target, mask, levels=3, temperature=1.0, extra_negatives=torch.tensor([[1.0, -1e4, -1e4]])
+    )
+    assert extra.item() == pytest.approx(math.log(2 * math.e + 1) - 1, abs=1e-6)
+
+
+def test_criterion_names_weights_and_total() -> None:
+    crit = _criterion(**ALL_OFF)
+    gen = torch.Generator().manual_seed(0)
+    outputs = {
+        "pred_logits": torch.randn(2, 3, 2, generator=gen),
+        "pred_spans": torch.rand(2, 3, 2, generator=gen),
+        "saliency": torch.randn(2, 5, generator=gen),
+        "saliency_neg": torch.randn(2, 5, generator=gen),
+        "aux_outputs": [{"pred_logits": torch.randn(2, 3, 2), "pred_spans": torch.rand(2, 3, 2)}],
+    }
+    batch = Batch(
+        video=torch.zeros(2, 5, 4),
+        video_mask=torch.ones(2, 5, dtype=torch.bool),
+        text=torch.zeros(2, 2, 4),
+        text_mask=torch.ones(2, 2, dtype=torch.bool),
+        spans=[torch.tensor([[0.5, 0.2]]), torch.zeros(0, 2)],
+        saliency=torch.tensor([[0, 1, 1, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.float32),
+    )
+    losses = crit(outputs, batch)
+    assert set(losses) == {
+        "span_l1", "span_giou", "label", "span_l1_0", "span_giou_0", "label_0",
+        "saliency_margin", "saliency_rank", "saliency_neg",
+    }  # fmt: skip
+    assert set(losses) <= set(crit.weights)
+    assert (
+        crit.weights["span_l1"] == 10.0
+        and crit.weights["span_giou_0"] == 1.0
+        and crit.weights["label"] == 4.0
+    )
+    total = weighted_total(losses, crit.weights)
+    assert total.item() == pytest.approx(sum(crit.weights[k] * v.item() for k, v in losses.items()), rel=1e-6)
+    with pytest.raises(KeyError, match="no weight"):
+        weighted_total({"mystery": torch.tensor(1.0)}, crit.weights)
+    with pytest.raises(ValueError, match="labelled"):
+        crit(
+            outputs,
+            Batch(video=batch.video, video_mask=batch.video_mask, text=batch.text, text_mask=batch.text_mask),
+        )
+
+
+# ---- ESTA / SGE ---------------------------------------------------------------------------------------
+def test_event_membership_centers_and_fallback() -> None:
+    clip_mask = torch.tensor([[True] * 4 + [False] * 2])
+    spans = torch.tensor([[[0.3, 0.7], [0.0, 0.05], [0.0, 0.0]]])
+    member = event_membership(spans, torch.tensor([[True, True, False]]), clip_mask)
+    assert member[0].int().tolist() == [[0, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0], [0] * 6]
+
+
+def test_esta_event_loss_golden() -> None:
+    # Two events over clips {0, 1} and {2, 3}; pooled features equal the (orthogonal) embeddings.
+    emb = torch.eye(2).unsqueeze(0)  # (1, 2, 2)
+    clips = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]])
+    spans = torch.tensor([[[0.0, 0.5], [0.5, 1.0]]])
+    loss = esta_event_loss(
+        clips, torch.ones(1, 4, dtype=torch.bool), spans, emb, torch.ones(1, 2, dtype=torch.bool), 1.0
+    )
+    assert loss.item() == pytest.approx(math.log(math.e + 1) - 1, abs=1e-6)
+    clip = esta_clip_loss(
+        clips, torch.ones(1, 4, dtype=torch.bool), spans, emb, torch.ones(1, 2, dtype=torch.bool), 1.0
+    )
+    assert clip.item() == pytest.approx(math.log(math.e + 1) - 1, abs=1e-6)
+
+
+def _prior_world(seed: int, batch: int = 3, clips: int = 12, events: int = 3, dim: int = 16):
+    """Random priors plus clip features that agree with them (each clip = its covering event's text)."""
+    gen = torch.Generator().manual_seed(seed)
+    edges = torch.tensor([0.0, 0.34, 0.67, 1.0])
+    spans = torch.stack([edges[:-1], edges[1:]], dim=-1).expand(batch, events, 2).clone()
+    emb = torch.randn(batch, events, dim, generator=gen)
+    clip_mask = torch.ones(batch, clips, dtype=torch.bool)
+    member = event_membership(spans, torch.ones(batch, events, dtype=torch.bool), clip_mask).float()
+    agree = torch.einsum("bel,bed->bld", member, emb)  # (B, L, Dp)
+    random = torch.randn(batch, clips, dim, generator=gen)
+    return spans, emb, clip_mask, agree, random
+
+
+@pytest.mark.parametrize("loss_fn", [esta_event_loss, esta_clip_loss])
+def test_esta_losses_fall_when_features_agree_with_priors(loss_fn) -> None:
+    spans, emb, clip_mask, agree, random = _prior_world(0)
+    event_mask = torch.ones(emb.shape[:2], dtype=torch.bool)
+    low = loss_fn(agree, clip_mask, spans, emb, event_mask, 0.07)
+    high = loss_fn(random, clip_mask, spans, emb, event_mask, 0.07)
+    mixed = loss_fn(0.5 * agree + 0.5 * random, clip_mask, spans, emb, event_mask, 0.07)
+    assert low.item() < 0.05 < high.item()
+    assert low.item() < mixed.item() < high.item()
+
+
+def test_esta_skips_videos_without_priors() -> None:
+    spans, emb, clip_mask, _, random = _prior_world(1)
+    event_mask = torch.ones(emb.shape[:2], dtype=torch.bool)
+    masked = event_mask.clone()
+    masked[1] = False  # video 1 has no priors
+    for loss_fn in (esta_event_loss, esta_clip_loss):
+        with_skip = loss_fn(random, clip_mask, spans, emb, masked, 0.1)
+        keep = [0, 2]
+        dropped = loss_fn(random[keep], clip_mask[keep], spans[keep], emb[keep], event_mask[keep], 0.1)
+        assert with_skip.item() == pytest.approx(dropped.item(), abs=1e-5)
+
+
+# ---- LRCA --------------------------------------------------------------------------------------------
+def test_local_window() -> None:
+    win = local_window(torch.tensor([[True, True, True, False]]), 1)[0].int().tolist()
+    assert win == [[0, 1, 0, 0], [1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]]
+
+
+def test_lrca_zero_when_relations_match_and_golden() -> None:
+    gen = torch.Generator().manual_seed(2)
+    captions = torch.randn(2, 10, 16, generator=gen)
+    valid = torch.ones(2, 10, dtype=torch.bool)
+    rotation = torch.linalg.qr(torch.randn(16, 16, generator=gen))[0]
+    # A rotation keeps every cosine, so equal temperatures give KL 0.
+    assert lrca_loss(captions @ rotation, captions, valid, 3, 0.1, 0.1).item() == pytest.approx(0.0, abs=1e-5)
+    # Hand case: three clips, window 1 -> only the middle row has two neighbours.
+    caps = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])
+    feats = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]])
+    loss = lrca_loss(feats, caps, torch.ones(1, 3, dtype=torch.bool), 1, 1.0, 1.0)
+    p = F.softmax(torch.tensor([1.0, 0.0]), 0)  # row 1: captions relate to clip 0, not clip 2
+    q = F.softmax(torch.tensor([0.0, 1.0]), 0)  # features relate to clip 2
+    kl_mid = (p * (p.log() - q.log())).sum().item()
+    assert loss.item() == pytest.approx(kl_mid / 3, abs=1e-6)  # rows 0 and 2 have one neighbour: KL 0
+
+
+def test_lrca_falls_when_features_agree_with_captions() -> None:
+    gen = torch.Generator().manual_seed(3)
+    # Captions change slowly within segments, like real clip captions.
+    segments = torch.randn(2, 4, 16, generator=gen).repeat_interleave(5, dim=1)
+    captions = segments + 0.3 * torch.randn(2, 20, 16, generator=gen)
+    valid = torch.ones(2, 20, dtype=torch.bool)
+    projection = torch.randn(16, 32, generator=gen)
+    agree = lrca_loss(captions @ projection, captions, valid, 5, 0.05, 0.1)
+    random = lrca_loss(torch.randn(2, 20, 32, generator=gen), captions, valid, 5, 0.05, 0.1)
+    assert agree.item() < 0.5 * random.item()
+
+
+# ---- prior losses through the criterion -------------------------------------------------------------------
+def _batch_with_priors(has_prior: list[bool]) -> tuple[Batch, dict[str, torch.Tensor]]:
+    spans, emb, clip_mask, agree, _ = _prior_world(4, batch=len(has_prior))
+    batch_size, clips, _dim = agree.shape
+    priors = PriorBatch(
+        event_spans=spans,
+        event_emb=emb,
+        event_mask=torch.ones(emb.shape[:2], dtype=torch.bool),
+        caption_emb=agree,
+        caption_mask=clip_mask.clone(),
+        has_prior=torch.tensor(has_prior),
+    )
+    batch = Batch(
+        video=torch.zeros(batch_size, clips, 4),
+        video_mask=clip_mask,
+        text=torch.zeros(batch_size, 2, 4),
+        text_mask=torch.ones(batch_size, 2, dtype=torch.bool),
+        spans=[torch.tensor([[0.5, 0.2]])] * batch_size,
+        saliency=torch.rand(batch_size, clips),
+        priors=priors,
+    )
+    gen = torch.Generator().manual_seed(5)
+    outputs = {
+        "pred_logits": torch.randn(batch_size, 3, 2, generator=gen),
+        "pred_spans": torch.rand(batch_size, 3, 2, generator=gen),
+        "saliency": torch.randn(batch_size, clips, generator=gen),
+        "aux_outputs": [],
+        "esta_clip": torch.randn(batch_size, clips, 16, generator=gen, requires_grad=True),
+        "sge_pred": torch.randn(batch_size, clips, 16, generator=gen, requires_grad=True),
+        "lrca_clip": torch.randn(batch_size, clips, 8, generator=gen, requires_grad=True),
+    }
+    return batch, outputs
+
+
+def test_criterion_prior_losses_present_only_with_priors() -> None:
+    crit = _criterion(use_esta=True, use_lrca=True, use_sge=True, use_sora=False, use_dai=False)
+    batch, outputs = _batch_with_priors([True, False, True])
+    prior_names = {"esta_event", "esta_clip", "sge", "lrca"}
+    with_priors = crit(outputs, batch)
+    assert prior_names <= set(with_priors) and all(with_priors[n].item() > 0 for n in prior_names)
+    without = crit(outputs, batch.without_priors())
+    assert not prior_names & set(without)
+    for name in without:
+        assert torch.equal(without[name], with_priors[name])
+
+    none_have = crit(outputs, _batch_with_priors([False, False, False])[0])
+    for name in prior_names:
+        assert none_have[name].item() == 0.0
+        none_have[name].backward(retain_graph=True)  # attached to the graph: heads get (zero) gradients
+    assert outputs["esta_clip"].grad is not None and float(outputs["esta_clip"].grad.abs().sum()) == 0.0
+
+    off = _criterion(**ALL_OFF)
+    assert not prior_names & set(off(outputs, batch)) and not prior_names & set(off.weights)
