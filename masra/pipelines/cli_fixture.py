@@ -1,7 +1,51 @@
-"""`masra` commands of this group (filled in by the issue that owns it)."""
+"""`masra fixture`: generate the synthetic fixture world (docs/fixture.md)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-COMMANDS: list[click.Command] = []
+from masra.fixture import BuildConfig, WorldConfig, build_fixture
+
+
+@click.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option("--seed", type=int, default=0, show_default=True, help="World seed.")
+@click.option("--train-videos", type=int, default=WorldConfig.train_videos, show_default=True)
+@click.option("--val-videos", type=int, default=WorldConfig.val_videos, show_default=True)
+@click.option("--queries-per-video", type=int, default=WorldConfig.queries_per_video, show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True, help="Processes for rendering/extraction.")
+@click.option("--encoder", default="minilm", show_default=True, help="Text encoder: minilm or a model path.")
+@click.option(
+    "--background-events/--no-background-events",
+    default=True,
+    show_default=True,
+    help="List empty stretches as events in the reference priors.",
+)
+def fixture(
+    out: Path,
+    seed: int,
+    train_videos: int,
+    val_videos: int,
+    queries_per_video: int,
+    workers: int,
+    encoder: str,
+    background_events: bool,
+) -> None:
+    """Generate the fixture world (videos, annotations, features, reference priors) in OUT."""
+    try:
+        world = WorldConfig(
+            seed=seed, train_videos=train_videos, val_videos=val_videos, queries_per_video=queries_per_video
+        )
+        cfg = BuildConfig(
+            out=out, world=world, workers=workers, encoder=encoder, background_events=background_events
+        )
+        summary = build_fixture(cfg)
+    except (ValueError, FileExistsError) as e:
+        raise click.UsageError(str(e)) from e
+    for line in summary.lines():
+        click.echo(line)
+
+
+COMMANDS: list[click.Command] = [fixture]
