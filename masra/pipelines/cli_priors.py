@@ -1,7 +1,303 @@
-"""`masra` commands of this group (filled in by the issue that owns it)."""
+"""`masra priors ...`: stage 1, MLLM priors (generate), their text embeddings (embed), their quality (report).
+
+Examples::
+
+    masra priors generate --dataset charades --backend vllm --shard 0/4
+    masra priors generate --dataset qvhighlights --data-parallel 8      # one engine per GPU
+    masra priors embed --dataset charades --encoder minilm
+    masra priors report --dataset charades
+
+Settings come from, in order of precedence: these options, the card's ``priors:`` mapping (e.g.
+``priors: {model: ..., backend: ..., caption_mode: dense, fps: 0.5}``), the defaults in
+``masra.prior_gen``. See docs/priors.md.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
 import click
 
-COMMANDS: list[click.Command] = []
+from masra.datasets.card import DatasetCard, load_card, parse_overrides
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
+_CARD_KEYS = {
+    "model", "backend", "prompt_family", "splits", "encoder", "caption_mode", "fps", "max_frames",
+    "frames_per_clip", "max_side", "max_events", "batch_videos", "max_model_len", "mm_processor_kwargs",
+}  # fmt: skip
+
+_DATASET = click.option("--dataset", "-d", required=True, help="Card name or path to a card YAML.")
+_SET = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a card key (repeatable)."
+)
+_MODEL = click.option(
+    "--model", default=None, help=f"Model folder or hub id [card priors.model, else {DEFAULT_MODEL}]."
+)
+_FAMILY = click.option(
+    "--prompt-family", default=None, help="Prompt family (default: detected from the model)."
+)
+_RUN = click.option(
+    "--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Run folder (default: {prior_dir}/{dataset}__{model}__{prompt-version}).",
+)  # fmt: skip
+
+
+def _card(dataset: str, overrides: tuple[str, ...]) -> tuple[DatasetCard, dict[str, Any]]:
+    """The card and its ``priors`` settings (validated keys)."""
+    try:
+        card = load_card(dataset, parse_overrides(overrides))
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+    settings = card.extra.get("priors") or {}
+    if not isinstance(settings, dict):
+        raise click.ClickException(f"card {card.name!r}: `priors` must be a mapping")
+    unknown = sorted(set(settings) - _CARD_KEYS)
+    if unknown:
+        raise click.ClickException(
+            f"card {card.name!r}: unknown priors keys {unknown}; known: {sorted(_CARD_KEYS)}"
+        )
+    return card, settings
+
+
+def _check_model(model: str) -> None:
+    """A model given as a path must exist; hub ids (``org/name``) are left to the backend."""
+    looks_like_path = (
+        model.startswith((".", "/", "~")) or model.count("/") != 1 or Path(model).parent.is_dir()
+    )
+    if looks_like_path and not Path(model).expanduser().is_dir():
+        hint = " Build the tiny test model with `make tiny-models`." if "tiny_models" in model else ""
+        raise click.ClickException(f"model folder not found: {model}.{hint}")
+
+
+def _run_dir(
+    card: DatasetCard, settings: dict[str, Any], model: str | None, family: str | None
+) -> tuple[Path, str, Any]:
+    from masra.prior_gen import prompts
+    from masra.prior_gen.generate import run_dir_for
+
+    model = model or settings.get("model") or DEFAULT_MODEL
+    try:
+        fam = prompts.resolve_family(model, family or settings.get("prompt_family"))
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    return run_dir_for(card.prior_dir, card.name, model, prompts.prompt_version(fam)), model, fam
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise click.BadParameter(f"expected i/N, got {text!r}", param_hint="--shard") from None
+    if n < 1 or not 0 <= i < n:
+        raise click.BadParameter(f"need 0 <= i < N, got {text!r}", param_hint="--shard")
+    return i, n
+
+
+def _strip_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in names:
+            skip = True
+        elif not any(a.startswith(n + "=") for n in names):
+            out.append(a)
+    return out
+
+
+def _launch_data_parallel(n: int, tp: int, shard: tuple[int, int]) -> None:
+    """Run ``n`` copies of this command, one per GPU group, on disjoint sub-shards."""
+    argv = _strip_options(sys.argv[1:], ("--data-parallel", "--shard"))
+    i, m = shard
+    procs = []
+    for k in range(n):
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES=",".join(str(k * tp + g) for g in range(tp)))
+        cmd = [sys.executable, "-m", "masra.pipelines", *argv, "--shard", f"{i * n + k}/{m * n}"]
+        log.info("data-parallel worker %d: %s", k, " ".join(cmd))
+        procs.append(subprocess.Popen(cmd, env=env))
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise click.ClickException(f"data-parallel workers exited with codes {codes}")
+
+
+@click.group("priors")
+def priors() -> None:
+    """Stage 1: MLLM priors (event spans + clip captions) as Parquet shards."""
+
+
+@priors.command("generate")
+@_DATASET
+@_SET
+@click.option(
+    "--split", "splits", multiple=True, help="Annotation split(s) giving the videos [card, else train]."
+)
+@_MODEL
+@click.option("--revision", default=None, help="Hub revision of the model.")
+@click.option(
+    "--backend", type=click.Choice(["vllm", "transformers"]), default=None, help="[vllm with a GPU]"
+)
+@_FAMILY
+@click.option("--caption-mode", type=click.Choice(["per_clip", "dense"]), default=None, help="[per_clip]")
+@click.option("--fps", type=float, default=None, help="Frames/s for the events prompt [1.0].")
+@click.option("--max-frames", type=int, default=None, help="Frame cap of the events prompt [64].")
+@click.option("--batch-videos", type=int, default=None, help="Videos per batch and shard [16].")
+@click.option("--shard", default="0/1", show_default=True, help="Do part i of N (disjoint, by video id).")
+@click.option("--limit", type=int, default=None, help="Only the first N videos of the shard (smoke tests).")
+@click.option(
+    "--out", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run folder."
+)
+@click.option("--tensor-parallel", type=int, default=1, show_default=True, help="vLLM: GPUs per engine.")
+@click.option(
+    "--data-parallel", type=int, default=1, show_default=True, help="Engines (processes), one per GPU group."
+)
+@click.option("--dtype", default="auto", show_default=True)
+@click.option("--max-model-len", type=int, default=None, help="vLLM context length [16384].")
+@click.option("--gpu-memory-utilization", type=float, default=0.9, show_default=True)
+@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub (off by default).")
+def generate(**kw: Any) -> None:
+    """Generate priors for a dataset's videos (resumable; reruns skip finished videos)."""
+    from masra.prior_gen.engines import EngineConfig, default_backend, load_engine
+    from masra.prior_gen.generate import (
+        GenerateConfig,
+        PriorGenerator,
+        ShardSpec,
+        generate_priors,
+        videos_from_card,
+    )
+    from masra.prior_gen.video import VideoConfig
+
+    card, st = _card(kw["dataset"], kw["overrides"])
+    shard = _parse_shard(kw["shard"])
+    if kw["data_parallel"] > 1:
+        _launch_data_parallel(kw["data_parallel"], kw["tensor_parallel"], shard)
+        return
+    run_dir, model, fam = _run_dir(card, st, kw["model"], kw["prompt_family"])
+    _check_model(model)
+
+    def pick(name: str, default: Any) -> Any:
+        return kw[name] if kw.get(name) is not None else st.get(name, default)
+
+    try:
+        video = VideoConfig(
+            fps=pick("fps", 1.0),
+            max_frames=pick("max_frames", 64),
+            frames_per_clip=st.get("frames_per_clip", 2),
+            max_side=st.get("max_side", 448),
+        )
+        cfg = GenerateConfig(
+            video=video,
+            caption_mode=pick("caption_mode", "per_clip"),
+            max_events=st.get("max_events", 16),
+            batch_videos=pick("batch_videos", 16),
+        )
+        engine_cfg = EngineConfig(
+            model=model,
+            backend=pick("backend", None) or default_backend(),
+            revision=kw["revision"],
+            trust_remote_code=kw["trust_remote_code"],
+            dtype=kw["dtype"],
+            tensor_parallel_size=kw["tensor_parallel"],
+            gpu_memory_utilization=kw["gpu_memory_utilization"],
+            max_model_len=pick("max_model_len", 16384),
+            mm_processor_kwargs=st.get("mm_processor_kwargs", {}),
+        )
+        spec = ShardSpec(*shard)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    splits = (
+        list(kw["splits"])
+        or st.get("splits")
+        or (["train"] if "train" in card.annotations else list(card.annotations))
+    )
+    try:
+        items = videos_from_card(card, splits)
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+    if kw["limit"] is not None:
+        items = sorted((it for it in items if spec.owns(it.vid)), key=lambda it: it.vid)[: kw["limit"]]
+    run_dir = kw["run_dir"] or run_dir
+    gen = PriorGenerator(family=fam, clip_len=card.clip_len, max_clips=card.max_clips, cfg=cfg)
+    summary = generate_priors(
+        items,
+        generator=gen,
+        engine_factory=lambda: load_engine(engine_cfg),
+        run_dir=run_dir,
+        shard=spec,
+        manifest_extra={"dataset": card.name, "splits": splits, "requested_model": model},
+    )
+    click.echo(f"priors in {run_dir}")
+    click.echo(summary.line())
+
+
+@priors.command("embed")
+@_DATASET
+@_SET
+@_MODEL
+@_FAMILY
+@_RUN
+@click.option(
+    "--encoder", default=None, help="minilm, or a transformers text encoder folder/id [card, else minilm]."
+)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+def embed(dataset: str, overrides: tuple[str, ...], model: str | None, prompt_family: str | None,
+          run_dir: Path | None, encoder: str | None, device: str, batch_size: int) -> None:  # fmt: skip
+    """Embed a prior run's event texts and clip captions (float16 shards keyed by video_id)."""
+    from masra.prior_gen.embed import embed_prior_run
+    from masra.text_encoder import TextEncoder
+
+    card, st = _card(dataset, overrides)
+    run_dir = run_dir or _run_dir(card, st, model, prompt_family)[0]
+    enc = TextEncoder.load(encoder or st.get("encoder", "minilm"), device=device)
+    try:
+        out = embed_prior_run(run_dir, enc, batch_size=batch_size)
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"embeddings in {out}")
+
+
+@priors.command("report")
+@_DATASET
+@_SET
+@_MODEL
+@_FAMILY
+@_RUN
+@click.option(
+    "--split", "splits", multiple=True, help="Splits with ground truth to compare with [all labelled]."
+)
+@click.option(
+    "--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="[{run}/report.json]"
+)
+def report(dataset: str, overrides: tuple[str, ...], model: str | None, prompt_family: str | None,
+           run_dir: Path | None, splits: tuple[str, ...], json_out: Path | None) -> None:  # fmt: skip
+    """Quality and coverage of a prior run against the annotations: a table and a JSON file."""
+    from masra.datasets.readers import load_queries
+    from masra.prior_gen.report import format_report, prior_report
+
+    card, st = _card(dataset, overrides)
+    run_dir = run_dir or _run_dir(card, st, model, prompt_family)[0]
+    queries = []
+    for split in splits or [s for s in card.annotations if card.annotations[s].is_file()]:
+        try:
+            queries += load_queries(card, split)[0]
+        except (ValueError, FileNotFoundError) as e:
+            raise click.ClickException(str(e)) from None
+    try:
+        rep = prior_report(run_dir, queries)
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+    json_out = json_out or run_dir / "report.json"
+    json_out.write_text(json.dumps(rep, indent=2) + "\n", encoding="utf-8")
+    click.echo(format_report(rep))
+    click.echo(f"report written to {json_out}")
+
+
+COMMANDS: list[click.Command] = [priors]
