@@ -1,0 +1,417 @@
+"""Inference API: a trained checkpoint, video features and queries in; ranked windows and saliency out.
+
+Example::
+
+    g = Grounder.from_pretrained("runs/fixture/best")
+    [res] = g.predict(video_features, query_text="a red circle moves left")   # (L, Dv) features
+    res.windows[0]      # [start_s, end_s, score], best first
+    res.saliency        # (L,) per-clip saliency
+
+Videos of any length. A video with more clips than the model was trained on (``max_clips``) is
+covered by overlapping windows of ``max_clips`` clips (stride ``window_stride``, half a window by
+default, the last window flush with the end). Each window is predicted as a video of its own; its
+spans are shifted to video time, every window's candidates are pooled and merged by score-aware
+temporal NMS (``merge_nms_iou``), and the per-clip saliency is the mean over the windows covering
+the clip. A window sees a moment near its edge only in part, with no less confidence, so before the
+merge a candidate whose centre lies outside its window's core (the middle ``stride`` clips; the
+first and last windows' cores reach the video ends) has its score multiplied by ``off_core_weight``:
+the window that sees a moment whole wins. With the default half-window stride, a moment up to half
+the trained length lies whole inside the window whose core holds its centre. A video within ``max_clips`` takes one pass, post-processed exactly as at training-time
+evaluation (``top_k``, ``snap``, ``nms_iou`` of the checkpoint's config).
+
+``video_features`` are laid out as in the feature store: each feature type L2-normalised per clip and
+concatenated in card order, *without* temporal-endpoint features (the Grounder adds them per window,
+as training does). :func:`load_feature_npz` builds that from an npz file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from masra.datasets.card import DatasetCard, load_card
+from masra.datasets.features import l2_normalize, temporal_endpoint_features
+from masra.grounding.postprocess import foreground_prob, spans_to_windows, temporal_nms
+from masra.grounding.submission import Prediction
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Grounder",
+    "GrounderConfig",
+    "Grounding",
+    "default_text_encoder",
+    "load_feature_npz",
+    "window_starts",
+]
+
+
+@dataclass(frozen=True)
+class GrounderConfig:
+    """How a :class:`Grounder` feeds the model and post-processes its output.
+
+    Attributes:
+        clip_len: seconds per clip.
+        max_clips: clips per model pass (the trained maximum); longer videos are windowed.
+        video_dim: width of the input clip features, temporal-endpoint dims excluded.
+        text_dim: width of the query token features.
+        temporal_endpoint: append the 2 temporal-endpoint dims per window.
+        max_text_len: query tokens kept.
+        top_k: windows returned per query.
+        snap: round window ends outward to clip boundaries.
+        nms_iou: temporal NMS of a single-pass prediction (None = off, as at training time).
+        window_stride: clips between window starts for long videos (default ``max_clips // 2``).
+        merge_nms_iou: NMS threshold that merges the windows' candidates of a long video.
+        off_core_weight: score factor of a long video's candidates centred outside their window's core.
+        batch_size: (query, window) pairs per forward pass.
+    """
+
+    clip_len: float
+    max_clips: int
+    video_dim: int
+    text_dim: int
+    temporal_endpoint: bool = True
+    max_text_len: int = 32
+    top_k: int = 10
+    snap: bool = False
+    nms_iou: float | None = None
+    window_stride: int | None = None
+    merge_nms_iou: float = 0.7
+    off_core_weight: float = 0.5
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.clip_len <= 0:
+            raise ValueError(f"clip_len must be > 0, got {self.clip_len}")
+        for name in ("max_clips", "video_dim", "text_dim", "max_text_len", "top_k", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.window_stride is not None and not 1 <= self.window_stride <= self.max_clips:
+            raise ValueError(
+                f"window_stride must be in [1, max_clips={self.max_clips}], got {self.window_stride}"
+            )
+        if not 0.0 <= self.off_core_weight <= 1.0:
+            raise ValueError(f"off_core_weight must be in [0, 1], got {self.off_core_weight}")
+        for name in ("nms_iou", "merge_nms_iou"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {value}")
+
+    @property
+    def stride(self) -> int:
+        return self.window_stride or max(1, self.max_clips // 2)
+
+
+@dataclass
+class Grounding:
+    """The prediction for one query.
+
+    Attributes:
+        windows: ``[[start_s, end_s, score], ...]`` best first (at most ``top_k``).
+        saliency: (L,) float per-clip saliency (model logits; higher = more relevant).
+        query: the query text, when given as text.
+        num_windows: model passes the video took (1 unless longer than ``max_clips``).
+    """
+
+    windows: list[list[float]]
+    saliency: np.ndarray
+    query: str | None = None
+    num_windows: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_prediction(self, qid: int | str, vid: str | None, duration: float, clip_len: float) -> Prediction:
+        """A submission row; saliency cut to the clips that start inside the video."""
+        n_sal = max(1, min(len(self.saliency), int(np.ceil(duration / clip_len - 1e-6))))
+        return Prediction(
+            qid=qid,
+            windows=tuple((float(s), float(e), float(c)) for s, e, c in self.windows),
+            saliency=tuple(round(float(x), 5) for x in self.saliency[:n_sal]),
+            vid=vid,
+            query=self.query,
+        )
+
+
+def window_starts(num_clips: int, max_clips: int, stride: int) -> list[int]:
+    """Start clips of the windows covering ``num_clips`` clips; the last window ends at the video end.
+
+    Example:
+        >>> window_starts(10, 4, 2)
+        [0, 2, 4, 6]
+        >>> window_starts(3, 4, 2)
+        [0]
+    """
+    if num_clips <= max_clips:
+        return [0]
+    starts = list(range(0, num_clips - max_clips + 1, stride))
+    if starts[-1] != num_clips - max_clips:
+        starts.append(num_clips - max_clips)
+    return starts
+
+
+def default_text_encoder(card: DatasetCard) -> str:
+    """The encoder that made a card's query features: the card's ``text_encoder`` key, else by width."""
+    named = card.extra.get("text_encoder")
+    if named:
+        return str(named)
+    by_dim = {384: "minilm", 512: "openai/clip-vit-base-patch32"}
+    if card.text_features.dim in by_dim:
+        return by_dim[card.text_features.dim]
+    raise ValueError(
+        f"card {card.name!r}: cannot tell which text encoder made its {card.text_features.dim}-d query "
+        "features; pass text_encoder= (a TextEncoder or a model name)"
+    )
+
+
+def load_feature_npz(path: str | os.PathLike[str], card: DatasetCard | None = None) -> np.ndarray:
+    """(L, Dv) float32 clip features from one npz file, laid out as the feature store lays them out.
+
+    The file holds either one array per feature type named as in the card (``slowfast``, ``clip``,
+    ...: each L2-normalised per clip, cut to the shortest, concatenated in card order) or a single
+    ``features`` array already in that layout (used as is).
+    """
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as z:
+        keys = list(z.keys())
+        if card is not None and all(src.name in keys for src in card.video_features):
+            parts = [l2_normalize(np.asarray(z[src.name], np.float32)) for src in card.video_features]
+            n = min(p.shape[0] for p in parts)
+            return np.ascontiguousarray(np.concatenate([p[:n] for p in parts], axis=1), dtype=np.float32)
+        if "features" in keys:
+            return np.asarray(z["features"], dtype=np.float32)
+    wanted = [s.name for s in card.video_features] if card is not None else []
+    raise ValueError(f"{path}: expected arrays {wanted or ''} or 'features'; the file has {keys}")
+
+
+class Grounder:
+    """A grounding model ready for inference (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: GrounderConfig,
+        *,
+        text_encoder: Any = None,
+        text_encoder_name: str | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        """``model`` follows the MasraModel forward contract; ``text_encoder`` has ``encode_tokens``."""
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.config = config
+        self._text_encoder = text_encoder
+        self.text_encoder_name = text_encoder_name
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        checkpoint: str | os.PathLike[str],
+        *,
+        device: str | torch.device = "cpu",
+        text_encoder: Any = None,
+        card: DatasetCard | None = None,
+        **overrides: Any,
+    ) -> Grounder:
+        """Load a checkpoint folder (``config.json`` + ``model.safetensors``).
+
+        Args:
+            checkpoint: the folder, e.g. ``runs/fixture/best``.
+            device: torch device.
+            text_encoder: a loaded ``TextEncoder`` or a model name for raw-text queries; default: the
+                one that made the dataset's query features (loaded on first use).
+            card: the dataset card; default: the checkpoint's dataset with its training overrides.
+            overrides: :class:`GrounderConfig` fields (``top_k``, ``window_stride``, ...).
+        """
+        from masra.grounding.checkpoint import load_checkpoint
+
+        model, cfg = load_checkpoint(checkpoint, device=device)
+        train = cfg.get("train", {})
+        if card is None:
+            card = load_card(cfg["dataset"], train.get("card") or {})
+        pp = train.get("postprocess") or {}
+        tef = 2 if card.temporal_endpoint else 0
+        config = GrounderConfig(
+            clip_len=card.clip_len,
+            max_clips=int(train.get("max_clips") or card.max_clips),
+            video_dim=model.cfg.video_dim - tef,
+            text_dim=model.cfg.text_dim,
+            temporal_endpoint=card.temporal_endpoint,
+            max_text_len=int(train.get("max_text_len", 32)),
+            top_k=int(pp.get("top_k", 10)),
+            snap=bool(pp.get("snap", False)),
+            nms_iou=pp.get("nms_iou"),
+        )
+        config = replace(config, **overrides)
+        name = text_encoder if isinstance(text_encoder, str) else None
+        if text_encoder is None:
+            try:
+                name = default_text_encoder(card)
+            except ValueError as e:  # only an error once raw text is given
+                log.info("%s", e)
+        if name is not None:
+            text_encoder = None
+        log.info(
+            "loaded %s (%s, max %d clips of %.1f s)", checkpoint, card.name, config.max_clips, config.clip_len
+        )
+        return cls(model, config, text_encoder=text_encoder, text_encoder_name=name, device=device)
+
+    # ---- inputs -------------------------------------------------------------------------------
+    def encode_text(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Token features (T_i, Dt) of each text with the Grounder's text encoder."""
+        if self._text_encoder is None:
+            if self.text_encoder_name is None:
+                raise ValueError("this Grounder has no text encoder; pass query_features instead of text")
+            from masra.text_encoder import TextEncoder
+
+            self._text_encoder = TextEncoder.load(self.text_encoder_name, device=str(self.device))
+        feats = [tokens for tokens, _ in self._text_encoder.encode_tokens(list(texts))]
+        if feats and feats[0].shape[1] != self.config.text_dim:
+            raise ValueError(
+                f"text encoder gives {feats[0].shape[1]}-d tokens; the model takes {self.config.text_dim}-d"
+            )
+        return feats
+
+    def _video(self, video_features: Any) -> torch.Tensor:
+        video = torch.as_tensor(np.asarray(video_features, dtype=np.float32))
+        cfg = self.config
+        if video.ndim != 2 or video.shape[0] == 0:
+            raise ValueError(f"video_features must be (L > 0, {cfg.video_dim}), got {tuple(video.shape)}")
+        if video.shape[1] != cfg.video_dim:
+            hint = " (temporal-endpoint dims are added by the Grounder; leave them out)" if (
+                cfg.temporal_endpoint and video.shape[1] == cfg.video_dim + 2
+            ) else ""  # fmt: skip
+            raise ValueError(
+                f"video_features have {video.shape[1]} dims, the model takes {cfg.video_dim}{hint}"
+            )
+        return video
+
+    def _texts(
+        self, query_features: Any, query_text: str | Sequence[str] | None
+    ) -> tuple[list[torch.Tensor], list[str | None]]:
+        if (query_features is None) == (query_text is None):
+            raise ValueError("give exactly one of query_features and query_text")
+        if query_text is not None:
+            texts = [query_text] if isinstance(query_text, str) else list(query_text)
+            feats: list[Any] = self.encode_text(texts)
+            names: list[str | None] = list(texts)
+        else:
+            single = isinstance(query_features, np.ndarray | torch.Tensor) and query_features.ndim == 2
+            feats = [query_features] if single else list(query_features)
+            names = [None] * len(feats)
+        out = []
+        for i, f in enumerate(feats):
+            t = torch.as_tensor(np.asarray(f, dtype=np.float32))
+            if t.ndim != 2 or t.shape[0] == 0 or t.shape[1] != self.config.text_dim:
+                raise ValueError(
+                    f"query {i}: features must be (T > 0, {self.config.text_dim}), got {tuple(t.shape)}"
+                )
+            out.append(t[: self.config.max_text_len])
+        if not out:
+            raise ValueError("no queries given")
+        return out, names
+
+    # ---- prediction ---------------------------------------------------------------------------
+    def _core(self, start: int, starts: list[int], span: int) -> tuple[float, float]:
+        """Seconds ``[lo, hi]`` of the core of the window starting at clip ``start``."""
+        margin = (span - self.config.stride) / 2
+        lo = -np.inf if start == starts[0] else (start + margin) * self.config.clip_len
+        hi = np.inf if start == starts[-1] else (start + span - margin) * self.config.clip_len
+        return float(lo), float(hi)
+
+    @torch.no_grad()
+    def predict(
+        self,
+        video_features: Any,
+        query_features: Any = None,
+        query_text: str | Sequence[str] | None = None,
+        *,
+        duration: float | None = None,
+        top_k: int | None = None,
+    ) -> list[Grounding]:
+        """Ground each query in one video.
+
+        Args:
+            video_features: (L, Dv) array or tensor (see the module docstring for the layout).
+            query_features: one (T, Dt) array or a list of them; or
+            query_text: one string or a list of strings (encoded with the text encoder).
+            duration: video duration in seconds (default ``L * clip_len``); windows are clamped to it.
+            top_k: windows per query (default: the config's).
+        Returns:
+            One :class:`Grounding` per query, in input order.
+        """
+        cfg = self.config
+        video = self._video(video_features)  # (L, Dv)
+        texts, names = self._texts(query_features, query_text)
+        num_clips = video.shape[0]
+        duration = float(duration) if duration is not None else num_clips * cfg.clip_len
+        top_k = top_k or cfg.top_k
+        starts = window_starts(num_clips, cfg.max_clips, cfg.stride)
+        span = min(num_clips, cfg.max_clips)
+        windows = torch.stack([video[s : s + span] for s in starts])  # (W, M, Dv)
+        if cfg.temporal_endpoint:
+            tef = torch.from_numpy(temporal_endpoint_features(span))[None].expand(len(starts), -1, -1)
+            windows = torch.cat([windows, tef], dim=-1)  # (W, M, Dv + 2)
+
+        pairs = [(q, w) for q in range(len(texts)) for w in range(len(starts))]
+        probs: list[torch.Tensor] = []
+        spans: list[torch.Tensor] = []
+        sals: list[torch.Tensor] = []
+        for b in range(0, len(pairs), cfg.batch_size):
+            chunk = pairs[b : b + cfg.batch_size]
+            t_len = max(texts[q].shape[0] for q, _ in chunk)
+            text = torch.zeros(len(chunk), t_len, cfg.text_dim)
+            text_mask = torch.zeros(len(chunk), t_len, dtype=torch.bool)
+            for i, (q, _) in enumerate(chunk):
+                text[i, : texts[q].shape[0]] = texts[q]
+                text_mask[i, : texts[q].shape[0]] = True
+            vid = windows[[w for _, w in chunk]].to(self.device)  # (B, M, Dv')
+            vmask = torch.ones(vid.shape[:2], dtype=torch.bool, device=self.device)
+            out = self.model(vid, vmask, text.to(self.device), text_mask.to(self.device))
+            probs.append(foreground_prob(out["pred_logits"]).float().cpu())  # (B, Q)
+            spans.append(out["pred_spans"].float().cpu())  # (B, Q, 2)
+            sals.append(out["saliency"].float().cpu())  # (B, M)
+        prob, span_t, sal = torch.cat(probs), torch.cat(spans), torch.cat(sals)
+
+        results = []
+        for q in range(len(texts)):
+            rows = [q * len(starts) + w for w in range(len(starts))]
+            saliency = np.zeros(num_clips)
+            counts = np.zeros(num_clips)
+            candidates: list[list[float]] = []
+            for r, s in zip(rows, starts, strict=True):
+                saliency[s : s + span] += sal[r].numpy()
+                counts[s : s + span] += 1
+                offset = s * cfg.clip_len
+                local = spans_to_windows(
+                    span_t[r],
+                    prob[r],
+                    num_clips=span,
+                    clip_len=cfg.clip_len,
+                    duration=max(duration - offset, 1e-6),
+                    top_k=top_k if len(starts) == 1 else prob.shape[1],
+                    snap=cfg.snap,
+                    nms_iou=cfg.nms_iou if len(starts) == 1 else None,
+                )
+                if len(starts) == 1:
+                    candidates = local
+                    continue
+                lo, hi = self._core(s, starts, span)
+                for a, e, c in local:
+                    a, e = round(a + offset, 4), round(e + offset, 4)
+                    weight = 1.0 if lo <= (a + e) / 2 <= hi else cfg.off_core_weight
+                    candidates.append([a, e, round(c * weight, 6)])
+            if len(starts) > 1:
+                candidates = temporal_nms(candidates, cfg.merge_nms_iou)[:top_k]
+            results.append(
+                Grounding(
+                    windows=candidates, saliency=saliency / counts, query=names[q], num_windows=len(starts)
+                )
+            )
+        return results
