@@ -170,6 +170,25 @@ def default_text_encoder(card: DatasetCard) -> str:
     )
 
 
+def checkpoint_card(config: dict[str, Any], overrides: dict[str, Any] | None = None) -> DatasetCard:
+    """The dataset card a checkpoint was trained with (its training card overrides applied).
+
+    Tries the training config's ``dataset`` (a name or the card path given to ``masra train``), then
+    the card name recorded beside it.
+    """
+    train = config.get("train") or {}
+    over = {**(train.get("card") or {}), **(overrides or {})}
+    names = [n for n in (train.get("dataset"), config.get("dataset")) if n]
+    if not names:
+        raise ValueError("the checkpoint config names no dataset; pass the card explicitly")
+    for name in names[:-1]:
+        try:
+            return load_card(name, over)
+        except FileNotFoundError:
+            continue
+    return load_card(names[-1], over)
+
+
 def load_feature_npz(path: str | os.PathLike[str], card: DatasetCard | None = None) -> np.ndarray:
     """(L, Dv) float32 clip features from one npz file, laid out as the feature store lays them out.
 
@@ -234,7 +253,7 @@ class Grounder:
         model, cfg = load_checkpoint(checkpoint, device=device)
         train = cfg.get("train", {})
         if card is None:
-            card = load_card(cfg["dataset"], train.get("card") or {})
+            card = checkpoint_card(cfg)
         pp = train.get("postprocess") or {}
         tef = 2 if card.temporal_endpoint else 0
         config = GrounderConfig(

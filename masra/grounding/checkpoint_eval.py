@@ -1,0 +1,113 @@
+"""Evaluate a checkpoint on a dataset split: predictions in the submission format, then the metrics.
+
+:func:`evaluate_checkpoint` reads the split's queries and features through the dataset card, runs
+the :class:`~masra.grounding.predictor.Grounder` video by video (all queries of a video in one
+batch; long videos by windows), writes ``predictions_{split}.jsonl`` and, when the split has
+labels, scores it with the standard protocol into ``metrics_{split}.json``. A split without labels
+(the QVHighlights test release) gets predictions only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from masra.datasets.card import DatasetCard
+from masra.datasets.features import load_text_features, load_video_features
+from masra.datasets.readers import load_queries
+from masra.datasets.types import Query
+from masra.grounding.metrics import GroundTruth, evaluate_submission, read_ground_truth
+from masra.grounding.predictor import Grounder
+from masra.grounding.submission import Prediction, write_submission
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EvalOutput", "evaluate_checkpoint", "load_ground_truth", "predict_queries"]
+
+# Card formats whose annotation files are QVHighlights-style jsonl, scored raw as the standard tool does.
+JSONL_FORMATS = ("qvhighlights", "charades_jsonl", "tacos")
+
+
+def load_ground_truth(
+    card: DatasetCard, split: str, path: str | os.PathLike[str] | None = None
+) -> list[GroundTruth]:
+    """GT of a split for the metrics: jsonl files read raw; the Charades-STA txt through its reader."""
+    if card.format in JSONL_FORMATS:
+        ann = Path(path) if path is not None else card.annotation_path(split)
+        if not ann.is_file():
+            raise FileNotFoundError(
+                f"annotation file of dataset {card.name!r} split {split!r} not found: {ann}"
+            )
+        return read_ground_truth(ann)
+    queries, _ = load_queries(card, split, Path(path) if path is not None else None)
+    return [GroundTruth.from_query(q) for q in queries]
+
+
+def predict_queries(grounder: Grounder, card: DatasetCard, queries: list[Query]) -> list[Prediction]:
+    """Predictions for ``queries``, in their order, from the card's video and text feature files."""
+    by_vid: dict[str, list[int]] = {}
+    for i, q in enumerate(queries):
+        by_vid.setdefault(q.vid, []).append(i)
+    out: list[Prediction | None] = [None] * len(queries)
+    for vid, rows in tqdm(by_vid.items(), desc="videos", unit="video"):
+        video = load_video_features(card, vid)  # (L, Dv), no cut: long videos go by windows
+        feats = [load_text_features(card, queries[i].qid)[0] for i in rows]
+        duration = queries[rows[0]].duration
+        results = grounder.predict(video, feats, duration=duration)
+        for i, res in zip(rows, results, strict=True):
+            q = queries[i]
+            res.query = q.query
+            out[i] = res.to_prediction(q.qid, q.vid, q.duration, card.clip_len)
+    return [p for p in out if p is not None]
+
+
+@dataclass
+class EvalOutput:
+    """What :func:`evaluate_checkpoint` wrote: the predictions file and, for labelled splits, the metrics."""
+
+    predictions_path: Path
+    metrics_path: Path | None
+    metrics: dict[str, Any] | None
+    num_queries: int
+
+
+def evaluate_checkpoint(
+    grounder: Grounder,
+    card: DatasetCard,
+    split: str,
+    out_dir: str | os.PathLike[str],
+    *,
+    annotations: str | os.PathLike[str] | None = None,
+) -> EvalOutput:
+    """Predict ``split`` of ``card`` with ``grounder``; write predictions (and metrics when labelled)."""
+    out = Path(out_dir)
+    queries, _ = load_queries(card, split, Path(annotations) if annotations is not None else None)
+    preds = predict_queries(grounder, card, queries)
+    pred_path = write_submission(out / f"predictions_{split}.jsonl", preds)
+    labelled = sum(q.labelled for q in queries)
+    if labelled == 0:
+        log.info("split %r of %s has no labels: predictions only (%s)", split, card.name, pred_path)
+        return EvalOutput(pred_path, None, None, len(queries))
+    if labelled < len(queries):
+        log.warning(
+            "split %r of %s: %d of %d queries have labels; scoring those only",
+            split, card.name, labelled, len(queries),
+        )  # fmt: skip
+    gts = [g for g in load_ground_truth(card, split, annotations) if g.windows]
+    metrics = evaluate_submission(
+        preds,
+        gts,
+        intersection=labelled < len(queries),
+        charades_style=card.format != "qvhighlights",
+        clip_len=card.clip_len,
+    )
+    metrics_path = out / f"metrics_{split}.json"
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    log.info("%s", json.dumps({"split": split, "dataset": card.name, **metrics["brief"]}))
+    return EvalOutput(pred_path, metrics_path, metrics, len(queries))
