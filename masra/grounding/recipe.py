@@ -99,11 +99,14 @@ def run_training(
     card = load_card(cfg.dataset, cfg.card)
     mixed = cfg.resolved_mixed_precision(torch.cuda.is_available())
     acc = Accelerator(
+        cpu=not torch.cuda.is_available(),  # lets `accelerate launch --multi_gpu` run gloo processes on CPU
         mixed_precision=mixed,
         log_with="tensorboard",
         project_dir=str(run_dir),
         step_scheduler_with_optimizer=False,
     )
+    if not acc.is_main_process:  # one copy of every log line
+        logging.getLogger("masra").setLevel(logging.WARNING)
     _prepare_run_dir(run_dir, resume, acc.is_main_process)
     acc.wait_for_everyone()
     set_seed(cfg.seed)

@@ -62,11 +62,15 @@ def train(
     store: str | None,
 ) -> None:
     """Train a grounding model; writes {out}/best, {out}/last, metrics.jsonl, train_log.jsonl, summary.json."""
+    from accelerate import PartialState
+
     from masra.grounding.recipe import run_training
 
     cfg = _config(dataset, config, sets, priors, no_masra)
     run_dir = Path(out or f"runs/{Path(dataset).stem}")
     summary = run_training(cfg, run_dir, resume=resume, store_dir=store)
+    if not PartialState().is_main_process:
+        return
     best = summary.get("best_metrics") or {}
     base = (summary.get("position_baseline") or {}).get("best_brief") or {}
     click.echo(

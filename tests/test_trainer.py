@@ -1,0 +1,133 @@
+"""The trainer: exact resume, checkpoint folders, the scheduler and the training config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from _train_world import make_world, tiny_overrides
+from safetensors.torch import load_file
+
+from masra.grounding.checkpoint import load_checkpoint
+from masra.grounding.recipe import run_training
+from masra.grounding.train_config import TrainConfig, load_train_config
+from masra.grounding.trainer import build_scheduler
+
+
+def _metrics(run: Path) -> list[dict[str, object]]:
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    for line in lines:
+        line.pop("elapsed_s")
+    return lines
+
+
+def test_resume_is_exact(tmp_path: Path) -> None:
+    card = make_world(tmp_path / "world", num_train=16, num_val=6, num_clips=12)
+    cfg = load_train_config(str(card), None, tiny_overrides(card, epochs=4, eval_every=1, batch_size=6))
+    full = run_training(cfg, tmp_path / "full")
+    part = run_training(cfg, tmp_path / "part", stop_after_epoch=2)
+    assert part["epochs_done"] == 2 and len(_metrics(tmp_path / "part")) == 2
+    resumed = run_training(cfg, tmp_path / "part", resume=True)
+    assert resumed["epochs_done"] == 4 and resumed["steps"] == full["steps"]
+    assert _metrics(tmp_path / "part") == _metrics(tmp_path / "full")
+    wa = load_file(str(tmp_path / "full" / "last" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "part" / "last" / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    oa = load_file(str(tmp_path / "full" / "last" / "optimizer.safetensors"))
+    ob = load_file(str(tmp_path / "part" / "last" / "optimizer.safetensors"))
+    assert all(torch.equal(oa[k], ob[k]) for k in oa)
+    # The weights did change during training (the comparison above is not vacuous).
+    first = run_training(cfg, tmp_path / "one", stop_after_epoch=1)
+    assert first["steps"] < full["steps"]
+    w1 = load_file(str(tmp_path / "one" / "last" / "model.safetensors"))
+    assert any(not torch.equal(w1[k], wa[k]) for k in wa)
+
+
+def test_checkpoint_folder_rebuilds_the_model(tmp_path: Path) -> None:
+    card = make_world(tmp_path / "world", num_train=8, num_val=4)
+    cfg = load_train_config(str(card), None, tiny_overrides(card, epochs=1))
+    run_training(cfg, tmp_path / "run")
+    best = tmp_path / "run" / "best"
+    names = {p.name for p in best.iterdir()}
+    assert {"config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json"} <= names
+    assert "predictions_val.jsonl" in names
+    model, config = load_checkpoint(best)
+    assert config["dataset"] == "toy" and config["priors"]["source"] == "reference"
+    assert config["train"]["epochs"] == 1 and not model.training
+    # The model predicts without priors; saved predictions come from these weights.
+    rows = [json.loads(x) for x in (best / "predictions_val.jsonl").read_text().splitlines()]
+    assert (
+        len(rows) == 4 and rows[0]["pred_relevant_windows"][0][2] >= rows[0]["pred_relevant_windows"][-1][2]
+    )
+    for name in ("train_log.jsonl", "metrics.jsonl", "summary.json"):
+        assert (tmp_path / "run" / name).is_file()
+    log = [json.loads(x) for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert any(r.get("epoch_end") for r in log)
+    assert all("loss" in r and "loss_span_l1" in r for r in log)
+    assert any("loss_esta_event" in r and "loss_lrca" in r for r in log)
+
+
+def test_baseline_run_reads_no_priors(tmp_path: Path) -> None:
+    card = make_world(tmp_path / "world", num_train=8, num_val=4, prior_videos="none")
+    cfg = load_train_config(str(card), None, tiny_overrides(card, epochs=1, masra=False))
+    summary = run_training(cfg, tmp_path / "run")
+    assert summary["priors"] is None and not any(summary["masra_parts"].values())
+    log = (tmp_path / "run" / "train_log.jsonl").read_text()
+    assert "loss_esta" not in log and "loss_lrca" not in log
+
+
+def test_scheduler_shapes() -> None:
+    model = torch.nn.Linear(2, 2)
+
+    def lrs(**kw: object) -> list[float]:
+        cfg = TrainConfig(epochs=4, lr=1.0, **kw)  # type: ignore[arg-type]
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        sched = build_scheduler(opt, cfg, steps_per_epoch=2)
+        out = []
+        for _ in range(8):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    assert lrs() == [1.0] * 8
+    assert lrs(scheduler="step", lr_drop_epoch=2) == [1.0] * 4 + [0.1] * 4
+    warm = lrs(warmup_epochs=1)
+    assert warm[:3] == [0.5, 1.0, 1.0]
+    cos = lrs(scheduler="cosine")
+    assert cos[0] == 1.0 and all(a > b for a, b in zip(cos, cos[1:], strict=False)) and cos[-1] > 0
+
+
+def test_train_config_validation_and_overrides(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="scheduler 'step' needs lr_drop_epoch"):
+        TrainConfig(scheduler="step")
+    with pytest.raises(ValueError, match="unknown keys \\['epoch'\\]"):
+        TrainConfig.from_dict({"epoch": 3})
+    with pytest.raises(ValueError, match="comes from the dataset card"):
+        TrainConfig(model={"video_dim": 3})
+    with pytest.raises(ValueError, match="masra is false but"):
+        TrainConfig(masra=False, model={"use_sora": True})
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 7\nmodel: {hidden_dim: 64}\n")
+    cfg = load_train_config("toy", path, {"model.num_queries": 5, "card.root": "/x", "lr": 2e-4})
+    assert (cfg.epochs, cfg.lr, cfg.model, cfg.card) == (
+        7,
+        2e-4,
+        {"hidden_dim": 64, "num_queries": 5},
+        {"root": "/x"},
+    )
+    assert cfg.model_switches()["use_dai"] is True
+    assert not any(TrainConfig(masra=False).model_switches().values())
+    assert TrainConfig(model={"use_sora": False}).model_switches()["use_sora"] is False
+
+
+@pytest.mark.parametrize("name", ["fixture", "qvhighlights", "charades", "tacos"])
+def test_shipped_configs_are_valid(name: str) -> None:
+    path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
+    cfg = load_train_config(name, path)
+    assert cfg.dataset == name
