@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def test_scheduler_shapes() -> None:
     warm = lrs(warmup_epochs=1)
     assert warm[:3] == [0.5, 1.0, 1.0]
     cos = lrs(scheduler="cosine")
-    assert cos[0] == 1.0 and all(a > b for a, b in zip(cos, cos[1:], strict=False)) and cos[-1] > 0
+    assert cos[0] == 1.0 and all(a > b for a, b in itertools.pairwise(cos)) and cos[-1] > 0
 
 
 def test_train_config_validation_and_overrides(tmp_path: Path) -> None:
