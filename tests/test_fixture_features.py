@@ -78,25 +78,59 @@ def test_extractor_reads_colour_shape_and_motion(tmp_path: Path) -> None:
     np.testing.assert_allclose(app[1:4, 15], 1.0)
 
 
-def test_extractor_separates_motions_on_generated_videos(tmp_path: Path) -> None:
-    """On clips fully inside an event, simple rules on the features recover the motion."""
-    world = make_world(WorldConfig(seed=1, train_videos=6, val_videos=0), query_sentence)
-    right = total = 0
+# Hue bin -> colour for the world's palette (bins centred on k * 45 degrees; 8 = achromatic).
+HUE_COLOUR = {0: "red", 1: "yellow", 3: "green", 5: "blue", 6: "purple", HUE_BINS: "white"}
+
+
+def _rule_type(app: np.ndarray, mot: np.ndarray) -> tuple[str, str, str] | None:
+    """Read (colour, shape, motion) of one clip from its features with fixed rules."""
+    if app[15] < 0.5:
+        return None
+    colour = HUE_COLOUR.get(int(np.argmax(app[: HUE_BINS + 1])), "?")
+    shape = "square" if app[13] > 0.9 else ("circle" if app[13] > 0.68 else "triangle")
+    vx, vy, rate = mot[0], mot[1], mot[3]
+    if abs(rate) > 2 * max(abs(vx), abs(vy)):
+        motion = "grow" if rate > 0 else "shrink"
+    elif abs(vx) > abs(vy):
+        motion = "left" if vx < 0 else "right"
+    else:
+        motion = "up" if vy < 0 else "down"
+    return (colour, shape, motion)
+
+
+def test_features_carry_colour_shape_and_motion(tmp_path: Path) -> None:
+    """Fixed rules on the features read every attribute of clips inside events, and grounding each
+    query on the longest run of clips of its target type finds the moment."""
+    world = make_world(WorldConfig(seed=2, train_videos=8, val_videos=0), query_sentence)
+    correct, clips, ious = np.zeros(3), 0, []
     for spec in world:
-        mot = _through_mp4(spec, tmp_path)["motion"]
+        f = _through_mp4(spec, tmp_path)
+        types = [_rule_type(a, m) for a, m in zip(f["appearance"], f["motion"], strict=True)]
         for e in spec.events:
-            for i in range(int(np.ceil(e.start / CLIP)), int(e.end // CLIP)):
-                vx, vy, rate = mot[i, 0], mot[i, 1], mot[i, 3]
-                if abs(rate) > max(abs(vx), abs(vy)) * 2:
-                    guess = "grow" if rate > 0 else "shrink"
-                elif abs(vx) > abs(vy):
-                    guess = "left" if vx < 0 else "right"
-                else:
-                    guess = "up" if vy < 0 else "down"
-                right += guess == e.motion
-                total += 1
-    assert total > 50
-    assert right / total > 0.9, (right, total)
+            for i in range(int(np.ceil(e.start / CLIP)), int(e.end // CLIP)):  # clips inside the event
+                t = types[i]
+                assert t is not None
+                correct += [x == y for x, y in zip(t, e.type, strict=True)]
+                clips += 1
+        for q in spec.queries:
+            runs: list[list[int]] = []
+            for i, t in enumerate(types):
+                if t == q.target:
+                    if runs and runs[-1][-1] == i - 1:
+                        runs[-1].append(i)
+                    else:
+                        runs.append([i])
+            if not runs:
+                ious.append(0.0)
+                continue
+            run = max(runs, key=len)
+            ps, pe = run[0] * CLIP, (run[-1] + 1) * CLIP
+            ious.append(
+                max(max(0.0, min(pe, ge) - max(ps, gs)) / (max(pe, ge) - min(ps, gs)) for gs, ge in q.windows)
+            )
+    assert clips > 50
+    assert (correct / clips > 0.95).all(), correct / clips
+    assert np.mean(np.array(ious) >= 0.5) > 0.8, ious
 
 
 def test_mp4_bytes_are_deterministic(tmp_path: Path) -> None:
