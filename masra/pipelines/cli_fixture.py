@@ -12,11 +12,18 @@ from masra.fixture import BuildConfig, WorldConfig, build_fixture
 @click.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
 @click.option("--seed", type=int, default=0, show_default=True, help="World seed.")
-@click.option("--train-videos", type=int, default=WorldConfig.train_videos, show_default=True)
-@click.option("--val-videos", type=int, default=WorldConfig.val_videos, show_default=True)
+@click.option(
+    "--train-videos", type=int, default=WorldConfig.train_videos, show_default=True, help="Train videos."
+)
+@click.option("--val-videos", type=int, default=WorldConfig.val_videos, show_default=True, help="Val videos.")
 @click.option("--queries-per-video", type=int, default=WorldConfig.queries_per_video, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True, help="Processes for rendering/extraction.")
-@click.option("--encoder", default="minilm", show_default=True, help="Text encoder: minilm or a model path.")
+@click.option(
+    "--encoder",
+    default="minilm",
+    show_default=True,
+    help="Text encoder: minilm or a model path (the card's text dim must match).",
+)
 @click.option(
     "--background-events/--no-background-events",
     default=True,
@@ -33,7 +40,10 @@ def fixture(
     encoder: str,
     background_events: bool,
 ) -> None:
-    """Generate the fixture world (videos, annotations, features, reference priors) in OUT."""
+    """Generate the fixture world (videos, annotations, features, reference priors) in the --out folder.
+
+    The same seed and sizes give byte-identical files. See docs/fixture.md.
+    """
     try:
         world = WorldConfig(
             seed=seed, train_videos=train_videos, val_videos=val_videos, queries_per_video=queries_per_video
