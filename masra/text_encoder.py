@@ -153,26 +153,35 @@ class TextEncoder:
     def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """Pooled, L2-normalised embeddings (N, dim) float32.
 
-        Repeated texts are encoded once. Texts are batched in order of first appearance, so the
-        result is deterministic for a given input list.
+        Repeated texts are encoded once, and texts are batched by length (less padding). The order
+        of work depends only on the input list, so the result is deterministic.
         """
         self._check(texts, batch_size)
         unique = list(dict.fromkeys(texts))
-        where = {t: i for i, t in enumerate(unique)}
+        order = _by_length(unique)
         out = np.zeros((len(unique), self.dim), dtype=np.float32)  # (U, dim)
-        starts = range(0, len(unique), batch_size)
+        starts = range(0, len(order), batch_size)
         for s in tqdm(starts, desc=f"encode ({self.name})", unit="batch", disable=not progress):
-            _, _, pooled = self._forward(unique[s : s + batch_size])
-            out[s : s + len(pooled)] = pooled.cpu().numpy()
+            idx = order[s : s + batch_size]
+            _, _, pooled = self._forward([unique[i] for i in idx])
+            out[idx] = pooled.cpu().numpy()
+        where = {t: i for i, t in enumerate(unique)}
         return out[[where[t] for t in texts]] if texts else out
 
     def encode_tokens(self, texts: list[str], batch_size: int = 64) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per text: (token features (T_i, dim) float32 of real tokens only, pooled (dim,) float32)."""
         self._check(texts, batch_size)
-        result: list[tuple[np.ndarray, np.ndarray]] = []
-        for s in range(0, len(texts), batch_size):
-            hidden, mask, pooled = self._forward(texts[s : s + batch_size])
+        result: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(texts)
+        order = _by_length(texts)
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            hidden, mask, pooled = self._forward([texts[i] for i in idx])
             hidden_np, mask_np, pooled_np = hidden.cpu().numpy(), mask.cpu().numpy(), pooled.cpu().numpy()
-            for h, m, p in zip(hidden_np, mask_np, pooled_np, strict=True):
-                result.append((np.ascontiguousarray(h[m]), p))
-        return result
+            for i, h, m, p in zip(idx, hidden_np, mask_np, pooled_np, strict=True):
+                result[i] = (np.ascontiguousarray(h[m]), p)
+        return [r for r in result if r is not None]
+
+
+def _by_length(texts: list[str]) -> list[int]:
+    """Indices of ``texts`` sorted by character length (stable), so batches pad little."""
+    return sorted(range(len(texts)), key=lambda i: len(texts[i]))
