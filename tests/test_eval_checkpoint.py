@@ -86,3 +86,35 @@ def test_predict_prints_top_k(run: Path, tmp_path: Path) -> None:
     )
     assert out.exit_code != 0
     assert "cannot tell which text encoder" in out.output or "no text encoder" in out.output
+
+
+def _is_png(path: Path) -> bool:
+    return path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 2000
+
+
+def test_viz_report(run: Path, tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        main, ["viz", "report", "--run", str(run), "--out", str(tmp_path / "rep"), "--examples", "3"]
+    )
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "| MR-full-mAP | " in text and "![training curves](curves.png)" in text
+    assert "(event priors in orange)" in text  # the toy world has prior shards
+    assert _is_png(tmp_path / "rep" / "curves.png")
+    pngs = sorted((tmp_path / "rep" / "timelines").glob("*.png"))
+    assert len(pngs) == 3 and all(_is_png(p) for p in pngs)
+    assert all(f"(timelines/{p.name})" in text for p in pngs)
+
+
+def test_viz_timelines_for_chosen_qids(run: Path, tmp_path: Path) -> None:
+    preds = run / "best" / "predictions_val.jsonl"
+    card = run.parent / "data" / "toy.yaml"
+    qid = str(read_submission(preds)[1].qid)
+    args = ["viz", "timelines", "--predictions", str(preds), "--dataset", str(card), "--out", str(tmp_path)]
+    res = CliRunner().invoke(
+        main, [*args, "--qid", qid, "--priors", str(run.parent / "data" / "priors" / "reference")]
+    )
+    assert res.exit_code == 0, res.output
+    assert [p.name for p in tmp_path.glob("*.png")] == [f"qid{qid}.png"]
+    res = CliRunner().invoke(main, [*args, "--qid", "99999"])
+    assert res.exit_code != 0 and "99999" in res.output

@@ -55,6 +55,7 @@ class GroundTruth:
         windows: GT windows ``(start, end)`` in seconds, ``start < end``.
         relevant_clip_ids: clips with saliency labels (QVHighlights), else None.
         saliency_scores: per relevant clip, the annotators' 0-4 scores, else None.
+        vid / query: video id and sentence when the file gives them (not used for scoring).
     """
 
     qid: QueryId
@@ -62,11 +63,13 @@ class GroundTruth:
     windows: tuple[tuple[float, float], ...]
     relevant_clip_ids: tuple[int, ...] | None = None
     saliency_scores: tuple[tuple[int, ...], ...] | None = None
+    vid: str | None = None
+    query: str | None = None
 
     @classmethod
     def from_query(cls, q: Query) -> GroundTruth:
         """From a reader's :class:`Query` (note: readers clip window ends to the duration)."""
-        return cls(q.qid, q.duration, q.windows, q.relevant_clip_ids, q.saliency_scores)
+        return cls(q.qid, q.duration, q.windows, q.relevant_clip_ids, q.saliency_scores, q.vid, q.query)
 
 
 def _gt_from_record(record: Any, where: tuple[str, int]) -> GroundTruth:
@@ -100,7 +103,16 @@ def _gt_from_record(record: Any, where: tuple[str, int]) -> GroundTruth:
         if not all(isinstance(r, list) and r for r in scores):
             raise AnnotationError(*where, f"qid {qid!r}: saliency_scores rows must be non-empty lists")
         ids, scores = tuple(int(i) for i in ids), tuple(tuple(int(s) for s in r) for r in scores)
-    return GroundTruth(qid, float(duration), tuple(windows), ids, scores)
+    vid, query = record.get("vid"), record.get("query")
+    return GroundTruth(
+        qid,
+        float(duration),
+        tuple(windows),
+        ids,
+        scores,
+        None if vid is None else str(vid),
+        None if query is None else str(query),
+    )
 
 
 def read_ground_truth(path: str | os.PathLike[str]) -> list[GroundTruth]:

@@ -1,0 +1,213 @@
+"""A Markdown report of a training run: metrics table, training curves and a few query timelines.
+
+:func:`write_run_report` reads a run folder as the trainer writes it (``summary.json``,
+``metrics.jsonl``, ``train_log.jsonl``, ``best/config.json`` and ``best/predictions_<split>.jsonl``)
+and writes ``report.md`` with ``curves.png`` and ``timelines/*.png`` beside it. Every part is
+optional: what the run folder lacks is left out of the report and said so in it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from masra.grounding.metrics import GroundTruth, evaluate_submission
+from masra.grounding.submission import Prediction, read_submission
+from masra.viz.timeline import Event, TimelineData, render_timeline, timelines_from_predictions, top1_iou_of
+
+log = logging.getLogger(__name__)
+
+__all__ = ["load_prior_events", "pick_examples", "render_curves", "write_run_report"]
+
+CURVE_METRICS = ("MR-full-mAP", "MR-full-R1@0.5", "MR-full-R1@0.7", "HL-min-VeryGood-mAP")
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_prior_events(prior_run: str | os.PathLike[str]) -> dict[str, list[Event]]:
+    """``vid -> [(start, end, text)]`` from the prior shards of a run folder ({} if there are none)."""
+    from masra.prior_gen.schema import PRIOR_SCHEMA
+    from masra.prior_gen.shards import read_shards, shard_paths
+
+    if not shard_paths(prior_run):
+        return {}
+    table = read_shards(prior_run, PRIOR_SCHEMA).select(["video_id", "events"]).to_pylist()
+    return {
+        row["video_id"]: [(float(e["start"]), float(e["end"]), str(e["text"])) for e in row["events"] or []]
+        for row in table
+    }
+
+
+def render_curves(
+    train_log: list[dict[str, Any]], metrics_log: list[dict[str, Any]], path: Path
+) -> Path | None:
+    """Loss curves over steps and evaluation metrics over epochs into one PNG; None without any data."""
+    steps = [r for r in train_log if not r.get("epoch_end")]
+    if len(steps) < 2:  # too few interval lines for a curve: use the per-epoch means
+        steps = [r for r in train_log if r.get("epoch_end")]
+    if not steps and not metrics_log:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, (ax_loss, ax_met) = plt.subplots(1, 2, figsize=(11, 3.6))
+    try:
+        names = sorted({k for r in steps for k in r if k == "loss" or k.startswith("loss_")})
+        for name in names:
+            pts = [(r["step"], r[name]) for r in steps if isinstance(r.get(name), int | float)]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax_loss.plot(xs, ys, lw=2 if name == "loss" else 1, marker="o", ms=2, label=name)
+        ax_loss.set_xlabel("step")
+        ax_loss.set_title("training losses (loss = weighted total)", fontsize=9)
+        if names:
+            ax_loss.set_yscale("symlog", linthresh=1e-2)
+            ax_loss.legend(fontsize=6, ncol=2, frameon=False)
+        for key in CURVE_METRICS:
+            pts = [(r["epoch"], r[key]) for r in metrics_log if isinstance(r.get(key), int | float)]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax_met.plot(xs, ys, marker="o", ms=3, label=key)
+        ax_met.set_xlabel("epoch")
+        ax_met.set_title("evaluation", fontsize=9)
+        if metrics_log:
+            ax_met.legend(fontsize=7, frameon=False)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def pick_examples(items: list[TimelineData], n: int) -> list[TimelineData]:
+    """Up to ``n`` queries: the best half and the worst half by top-1 IoU (ties in input order)."""
+    if n <= 0 or not items:
+        return []
+    ranked = sorted(items, key=lambda d: -top1_iou_of(d))
+    best = ranked[: (n + 1) // 2]
+    worst = [d for d in reversed(ranked) if d not in best][: n - len(best)]
+    return best + worst
+
+
+def _table(brief: dict[str, Any], baseline: dict[str, Any] | None = None) -> list[str]:
+    """Markdown rows of the numeric entries, with a position-only baseline column when given."""
+
+    def cell(v: Any) -> str:
+        return f"{v:.2f}" if isinstance(v, int | float) and not isinstance(v, bool) else "-"
+
+    keys = [k for k, v in brief.items() if isinstance(v, int | float)]
+    if baseline is None:
+        return ["| metric | value |", "|---|---:|", *(f"| {k} | {cell(brief[k])} |" for k in keys)]
+    head = ["| metric | model | position-only baseline |", "|---|---:|---:|"]
+    return head + [f"| {k} | {cell(brief[k])} | {cell(baseline.get(k))} |" for k in keys]
+
+
+def write_run_report(
+    run_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    split: str | None = None,
+    predictions: str | os.PathLike[str] | None = None,
+    num_examples: int = 4,
+) -> Path:
+    """Write ``{out_dir}/report.md`` (default ``{run_dir}/report``) for a run folder; returns its path.
+
+    Args:
+        run_dir: the folder ``masra train --out`` wrote.
+        split: split the predictions belong to (default: the run's evaluation split).
+        predictions: a submission file to show (default: ``best/predictions_<split>.jsonl``).
+        num_examples: timelines in the report.
+    """
+    from masra.grounding.checkpoint_eval import load_ground_truth
+    from masra.grounding.predictor import checkpoint_card
+
+    run = Path(run_dir)
+    out = Path(out_dir) if out_dir is not None else run / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    config_path = run / "best" / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    train = config.get("train") or {}
+    split = split or train.get("eval_split") or "val"
+    lines = [f"# Run report: `{run}`", ""]
+    notes: list[str] = []
+
+    card = None
+    if config:
+        try:
+            card = checkpoint_card(config)
+        except (FileNotFoundError, ValueError) as e:
+            notes.append(f"dataset card not found ({e}): no ground truth, metrics or timelines")
+    if card is not None:
+        parts = (
+            config.get("model") and {k: v for k, v in config["model"].items() if k.startswith("use_")}
+        ) or {}
+        lines += [
+            f"- dataset: `{card.name}`, split `{split}`; best epoch {summary.get('best_epoch', config.get('epoch'))}",
+            f"- MASRA parts: {', '.join(k[4:] for k, v in parts.items() if v) or 'none (baseline)'}",
+            "",
+        ]
+
+    pred_path = Path(predictions) if predictions is not None else run / "best" / f"predictions_{split}.jsonl"
+    preds: list[Prediction] = read_submission(pred_path) if pred_path.is_file() else []
+    gts: list[GroundTruth] = []
+    if card is not None and preds:
+        try:
+            gts = [g for g in load_ground_truth(card, split) if g.windows]
+        except (FileNotFoundError, KeyError) as e:
+            notes.append(f"no ground truth for split {split!r}: {e}")
+
+    lines += ["## Metrics", ""]
+    pos = (summary.get("position_baseline") or {}).get("best_brief")
+    if preds and gts:
+        metrics = evaluate_submission(preds, gts, intersection=True, clip_len=card.clip_len if card else 2.0)
+        lines += [f"Scored from `{pred_path}` ({metrics['scoring']['num_queries']} queries).", ""]
+        lines += _table(metrics["brief"], pos)
+    elif summary.get("best_metrics"):
+        lines += ["From `summary.json` (best checkpoint).", "", *_table(summary["best_metrics"], pos)]
+    else:
+        lines.append("No predictions or metrics in this run folder.")
+    if pos:
+        lines += [
+            "",
+            "The position-only baseline predicts the same windows for every query (no video, no text).",
+        ]
+
+    lines += ["", "## Training curves", ""]
+    curves = render_curves(_jsonl(run / "train_log.jsonl"), _jsonl(run / "metrics.jsonl"), out / "curves.png")
+    lines.append("![training curves](curves.png)" if curves else "No train_log.jsonl / metrics.jsonl found.")
+
+    lines += ["", "## Example timelines", ""]
+    events: dict[str, list[Event]] = {}
+    if card is not None:
+        prior_run = card.prior_dir / str(train.get("priors_run", "reference"))
+        events = load_prior_events(prior_run) if prior_run.is_dir() else {}
+    items = timelines_from_predictions(preds, gts, clip_len=card.clip_len if card else 2.0, events=events)
+    chosen = pick_examples(items, num_examples)
+    if not chosen:
+        lines.append("No predictions with ground truth to show.")
+    else:
+        lines.append(
+            f"The {len(chosen)} queries with the best and worst top-1 IoU"
+            + (" (event priors in orange)." if events else ".")
+        )
+    for d in chosen:
+        png = render_timeline(d, out / "timelines" / f"qid{d.qid}.png")
+        lines += ["", f"**qid {d.qid}** ({d.vid}): {d.query}", "", f"![qid {d.qid}](timelines/{png.name})"]
+    if notes:
+        lines += ["", "## Notes", "", *(f"- {n}" for n in notes)]
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    log.info("run report written to %s", report)
+    return report

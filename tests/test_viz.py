@@ -1,0 +1,42 @@
+"""Timelines and example picking, without a trained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from masra.viz.report import pick_examples, render_curves
+from masra.viz.timeline import TimelineData, render_timeline, top1_iou_of
+
+
+def item(qid: int, pred: tuple[float, float]) -> TimelineData:
+    return TimelineData(qid, "q", 60.0, 2.0, gt_windows=[(10.0, 20.0)], pred_windows=[(*pred, 0.9)])
+
+
+def test_top1_iou_and_pick_examples() -> None:
+    items = [item(1, (10, 20)), item(2, (40, 50)), item(3, (10, 15)), item(4, (12, 20)), item(5, (0, 60))]
+    assert [round(top1_iou_of(d), 3) for d in items] == [1.0, 0.0, 0.5, 0.8, 0.167]
+    assert [d.qid for d in pick_examples(items, 4)] == [1, 4, 2, 5]  # two best, then two worst
+    assert [d.qid for d in pick_examples(items, 1)] == [1]
+    assert pick_examples(items, 0) == []
+
+
+def test_render_timeline_with_everything(tmp_path: Path) -> None:
+    d = TimelineData(
+        7, "a person opens the fridge and takes out milk", 31.0, 2.0,
+        gt_windows=[(4.0, 10.0), (20.0, 24.0)],
+        pred_windows=[(4.0, 11.0, 0.8), (19.0, 25.0, 0.5), (0.0, 31.0, 0.1)],
+        saliency=[0.1 * i for i in range(16)], gt_saliency=[0.0] * 2 + [1.0] * 3 + [0.0] * 11,
+        events=[(0.0, 8.0, "opens the fridge"), (8.0, 16.0, "takes out a bottle of milk and closes the door")],
+        vid="abc",
+    )  # fmt: skip
+    out = render_timeline(d, tmp_path / "sub" / "t.png", top_k=2)
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    bare = render_timeline(TimelineData(8, "", 10.0, 1.0), tmp_path / "bare.png")  # no windows, no saliency
+    assert bare.stat().st_size > 1000
+
+
+def test_curves_need_data(tmp_path: Path) -> None:
+    assert render_curves([], [], tmp_path / "c.png") is None
+    log = [{"epoch": 0, "step": s, "loss": 1.0 / s, "loss_span": 0.5 / s} for s in range(1, 5)]
+    metrics = [{"epoch": e, "MR-full-mAP": 10.0 * e} for e in range(1, 3)]
+    assert render_curves(log, metrics, tmp_path / "c.png") == tmp_path / "c.png"
