@@ -1,0 +1,390 @@
+"""Training throughput of the baseline and of full MASRA on the same resident data, in one process.
+
+Both variants are built exactly as ``masra train`` builds them (``build_configs`` -> ``build_model`` /
+``build_criterion`` -> :class:`~masra.grounding.trainer.Trainer`, which prepares them with
+Accelerate), and each timed step is the trainer's own step: gather the batch from the resident split,
+forward + criterion, weighted total, backward, clip, optimizer and scheduler step. The variants run
+in alternating blocks (baseline, MASRA, baseline, MASRA, ...) so drifts of a shared machine hit both
+alike; the MASRA / baseline step-time ratio comes from the medians.
+
+Reported per variant: step time (mean / median / p90), queries/s, the host time spent gathering
+batches ("data wait": data are resident, so this is an index gather and nothing else), seconds per
+epoch (measured steps x steps per epoch: *extrapolated* unless a whole epoch was timed), and a phase
+breakdown (data, forward, matcher, loss, backward, optimizer) from a separate, synchronised pass.
+
+Run: ``python -m bench.train_speed --data DIR/bench_data.json --steps 20 --json out.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from bench.common import (
+    DTYPES,
+    BenchData,
+    Clock,
+    env_info,
+    gpu_peak_mib,
+    load_bench_data,
+    peak_rss_mib,
+    pick_device,
+    resolve_precision,
+    summarize,
+    write_json,
+)
+from masra.datasets.card import DatasetCard, load_card
+from masra.datasets.readers import load_queries
+from masra.datasets.store import FeatureStore
+from masra.grounding.data import ResidentSplit, build_split, epoch_batches
+from masra.grounding.losses import build_criterion, weighted_total
+from masra.grounding.model import build_model
+from masra.grounding.priors_io import PriorTable, read_prior_table
+from masra.grounding.recipe import build_configs
+from masra.grounding.train_config import TrainConfig
+from masra.grounding.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("baseline", "masra")
+
+
+@dataclass(frozen=True)
+class TrainSpeedConfig:
+    """What to time.
+
+    Attributes:
+        steps: timed steps per variant per round (s/epoch is extrapolated from them).
+        warmup: untimed steps per variant before the first round (allocator, autotuning, compile).
+        rounds: alternating blocks per variant.
+        batch_size: global batch size (the trainer's default is 32).
+        device / precision: ``auto`` picks cuda + bf16 when a GPU is there, else cpu + float32.
+        compile: also time ``torch.compile`` d models (variants ``<name>+compile``).
+        profile_steps: steps of the synchronised phase breakdown per variant (0 skips it).
+        variants: which of ``baseline`` and ``masra`` to time.
+    """
+
+    steps: int = 20
+    warmup: int = 3
+    rounds: int = 2
+    batch_size: int = 32
+    device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
+    profile_steps: int = 5
+    variants: tuple[str, ...] = VARIANTS
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "rounds", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainSpeedConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup < 0 or self.profile_steps < 0:
+            raise ValueError("TrainSpeedConfig.warmup and profile_steps must be >= 0")
+        unknown = set(self.variants) - set(VARIANTS)
+        if unknown or not self.variants:
+            raise ValueError(f"TrainSpeedConfig.variants must be a non-empty subset of {VARIANTS}")
+
+
+@dataclass
+class _Run:
+    """One variant under test: its trainer and the timings collected so far."""
+
+    name: str
+    trainer: Trainer
+    with_priors: bool
+    step_s: list[float] = field(default_factory=list)
+    data_s: list[float] = field(default_factory=list)
+    cursor: int = 0
+    gpu_peak_mib: float | None = None
+
+
+def open_data(
+    data: BenchData, device: torch.device, dtype: torch.dtype, split: str, with_priors: bool
+) -> tuple[DatasetCard, ResidentSplit, PriorTable | None, dict[str, float]]:
+    """Card, resident split (with priors when asked and available) and load timings in seconds."""
+    clock = Clock(device)
+    t0 = clock.now()
+    card = load_card(data.card, data.card_overrides)
+    store = FeatureStore.open(data.store_path)
+    queries, _ = load_queries(card, split)
+    t1 = clock.now()
+    priors = None
+    if with_priors and data.prior_run is not None and data.prior_encoder is not None:
+        priors = read_prior_table(card.prior_dir, data.prior_run, data.prior_encoder)
+    t2 = clock.now()
+    resident = build_split(
+        card,
+        queries,
+        store,
+        max_clips=card.max_clips,
+        max_text_len=32,
+        priors=priors,
+        prior_dim=priors.dim if priors is not None else None,
+        drop_unlabelled=split == "train",
+        dtype=dtype,
+        device=device,
+        name=split,
+    )
+    t3 = clock.now()
+    times = {
+        "open_s": round(t1 - t0, 3),
+        "read_priors_s": round(t2 - t1, 3),
+        "build_split_s": round(t3 - t2, 3),
+    }
+    return card, resident, priors, times
+
+
+def build_trainer(
+    name: str,
+    card: DatasetCard,
+    split: ResidentSplit,
+    priors: PriorTable | None,
+    cfg: TrainSpeedConfig,
+    acc: Accelerator,
+    run_dir: Path,
+    compile_model: bool,
+) -> Trainer:
+    """A Trainer for ``baseline`` or ``masra`` built the way ``masra train`` builds it."""
+    masra = name == "masra"
+    if masra and priors is None:
+        raise ValueError("the masra variant needs prior embeddings; the bench data has none")
+    tcfg = TrainConfig(dataset=card.name, batch_size=cfg.batch_size, masra=masra, seed=cfg.seed, epochs=200)
+    model_cfg, loss_cfg = build_configs(tcfg, card, priors.dim if masra and priors is not None else None)
+    torch.manual_seed(cfg.seed)
+    model: nn.Module = build_model(model_cfg)
+    if compile_model:
+        model = torch.compile(model)  # type: ignore[assignment]
+    criterion = build_criterion(loss_cfg, model_cfg)
+    return Trainer(
+        tcfg,
+        accelerator=acc,
+        model=model,
+        criterion=criterion,
+        train_data=split,
+        eval_data=None,
+        scorer=lambda rows, data: {"brief": {}},
+        run_dir=run_dir,
+        checkpoint_config={},
+    )
+
+
+def _batches(split: ResidentSplit, cfg: TrainSpeedConfig, acc: Accelerator) -> list[torch.Tensor]:
+    return epoch_batches(len(split), cfg.batch_size, seed=cfg.seed, epoch=0, world=acc.num_processes)
+
+
+def train_steps(run: _Run, batches: list[torch.Tensor], n: int, clock: Clock, record: bool) -> None:
+    """``n`` trainer steps (the body of ``Trainer._train_epoch``), timed per step when ``record``."""
+    tr = run.trainer
+    module = tr.step_module
+    module.train()
+    for _ in range(n):
+        idx = batches[run.cursor % len(batches)]
+        run.cursor += 1
+        t0 = clock.now()
+        batch = tr.train_data.batch(idx, with_priors=run.with_priors)
+        t1 = clock.now(sync=False)
+        _, losses = module(batch)
+        total = weighted_total(losses, tr.weights)
+        tr.acc.backward(total)
+        if tr.cfg.grad_clip > 0:
+            tr.acc.clip_grad_norm_(module.parameters(), tr.cfg.grad_clip)
+        tr.optimizer.step()
+        tr.scheduler.step()
+        tr.optimizer.zero_grad(set_to_none=True)
+        t2 = clock.now()
+        if record:
+            run.step_s.append(t2 - t0)
+            run.data_s.append(t1 - t0)
+
+
+def profile_phases(run: _Run, batches: list[torch.Tensor], n: int, clock: Clock) -> dict[str, float]:
+    """Mean seconds per step of each phase, every phase boundary synchronised (slower than real steps).
+
+    Forward, criterion and matcher are timed with forward hooks on the model, the criterion and its
+    matcher; ``loss`` is the criterion's time minus the matcher's.
+    """
+    tr = run.trainer
+    step_module = tr.acc.unwrap_model(tr.step_module)
+    marks: dict[str, float] = {}
+    totals = dict.fromkeys(("data", "forward", "matcher", "loss", "backward", "optimizer"), 0.0)
+
+    def pre(key: str):  # type: ignore[no-untyped-def]
+        def hook(*_: Any, **__: Any) -> None:
+            marks[key] = clock.now()
+
+        return hook
+
+    def post(key: str, phase: str):  # type: ignore[no-untyped-def]
+        def hook(*_: Any, **__: Any) -> None:
+            totals[phase] += clock.now() - marks[key]
+
+        return hook
+
+    matcher_total = [0.0]
+
+    def matcher_post(*_: Any, **__: Any) -> None:
+        matcher_total[0] += clock.now() - marks["matcher"]
+
+    handles = [
+        step_module.model.register_forward_pre_hook(pre("forward")),
+        step_module.model.register_forward_hook(post("forward", "forward")),
+        step_module.criterion.register_forward_pre_hook(pre("criterion")),
+        step_module.criterion.register_forward_hook(post("criterion", "loss")),
+        step_module.criterion.matcher.register_forward_pre_hook(pre("matcher")),
+        step_module.criterion.matcher.register_forward_hook(matcher_post),
+    ]
+    module = tr.step_module
+    module.train()
+    try:
+        for _ in range(n):
+            idx = batches[run.cursor % len(batches)]
+            run.cursor += 1
+            t0 = clock.now()
+            batch = tr.train_data.batch(idx, with_priors=run.with_priors)
+            totals["data"] += clock.now() - t0
+            _, losses = module(batch)
+            total = weighted_total(losses, tr.weights)
+            t1 = clock.now()
+            tr.acc.backward(total)
+            t2 = clock.now()
+            totals["backward"] += t2 - t1
+            if tr.cfg.grad_clip > 0:
+                tr.acc.clip_grad_norm_(module.parameters(), tr.cfg.grad_clip)
+            tr.optimizer.step()
+            tr.scheduler.step()
+            tr.optimizer.zero_grad(set_to_none=True)
+            totals["optimizer"] += clock.now() - t2
+    finally:
+        for h in handles:
+            h.remove()
+    totals["matcher"] = matcher_total[0]
+    totals["loss"] -= matcher_total[0]
+    return {k: round(v / max(n, 1), 6) for k, v in totals.items()}
+
+
+def run_train_speed(data: BenchData, cfg: TrainSpeedConfig) -> dict[str, Any]:
+    """Time every variant (see the module doc) and return the results as a JSON-able dict."""
+    device = pick_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    clock = Clock(device)
+    acc = Accelerator(mixed_precision=precision, cpu=device.type == "cpu")
+    need_priors = "masra" in cfg.variants
+    card, split, priors, load_times = open_data(data, device, DTYPES[precision], "train", need_priors)
+    batches = _batches(split, cfg, acc)
+    steps_per_epoch = len(batches)
+    names = [v for v in VARIANTS if v in cfg.variants]
+    if cfg.compile:
+        names += [f"{v}+compile" for v in names]
+    runs: list[_Run] = []
+    with tempfile.TemporaryDirectory(prefix="masra-bench-") as tmp:
+        for name in names:
+            base = name.split("+")[0]
+            trainer = build_trainer(
+                base, card, split, priors, cfg, acc, Path(tmp), compile_model=name.endswith("+compile")
+            )
+            runs.append(_Run(name, trainer, with_priors=base == "masra"))
+        for run in runs:
+            t0 = clock.now()
+            train_steps(run, batches, cfg.warmup, clock, record=False)
+            log.info("%s: %d warm-up steps in %.1f s", run.name, cfg.warmup, clock.now() - t0)
+        for r in range(cfg.rounds):
+            for run in runs:
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                train_steps(run, batches, cfg.steps, clock, record=True)
+                peak = gpu_peak_mib(device)
+                if peak is not None:
+                    run.gpu_peak_mib = max(run.gpu_peak_mib or 0.0, peak)
+                log.info(
+                    "round %d %s: median step %.4f s", r + 1, run.name, summarize(run.step_s)["median_s"]
+                )
+        profiles = (
+            {run.name: profile_phases(run, batches, cfg.profile_steps, clock) for run in runs}
+            if (cfg.profile_steps)
+            else {}
+        )
+    timed_steps = cfg.steps * cfg.rounds
+    variants: dict[str, Any] = {}
+    for run in runs:
+        st = summarize(run.step_s)
+        mean = st["mean_s"]
+        variants[run.name] = {
+            "step": st,
+            "queries_per_s": round(cfg.batch_size / mean, 1),
+            "data_wait_s_per_step": round(sum(run.data_s) / len(run.data_s), 6),
+            "data_wait_share": round(sum(run.data_s) / sum(run.step_s), 4),
+            "s_per_epoch": round(mean * steps_per_epoch, 2),
+            "s_per_epoch_extrapolated": timed_steps < steps_per_epoch,
+            "gpu_peak_mib": None if run.gpu_peak_mib is None else round(run.gpu_peak_mib, 1),
+            "phases_s_per_step": profiles.get(run.name),
+            "params": sum(p.numel() for p in run.trainer.model.parameters()),
+        }
+    ratios = {}
+    for suffix in ("", "+compile"):
+        b, m = variants.get(f"baseline{suffix}"), variants.get(f"masra{suffix}")
+        if b and m:
+            ratios[f"masra_over_baseline{suffix}"] = round(m["step"]["median_s"] / b["step"]["median_s"], 3)
+    del runs, split
+    gc.collect()
+    return {
+        "bench": "train_speed",
+        "env": env_info(device),
+        "precision": precision,
+        "data": data.description,
+        "window_source": data.window_source,
+        "train_queries": int(sum(len(b) for b in batches)),
+        "batch_size": cfg.batch_size,
+        "steps_per_epoch": steps_per_epoch,
+        "timed_steps_per_variant": timed_steps,
+        "warmup_steps": cfg.warmup,
+        "load_s": load_times,
+        "variants": variants,
+        "ratios": ratios,
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True, help="bench_data.json written by bench.run")
+    p.add_argument("--steps", type=int, default=TrainSpeedConfig.steps)
+    p.add_argument("--warmup", type=int, default=TrainSpeedConfig.warmup)
+    p.add_argument("--rounds", type=int, default=TrainSpeedConfig.rounds)
+    p.add_argument("--batch-size", type=int, default=TrainSpeedConfig.batch_size)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
+    p.add_argument("--profile-steps", type=int, default=TrainSpeedConfig.profile_steps)
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--json", type=Path, required=True, help="where to write the results")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = TrainSpeedConfig(
+        steps=args.steps,
+        warmup=args.warmup,
+        rounds=args.rounds,
+        batch_size=args.batch_size,
+        device=args.device,
+        precision=args.precision,
+        compile=args.compile,
+        profile_steps=args.profile_steps,
+        variants=tuple(v for v in args.variants.split(",") if v),
+    )
+    write_json(args.json, run_train_speed(load_bench_data(args.data), cfg))
+
+
+if __name__ == "__main__":
+    main()
