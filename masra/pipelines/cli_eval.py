@@ -178,40 +178,68 @@ def eval_command(
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="npz with one array per feature type of the card, or a single 'features' array.",
 )
+@click.option(
+    "--video",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A video file: CLIP features are extracted (other feature types are zero-filled).",
+)
+@click.option(
+    "--clip-model",
+    default=None,
+    help="CLIP model name or folder for --video (default openai/clip-vit-base-patch32).",
+)
 @click.option("--query", "queries", multiple=True, required=True, help="Query sentence (repeatable).")
 @click.option(
-    "--duration", type=float, default=None, help="Video duration in seconds (default: clips x clip_len)."
+    "--duration", type=float, default=None, help="Video duration in seconds (default: from the video)."
 )
 @click.option("--top-k", type=int, default=5, show_default=True, help="Windows printed per query.")
 @click.option("--text-encoder", default=None, help="Text encoder name or folder (default: the dataset's).")
+@click.option("--device", default="cpu", show_default=True, help="Torch device.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line per query instead of a table.")
 def predict_command(
     checkpoint: Path,
     video_features: Path | None,
+    video: Path | None,
+    clip_model: str | None,
     queries: tuple[str, ...],
     duration: float | None,
     top_k: int,
     text_encoder: str | None,
+    device: str,
     as_json: bool,
 ) -> None:  # fmt: skip
     """Ground sentences in one video with a checkpoint; prints the top-k windows per query."""
     from masra.grounding.checkpoint import read_checkpoint_config
     from masra.grounding.predictor import Grounder, checkpoint_card, load_feature_npz
 
-    if video_features is None:
-        raise click.UsageError("give --video-features F.npz")
+    if (video_features is None) == (video is None):
+        raise click.UsageError("give exactly one of --video-features F.npz and --video V.mp4")
     try:
         card = checkpoint_card(read_checkpoint_config(checkpoint))
-        grounder = Grounder.from_pretrained(checkpoint, text_encoder=text_encoder, card=card)
-        video = load_feature_npz(video_features, card)
-        results = grounder.predict(video, query_text=list(queries), duration=duration, top_k=top_k)
-    except (FileNotFoundError, KeyError, ValueError) as e:
+        grounder = Grounder.from_pretrained(checkpoint, text_encoder=text_encoder, card=card, device=device)
+        if video is not None:
+            from masra.grounding.video_features import (
+                DEFAULT_CLIP_MODEL,
+                ClipVisionExtractor,
+                features_for_card,
+            )
+
+            extractor = ClipVisionExtractor.load(clip_model or DEFAULT_CLIP_MODEL, device=device)
+            extracted = features_for_card(video, card, extractor)
+            for note in extracted.notes:
+                click.echo(f"NOTE: {note}")
+            feats, duration = extracted.features, duration or extracted.duration
+        else:
+            assert video_features is not None
+            feats = load_feature_npz(video_features, card)
+        results = grounder.predict(feats, query_text=list(queries), duration=duration, top_k=top_k)
+    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as e:
         raise click.ClickException(_message(e)) from None
     for res in results:
         if as_json:
             click.echo(json.dumps({"query": res.query, "pred_relevant_windows": res.windows}))
             continue
-        click.echo(f"query: {res.query}  ({video.shape[0]} clips, {res.num_windows} model pass(es))")
+        click.echo(f"query: {res.query}  ({feats.shape[0]} clips, {res.num_windows} model pass(es))")
         for rank, (start, end, score) in enumerate(res.windows, start=1):
             click.echo(f"  {rank:2d}. {start:8.2f} s - {end:8.2f} s   score {score:.4f}")
 

@@ -1,0 +1,203 @@
+"""Raw video in: per-clip features for the Grounder, extracted with a transformers CLIP vision model.
+
+One frame per clip (the frame nearest the clip's centre) is decoded with PyAV and embedded with
+``CLIPVisionModelWithProjection`` (``image_embeds``, L2-normalised): the CLIP channel of the
+standard QVHighlights / Charades-STA / TACoS features, which sample CLIP at one frame per clip.
+The default model is the real one, ``openai/clip-vit-base-patch32`` (it must be in the local
+Hugging Face cache, or pass a folder).
+
+Feature types of the dataset card other than ``clip`` (SlowFast in the standard cards) have no
+extractor here: their channel is filled with zeros and :func:`features_for_card` says so in its
+notes. A model trained with SlowFast + CLIP then runs on the CLIP channel only, which costs accuracy;
+a model trained on a card with only ``clip`` features runs exactly as trained.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from masra.datasets.card import DatasetCard
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_CLIP_MODEL",
+    "ClipVisionExtractor",
+    "VideoFeatures",
+    "features_for_card",
+    "sample_clip_frames",
+]
+
+DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
+CLIP_TYPE = "clip"
+
+
+class VideoReadError(RuntimeError):
+    """A video that cannot be opened or decoded; the message names the file."""
+
+
+def _duration(container: Any, stream: Any) -> float:
+    if container.duration:
+        return float(container.duration) / 1e6
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    return 0.0
+
+
+def sample_clip_frames(path: str | os.PathLike[str], clip_len: float) -> tuple[np.ndarray, float]:
+    """The frame nearest each clip centre ``(i + 0.5) * clip_len`` -> ((L, H, W, 3) uint8, duration s).
+
+    ``L = ceil(duration / clip_len)`` (a last partial clip counts). Frames are picked while decoding,
+    so memory holds one frame per clip. When the container states no duration, the last frame's time
+    plus one frame interval is used (and all frame times are kept to pick from).
+    """
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise VideoReadError(f"video file not found: {path}")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as e:
+        raise VideoReadError(f"cannot open {path}: {e}") from None
+    with container:
+        if not container.streams.video:
+            raise VideoReadError(f"no video stream in {path}")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        duration = _duration(container, stream)
+        known = duration > 0
+        centers = (
+            (np.arange(max(1, math.ceil(duration / clip_len - 1e-6))) + 0.5) * clip_len if known else None
+        )
+        picked: list[np.ndarray] = []
+        kept: list[tuple[float, np.ndarray]] = []  # all frames, only when the duration is unknown
+        prev: tuple[float, Any] | None = None
+        n = 0
+        try:
+            for frame in container.decode(stream):
+                t, n = float(frame.time or 0.0), n + 1
+                if centers is None:
+                    kept.append((t, frame.to_ndarray(format="rgb24")))
+                    continue
+                while len(picked) < len(centers) and t >= centers[len(picked)]:
+                    c = centers[len(picked)]
+                    best = frame if prev is None or abs(t - c) <= abs(prev[0] - c) else prev[1]
+                    picked.append(best.to_ndarray(format="rgb24"))
+                if len(picked) == len(centers):
+                    break
+                prev = (t, frame)
+        except av.error.FFmpegError as e:
+            raise VideoReadError(f"decoding failed in {path} after {n} frames: {e}") from None
+        if n == 0:
+            raise VideoReadError(f"no decodable frames in {path}")
+        if centers is not None:
+            while len(picked) < len(centers) and prev is not None:  # centres past the last frame
+                picked.append(prev[1].to_ndarray(format="rgb24"))
+            return np.stack(picked), duration
+    times = np.array([t for t, _ in kept])
+    step = float(np.median(np.diff(times))) if len(times) > 1 else clip_len
+    duration = float(times[-1]) + step
+    centers = (np.arange(max(1, math.ceil(duration / clip_len - 1e-6))) + 0.5) * clip_len
+    picks = np.abs(times[None, :] - centers[:, None]).argmin(axis=1)  # (L,) nearest frame per clip
+    return np.stack([kept[i][1] for i in picks]), duration
+
+
+@dataclass
+class ClipVisionExtractor:
+    """A CLIP vision tower with its image processor. Build with :meth:`load`."""
+
+    name: str
+    model: Any
+    processor: Any
+    device: torch.device
+    dim: int
+    batch_size: int = 32
+
+    @classmethod
+    def load(
+        cls, name_or_path: str = DEFAULT_CLIP_MODEL, device: str = "cpu", batch_size: int = 32
+    ) -> ClipVisionExtractor:
+        """Load a CLIP model folder or hub name (offline: it must be in the local cache)."""
+        from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+        try:
+            model: Any = CLIPVisionModelWithProjection.from_pretrained(name_or_path)
+            processor = CLIPImageProcessor.from_pretrained(name_or_path)
+        except OSError as e:
+            raise FileNotFoundError(
+                f"CLIP model {name_or_path!r} is not available locally ({e}); download it once with "
+                "network access, or pass a model folder (tests use scripts/build_tiny_clip.py)"
+            ) from None
+        dev = torch.device(device)
+        model.to(dev).eval()
+        return cls(str(name_or_path), model, processor, dev, int(model.config.projection_dim), batch_size)
+
+    @torch.inference_mode()
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        """(L, H, W, 3) uint8 frames -> (L, dim) float32 L2-normalised image embeddings."""
+        out = []
+        for s in range(0, len(frames), self.batch_size):
+            batch = self.processor(images=list(frames[s : s + self.batch_size]), return_tensors="pt")
+            emb = self.model(pixel_values=batch["pixel_values"].to(self.device)).image_embeds.float()
+            out.append(torch.nn.functional.normalize(emb, dim=-1).cpu().numpy())
+        return np.concatenate(out).astype(np.float32)
+
+
+@dataclass
+class VideoFeatures:
+    """Features of one video in the card's layout (per type L2-normalised, concatenated in card order).
+
+    Attributes:
+        features: (L, Dv) float32, no temporal-endpoint dims.
+        duration: seconds.
+        notes: what was approximated (zero-filled feature types), for the user.
+    """
+
+    features: np.ndarray
+    duration: float
+    notes: list[str] = field(default_factory=list)
+
+
+def features_for_card(
+    path: str | os.PathLike[str], card: DatasetCard, extractor: ClipVisionExtractor | None = None
+) -> VideoFeatures:
+    """Extract a video's features for a model trained on ``card`` (see the module docstring).
+
+    Raises:
+        ValueError: the card has no ``clip`` feature type, or its width differs from the extractor's.
+    """
+    types = {src.name: src for src in card.video_features}
+    if CLIP_TYPE not in types:
+        raise ValueError(
+            f"card {card.name!r} has feature types {sorted(types)}; raw video input needs a {CLIP_TYPE!r} type"
+        )
+    extractor = extractor or ClipVisionExtractor.load()
+    if extractor.dim != types[CLIP_TYPE].dim:
+        raise ValueError(
+            f"CLIP model {extractor.name!r} gives {extractor.dim}-d embeddings; card {card.name!r} "
+            f"expects {types[CLIP_TYPE].dim}-d {CLIP_TYPE!r} features"
+        )
+    frames, duration = sample_clip_frames(path, card.clip_len)
+    clip = extractor(frames)  # (L, dim)
+    parts, notes = [], []
+    for src in card.video_features:
+        if src.name == CLIP_TYPE:
+            parts.append(clip)
+        else:
+            parts.append(np.zeros((len(clip), src.dim), np.float32))
+            notes.append(
+                f"no extractor for feature type {src.name!r} (e.g. SlowFast weights absent): its channel is "
+                "zero-filled; the model runs on the CLIP channel only"
+            )
+    for note in notes:
+        log.warning("%s", note)
+    return VideoFeatures(np.concatenate(parts, axis=1), duration, notes)
