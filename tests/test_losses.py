@@ -125,13 +125,11 @@ def test_esta_event_loss_golden() -> None:
     emb = torch.eye(2).unsqueeze(0)  # (1, 2, 2)
     clips = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]])
     spans = torch.tensor([[[0.0, 0.5], [0.5, 1.0]]])
-    loss = esta_event_loss(
-        clips, torch.ones(1, 4, dtype=torch.bool), spans, emb, torch.ones(1, 2, dtype=torch.bool), 1.0
-    )
+    event_mask = torch.ones(1, 2, dtype=torch.bool)
+    member = event_membership(spans, event_mask, torch.ones(1, 4, dtype=torch.bool))
+    loss = esta_event_loss(clips, member, emb, event_mask, 1.0)
     assert loss.item() == pytest.approx(math.log(math.e + 1) - 1, abs=1e-6)
-    clip = esta_clip_loss(
-        clips, torch.ones(1, 4, dtype=torch.bool), spans, emb, torch.ones(1, 2, dtype=torch.bool), 1.0
-    )
+    clip = esta_clip_loss(clips, member, emb, event_mask, 1.0)
     assert clip.item() == pytest.approx(math.log(math.e + 1) - 1, abs=1e-6)
 
 
@@ -152,9 +150,10 @@ def _prior_world(seed: int, batch: int = 3, clips: int = 12, events: int = 3, di
 def test_esta_losses_fall_when_features_agree_with_priors(loss_fn) -> None:
     spans, emb, clip_mask, agree, random = _prior_world(0)
     event_mask = torch.ones(emb.shape[:2], dtype=torch.bool)
-    low = loss_fn(agree, clip_mask, spans, emb, event_mask, 0.07)
-    high = loss_fn(random, clip_mask, spans, emb, event_mask, 0.07)
-    mixed = loss_fn(0.5 * agree + 0.5 * random, clip_mask, spans, emb, event_mask, 0.07)
+    member = event_membership(spans, event_mask, clip_mask)
+    low = loss_fn(agree, member, emb, event_mask, 0.07)
+    high = loss_fn(random, member, emb, event_mask, 0.07)
+    mixed = loss_fn(0.5 * agree + 0.5 * random, member, emb, event_mask, 0.07)
     assert low.item() < 0.05 < high.item()
     assert low.item() < mixed.item() < high.item()
 
@@ -164,10 +163,12 @@ def test_esta_skips_videos_without_priors() -> None:
     event_mask = torch.ones(emb.shape[:2], dtype=torch.bool)
     masked = event_mask.clone()
     masked[1] = False  # video 1 has no priors
+    member = event_membership(spans, masked, clip_mask)
+    keep = [0, 2]
+    member_kept = event_membership(spans[keep], event_mask[keep], clip_mask[keep])
     for loss_fn in (esta_event_loss, esta_clip_loss):
-        with_skip = loss_fn(random, clip_mask, spans, emb, masked, 0.1)
-        keep = [0, 2]
-        dropped = loss_fn(random[keep], clip_mask[keep], spans[keep], emb[keep], event_mask[keep], 0.1)
+        with_skip = loss_fn(random, member, emb, masked, 0.1)
+        dropped = loss_fn(random[keep], member_kept, emb[keep], event_mask[keep], 0.1)
         assert with_skip.item() == pytest.approx(dropped.item(), abs=1e-5)
 
 

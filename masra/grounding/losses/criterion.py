@@ -16,6 +16,7 @@ it can return to its weight and :func:`weighted_total` combines them. Names:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 
 from masra.grounding.batch import Batch
 from masra.grounding.config import LossConfig, ModelConfig
-from masra.grounding.losses.esta import esta_clip_loss, esta_event_loss
+from masra.grounding.losses.esta import esta_clip_loss, esta_event_loss, event_membership
 from masra.grounding.losses.lrca import lrca_loss
 from masra.grounding.losses.saliency import (
     negative_pair_loss,
@@ -38,6 +39,35 @@ __all__ = ["SetCriterion", "build_criterion", "weighted_total"]
 
 Outputs = dict[str, Any]
 _MATCHED = ("span_l1", "span_giou", "label")
+
+
+@dataclass
+class _PriorTargets:
+    """What the prior losses read, derived once per call; videos without priors already masked out.
+
+    Attributes: event_emb (B, E, Dp); event_mask (B, E); member (B, E, L) clip-in-event membership;
+    caption_emb (B, L, Dp); caption_valid (B, L) clip real, captioned and from a video with priors.
+    """
+
+    event_emb: Tensor
+    event_mask: Tensor
+    member: Tensor
+    caption_emb: Tensor
+    caption_valid: Tensor
+
+    @classmethod
+    def from_batch(cls, batch: Batch) -> _PriorTargets:
+        priors = batch.priors
+        assert priors is not None
+        has = priors.has_prior[:, None]  # (B, 1)
+        event_mask = priors.event_mask & has
+        return cls(
+            event_emb=priors.event_emb,
+            event_mask=event_mask,
+            member=event_membership(priors.event_spans, event_mask, batch.video_mask),
+            caption_emb=priors.caption_emb,
+            caption_valid=batch.video_mask & priors.caption_mask & has,
+        )
 
 
 class SetCriterion(nn.Module):
@@ -56,7 +86,7 @@ class SetCriterion(nn.Module):
             "span_giou": self.loss_span_giou,
             "label": self.loss_label,
         }
-        prior_map: dict[str, Callable[[Outputs, Batch], Tensor]] = {
+        prior_map: dict[str, Callable[[Outputs, _PriorTargets], Tensor]] = {
             "esta_event": self.loss_esta_event,
             "esta_clip": self.loss_esta_clip,
             "sge": self.loss_sge,
@@ -121,43 +151,34 @@ class SetCriterion(nn.Module):
         return F.cross_entropy(logits.transpose(1, 2), classes, weight=self.class_weight.to(logits))
 
     # ---- prior losses ------------------------------------------------------------------------------
-    @staticmethod
-    def _event_mask(batch: Batch) -> Tensor:
-        assert batch.priors is not None
-        return batch.priors.event_mask & batch.priors.has_prior[:, None]
+    def loss_esta_event(self, outputs: Outputs, priors: _PriorTargets) -> Tensor:
+        feats = outputs["esta_clip"]
+        loss = esta_event_loss(
+            feats, priors.member, priors.event_emb, priors.event_mask, self.cfg.esta_temperature
+        )
+        return loss + 0.0 * feats.sum()  # keeps the head in the graph when no event is real
 
-    def _esta(self, feats: Tensor, batch: Batch, level: str) -> Tensor:
-        assert batch.priors is not None
-        fn = esta_event_loss if level == "event" else esta_clip_loss
-        return (
-            fn(
-                feats,
-                batch.video_mask,
-                batch.priors.event_spans,
-                batch.priors.event_emb,
-                self._event_mask(batch),
-                self.cfg.esta_temperature,
-            )
-            + 0.0 * feats.sum()
-        )  # keeps the head in the graph when no event is real
+    def loss_esta_clip(self, outputs: Outputs, priors: _PriorTargets) -> Tensor:
+        feats = outputs["esta_clip"]
+        loss = esta_clip_loss(
+            feats, priors.member, priors.event_emb, priors.event_mask, self.cfg.esta_temperature
+        )
+        return loss + 0.0 * feats.sum()
 
-    def loss_esta_event(self, outputs: Outputs, batch: Batch) -> Tensor:
-        return self._esta(outputs["esta_clip"], batch, "event")
+    def loss_sge(self, outputs: Outputs, priors: _PriorTargets) -> Tensor:
+        """SGE's prediction against ESTA's clip-level target (same InfoNCE as ``esta_clip``)."""
+        feats = outputs["sge_pred"]
+        loss = esta_clip_loss(
+            feats, priors.member, priors.event_emb, priors.event_mask, self.cfg.esta_temperature
+        )
+        return loss + 0.0 * feats.sum()
 
-    def loss_esta_clip(self, outputs: Outputs, batch: Batch) -> Tensor:
-        return self._esta(outputs["esta_clip"], batch, "clip")
-
-    def loss_sge(self, outputs: Outputs, batch: Batch) -> Tensor:
-        return self._esta(outputs["sge_pred"], batch, "clip")
-
-    def loss_lrca(self, outputs: Outputs, batch: Batch) -> Tensor:
-        assert batch.priors is not None
+    def loss_lrca(self, outputs: Outputs, priors: _PriorTargets) -> Tensor:
         feats = outputs["lrca_clip"]
-        valid = batch.video_mask & batch.priors.caption_mask & batch.priors.has_prior[:, None]
         loss = lrca_loss(
             feats,
-            batch.priors.caption_emb,
-            valid,
+            priors.caption_emb,
+            priors.caption_valid,
             self.cfg.lrca_window,
             self.cfg.lrca_text_temperature,
             self.cfg.lrca_video_temperature,
@@ -192,9 +213,10 @@ class SetCriterion(nn.Module):
         if scores_neg is not None:
             losses["saliency_neg"] = negative_pair_loss(scores_neg, mask)
 
-        if batch.priors is not None:
+        if batch.priors is not None and self.prior_map:
+            prior_targets = _PriorTargets.from_batch(batch)
             for name, prior_fn in self.prior_map.items():
-                losses[name] = prior_fn(outputs, batch)
+                losses[name] = prior_fn(outputs, prior_targets)
         return losses
 
 

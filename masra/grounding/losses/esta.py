@@ -51,56 +51,44 @@ def _normalised(x: Tensor) -> Tensor:
 
 
 def esta_event_loss(
-    clip_proj: Tensor,
-    clip_mask: Tensor,
-    event_spans: Tensor,
-    event_emb: Tensor,
-    event_mask: Tensor,
-    temperature: float,
+    clip_proj: Tensor, member: Tensor, event_emb: Tensor, event_mask: Tensor, temperature: float
 ) -> Tensor:
     """Symmetric InfoNCE between span-pooled clip projections and event embeddings; scalar.
 
     Args:
-        clip_proj: (B, L, Dp); clip_mask: (B, L); event_spans: (B, E, 2) (start, end);
-        event_emb: (B, E, Dp); event_mask: (B, E), already False for videos without priors.
+        clip_proj: (B, L, Dp) clip features in the prior space.
+        member: (B, E, L) bool :func:`event_membership`.
+        event_emb: (B, E, Dp) event-description embeddings.
+        event_mask: (B, E) bool, already False for videos without priors.
     """
-    member = event_membership(event_spans, event_mask, clip_mask).float()  # (B, E, L)
-    pooled = torch.einsum("bel,bld->bed", member, clip_proj.float()) / member.sum(-1, keepdim=True).clamp(
-        min=1
-    )
+    weight = member.float()  # (B, E, L)
+    pooled = torch.einsum("bel,bld->bed", weight, clip_proj.float())
+    pooled = pooled / weight.sum(-1, keepdim=True).clamp(min=1)  # (B, E, Dp) span means
     p = _normalised(pooled).flatten(0, 1)  # (B*E, Dp)
     t = _normalised(event_emb).flatten(0, 1)  # (B*E, Dp)
     valid = event_mask.flatten()  # (B*E,)
     logits = (p @ t.T) / temperature  # (B*E, B*E)
-    pair_ok = valid[:, None] & valid[None, :]
-    logits = logits.masked_fill(~pair_ok, _NEG)
+    logits = logits.masked_fill(~(valid[:, None] & valid[None, :]), _NEG)
     diag = logits.diagonal()
     rows = torch.logsumexp(logits, dim=1) - diag  # video -> text
     cols = torch.logsumexp(logits, dim=0) - diag  # text -> video
-    count = valid.sum().clamp(min=1)
-    return 0.5 * (((rows + cols) * valid).sum()) / count
+    return 0.5 * ((rows + cols) * valid).sum() / valid.sum().clamp(min=1)
 
 
 def esta_clip_loss(
-    clip_proj: Tensor,
-    clip_mask: Tensor,
-    event_spans: Tensor,
-    event_emb: Tensor,
-    event_mask: Tensor,
-    temperature: float,
+    clip_proj: Tensor, member: Tensor, event_emb: Tensor, event_mask: Tensor, temperature: float
 ) -> Tensor:
     """Multi-positive InfoNCE of every covered clip against all events of the batch; scalar.
 
-    Shapes as in :func:`esta_event_loss`. Clips covered by no event are skipped.
+    Arguments as in :func:`esta_event_loss`. Clips covered by no event are skipped.
     """
-    batch = clip_mask.shape[0]
-    member = event_membership(event_spans, event_mask, clip_mask)  # (B, E, L)
+    batch = member.shape[0]
     z = _normalised(clip_proj).flatten(0, 1)  # (B*L, Dp)
     t = _normalised(event_emb).flatten(0, 1)  # (B*E, Dp)
     logits = (z @ t.T) / temperature  # (B*L, B*E)
     logits = logits.masked_fill(~event_mask.flatten()[None, :], _NEG)
     # Positives: the events of the clip's own video that cover it (block-diagonal in the batch).
-    eye = torch.eye(batch, dtype=torch.bool, device=clip_mask.device)  # (B, B)
+    eye = torch.eye(batch, dtype=torch.bool, device=member.device)  # (B, B)
     pos = eye[:, None, :, None] & member.permute(0, 2, 1)[:, :, None, :]  # (B, L, B, E)
     pos = pos.flatten(2).flatten(0, 1)  # (B*L, B*E)
     covered = pos.any(-1)  # (B*L,)
