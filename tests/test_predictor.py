@@ -181,3 +181,19 @@ def test_long_video_answer_past_the_first_window() -> None:
     # A single pass over the first window (a 64-s cap) cannot find it.
     [capped] = g.predict(video[:32], query)
     assert capped.windows[0][2] < 0.5
+
+
+def test_many_videos_batched_equals_one_by_one(grounder: Grounder) -> None:
+    rng = np.random.default_rng(4)
+    videos = [
+        rng.normal(size=(n, VIDEO_DIM)).astype(np.float32) for n in (7, 16, 29)
+    ]  # short, exact, windowed
+    queries = [[rng.normal(size=(k, TEXT_DIM)).astype(np.float32) for k in (2, 5)] for _ in videos]
+    together = grounder.predict_many(videos, queries, durations=[13.0, None, None])
+    for v, (video, qs) in enumerate(zip(videos, queries, strict=True)):
+        alone = grounder.predict(video, qs, duration=13.0 if v == 0 else None)
+        for a, b in zip(alone, together[v], strict=True):
+            assert a.num_windows == b.num_windows
+            np.testing.assert_allclose(a.saliency, b.saliency, atol=1e-5)
+            np.testing.assert_allclose(np.array(a.windows), np.array(b.windows), atol=1e-4)
+    assert all(e <= 13.0 for _, e, _ in together[0][0].windows)

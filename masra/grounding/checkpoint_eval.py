@@ -49,21 +49,31 @@ def load_ground_truth(
     return [GroundTruth.from_query(q) for q in queries]
 
 
-def predict_queries(grounder: Grounder, card: DatasetCard, queries: list[Query]) -> list[Prediction]:
-    """Predictions for ``queries``, in their order, from the card's video and text feature files."""
+def predict_queries(
+    grounder: Grounder, card: DatasetCard, queries: list[Query], videos_per_call: int = 64
+) -> list[Prediction]:
+    """Predictions for ``queries``, in their order, from the card's video and text feature files.
+
+    Videos are read ``videos_per_call`` at a time and their (window, query) pairs batched together.
+    """
     by_vid: dict[str, list[int]] = {}
     for i, q in enumerate(queries):
         by_vid.setdefault(q.vid, []).append(i)
+    groups = list(by_vid.items())
     out: list[Prediction | None] = [None] * len(queries)
-    for vid, rows in tqdm(by_vid.items(), desc="videos", unit="video"):
-        video = load_video_features(card, vid)  # (L, Dv), no cut: long videos go by windows
-        feats = [load_text_features(card, queries[i].qid)[0] for i in rows]
-        duration = queries[rows[0]].duration
-        results = grounder.predict(video, feats, duration=duration)
-        for i, res in zip(rows, results, strict=True):
-            q = queries[i]
-            res.query = q.query
-            out[i] = res.to_prediction(q.qid, q.vid, q.duration, card.clip_len)
+    with tqdm(total=len(groups), desc="videos", unit="video") as progress:
+        for g in range(0, len(groups), videos_per_call):
+            chunk = groups[g : g + videos_per_call]
+            videos = [load_video_features(card, vid) for vid, _ in chunk]  # no cut: long videos by windows
+            feats = [[load_text_features(card, queries[i].qid)[0] for i in rows] for _, rows in chunk]
+            durations = [queries[rows[0]].duration for _, rows in chunk]
+            results = grounder.predict_many(videos, feats, durations=durations)
+            for (_, rows), per_video in zip(chunk, results, strict=True):
+                for i, res in zip(rows, per_video, strict=True):
+                    q = queries[i]
+                    res.query = q.query
+                    out[i] = res.to_prediction(q.qid, q.vid, q.duration, card.clip_len)
+            progress.update(len(chunk))
     return [p for p in out if p is not None]
 
 

@@ -344,7 +344,6 @@ class Grounder:
         hi = np.inf if start == starts[-1] else (start + span - margin) * self.config.clip_len
         return float(lo), float(hi)
 
-    @torch.no_grad()
     def predict(
         self,
         video_features: Any,
@@ -365,72 +364,139 @@ class Grounder:
         Returns:
             One :class:`Grounding` per query, in input order.
         """
-        cfg = self.config
-        video = self._video(video_features)  # (L, Dv)
         texts, names = self._texts(query_features, query_text)
-        num_clips = video.shape[0]
-        duration = float(duration) if duration is not None else num_clips * cfg.clip_len
+        [results] = self.predict_many([video_features], [texts], durations=[duration], top_k=top_k)
+        for res, name in zip(results, names, strict=True):
+            res.query = name
+        return results
+
+    @torch.no_grad()
+    def predict_many(
+        self,
+        videos: Sequence[Any],
+        queries: Sequence[Sequence[Any]],
+        *,
+        durations: Sequence[float | None] | None = None,
+        top_k: int | None = None,
+    ) -> list[list[Grounding]]:
+        """Ground the queries of many videos, batching (video window, query) pairs across videos.
+
+        Args:
+            videos: V arrays (L_v, Dv).
+            queries: per video, a list of (T, Dt) query token features.
+            durations: per video, seconds or None (``L_v * clip_len``).
+            top_k: windows per query (default: the config's).
+        Returns:
+            Per video, one :class:`Grounding` per query, in input order.
+        """
+        cfg = self.config
+        if len(videos) != len(queries):
+            raise ValueError(f"{len(videos)} videos but {len(queries)} query lists")
+        durations = list(durations) if durations is not None else [None] * len(videos)
         top_k = top_k or cfg.top_k
-        starts = window_starts(num_clips, cfg.max_clips, cfg.stride)
-        span = min(num_clips, cfg.max_clips)
-        windows = torch.stack([video[s : s + span] for s in starts])  # (W, M, Dv)
-        if cfg.temporal_endpoint:
-            tef = torch.from_numpy(temporal_endpoint_features(span))[None].expand(len(starts), -1, -1)
-            windows = torch.cat([windows, tef], dim=-1)  # (W, M, Dv + 2)
-
-        pairs = [(q, w) for q in range(len(texts)) for w in range(len(starts))]
-        probs: list[torch.Tensor] = []
-        spans: list[torch.Tensor] = []
-        sals: list[torch.Tensor] = []
-        for b in range(0, len(pairs), cfg.batch_size):
-            chunk = pairs[b : b + cfg.batch_size]
-            t_len = max(texts[q].shape[0] for q, _ in chunk)
-            text = torch.zeros(len(chunk), t_len, cfg.text_dim)
-            text_mask = torch.zeros(len(chunk), t_len, dtype=torch.bool)
-            for i, (q, _) in enumerate(chunk):
-                text[i, : texts[q].shape[0]] = texts[q]
-                text_mask[i, : texts[q].shape[0]] = True
-            vid = windows[[w for _, w in chunk]].to(self.device)  # (B, M, Dv')
-            vmask = torch.ones(vid.shape[:2], dtype=torch.bool, device=self.device)
-            out = self.model(vid, vmask, text.to(self.device), text_mask.to(self.device))
-            probs.append(foreground_prob(out["pred_logits"]).float().cpu())  # (B, Q)
-            spans.append(out["pred_spans"].float().cpu())  # (B, Q, 2)
-            sals.append(out["saliency"].float().cpu())  # (B, M)
-        prob, span_t, sal = torch.cat(probs), torch.cat(spans), torch.cat(sals)
-
-        results = []
-        for q in range(len(texts)):
-            rows = [q * len(starts) + w for w in range(len(starts))]
-            saliency = np.zeros(num_clips)
-            counts = np.zeros(num_clips)
-            candidates: list[list[float]] = []
-            for r, s in zip(rows, starts, strict=True):
-                saliency[s : s + span] += sal[r].numpy()
-                counts[s : s + span] += 1
-                offset = s * cfg.clip_len
-                local = spans_to_windows(
-                    span_t[r],
-                    prob[r],
-                    num_clips=span,
-                    clip_len=cfg.clip_len,
-                    duration=max(duration - offset, 1e-6),
-                    top_k=top_k if len(starts) == 1 else prob.shape[1],
-                    snap=cfg.snap,
-                    nms_iou=cfg.nms_iou if len(starts) == 1 else None,
-                )
-                if len(starts) == 1:
-                    candidates = local
-                    continue
-                lo, hi = self._core(s, starts, span)
-                for a, e, c in local:
-                    a, e = round(a + offset, 4), round(e + offset, 4)
-                    weight = 1.0 if lo <= (a + e) / 2 <= hi else cfg.off_core_weight
-                    candidates.append([a, e, round(c * weight, 6)])
-            if len(starts) > 1:
-                candidates = temporal_nms(candidates, cfg.merge_nms_iou)[:top_k]
-            results.append(
-                Grounding(
-                    windows=candidates, saliency=saliency / counts, query=names[q], num_windows=len(starts)
+        plans = []  # per video: (num_clips, duration, starts, span, windows (W, span, Dv'), texts)
+        pairs = []  # (video, query, window)
+        for v, (feats, qs) in enumerate(zip(videos, queries, strict=True)):
+            video = self._video(feats)  # (L, Dv)
+            texts, _ = self._texts(list(qs), None)
+            n = video.shape[0]
+            starts = window_starts(n, cfg.max_clips, cfg.stride)
+            span = min(n, cfg.max_clips)
+            windows = torch.stack([video[s : s + span] for s in starts])  # (W, span, Dv)
+            if cfg.temporal_endpoint:
+                tef = torch.from_numpy(temporal_endpoint_features(span))[None].expand(len(starts), -1, -1)
+                windows = torch.cat([windows, tef], dim=-1)  # (W, span, Dv + 2)
+            duration = durations[v]
+            plans.append(
+                (
+                    n,
+                    float(duration) if duration is not None else n * cfg.clip_len,
+                    starts,
+                    span,
+                    windows,
+                    texts,
                 )
             )
+            pairs += [(v, q, w) for q in range(len(texts)) for w in range(len(starts))]
+        outputs = self._forward_pairs(plans, pairs)
+        results = []
+        for v, (n, duration, starts, span, _, texts) in enumerate(plans):
+            per_query = []
+            for q in range(len(texts)):
+                per_query.append(
+                    self._merge(
+                        n, duration, starts, span, [outputs[(v, q, w)] for w in range(len(starts))], top_k
+                    )
+                )
+            results.append(per_query)
         return results
+
+    def _forward_pairs(
+        self, plans: list[Any], pairs: list[tuple[int, int, int]]
+    ) -> dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Model outputs per (video, query, window): prob (Q,), spans (Q, 2), saliency (span,)."""
+        cfg = self.config
+        order = sorted(range(len(pairs)), key=lambda i: -plans[pairs[i][0]][3])  # longest windows first
+        out: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        for b in range(0, len(order), cfg.batch_size):
+            chunk = [pairs[i] for i in order[b : b + cfg.batch_size]]
+            l_max = max(plans[v][3] for v, _, _ in chunk)
+            t_max = max(plans[v][5][q].shape[0] for v, q, _ in chunk)
+            width = plans[chunk[0][0]][4].shape[-1]
+            vid = torch.zeros(len(chunk), l_max, width)
+            vmask = torch.zeros(len(chunk), l_max, dtype=torch.bool)
+            text = torch.zeros(len(chunk), t_max, cfg.text_dim)
+            tmask = torch.zeros(len(chunk), t_max, dtype=torch.bool)
+            for i, (v, q, w) in enumerate(chunk):
+                span, windows, texts = plans[v][3], plans[v][4], plans[v][5]
+                vid[i, :span], vmask[i, :span] = windows[w], True
+                text[i, : texts[q].shape[0]], tmask[i, : texts[q].shape[0]] = texts[q], True
+            res = self.model(
+                vid.to(self.device), vmask.to(self.device), text.to(self.device), tmask.to(self.device)
+            )
+            prob = foreground_prob(res["pred_logits"]).float().cpu()  # (B, Q)
+            spans = res["pred_spans"].float().cpu()  # (B, Q, 2)
+            sal = res["saliency"].float().cpu()  # (B, l_max)
+            for i, key in enumerate(chunk):
+                out[key] = (prob[i], spans[i], sal[i, : plans[key[0]][3]])
+        return out
+
+    def _merge(
+        self,
+        num_clips: int,
+        duration: float,
+        starts: list[int],
+        span: int,
+        outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+        top_k: int,
+    ) -> Grounding:
+        """One query's windows and saliency from its per-window outputs (module docstring)."""
+        cfg = self.config
+        saliency = np.zeros(num_clips)
+        counts = np.zeros(num_clips)
+        candidates: list[list[float]] = []
+        for (prob, spans, sal), s in zip(outputs, starts, strict=True):
+            saliency[s : s + span] += sal.numpy()
+            counts[s : s + span] += 1
+            offset = s * cfg.clip_len
+            local = spans_to_windows(
+                spans,
+                prob,
+                num_clips=span,
+                clip_len=cfg.clip_len,
+                duration=max(duration - offset, 1e-6),
+                top_k=top_k if len(starts) == 1 else prob.shape[0],
+                snap=cfg.snap,
+                nms_iou=cfg.nms_iou if len(starts) == 1 else None,
+            )
+            if len(starts) == 1:
+                candidates = local
+                continue
+            lo, hi = self._core(s, starts, span)
+            for a, e, c in local:
+                a, e = round(a + offset, 4), round(e + offset, 4)
+                weight = 1.0 if lo <= (a + e) / 2 <= hi else cfg.off_core_weight
+                candidates.append([a, e, round(c * weight, 6)])
+        if len(starts) > 1:
+            candidates = temporal_nms(candidates, cfg.merge_nms_iou)[:top_k]
+        return Grounding(windows=candidates, saliency=saliency / counts, num_windows=len(starts))
