@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 _CARD_KEYS = {
     "model", "backend", "prompt_family", "splits", "encoder", "caption_mode", "fps", "max_frames",
-    "frames_per_clip", "max_side", "max_events", "batch_videos", "max_model_len", "mm_processor_kwargs",
+    "frames_per_clip", "max_side", "max_events", "event_max_tokens", "caption_max_tokens", "batch_videos", "max_model_len", "mm_processor_kwargs",
+    "vllm_options", "dense_tokens_per_clip", "batch_size", "run",
 }  # fmt: skip
 
 _DATASET = click.option("--dataset", "-d", required=True, help="Card name or path to a card YAML.")
@@ -46,7 +47,7 @@ _FAMILY = click.option(
 )
 _RUN = click.option(
     "--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="Run folder (default: {prior_dir}/{dataset}__{model}__{prompt-version}).",
+    help="Run folder, or its name under the card's prior_dir (default: the folder `generate` writes).",
 )  # fmt: skip
 
 
@@ -89,6 +90,17 @@ def _run_dir(
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     return run_dir_for(card.prior_dir, card.name, model, prompts.prompt_version(fam)), model, fam
+
+
+def _existing_run(
+    card: DatasetCard, st: dict[str, Any], run: Path | None, model: str | None, family: str | None
+) -> Path:
+    """``--run`` as given, or as a name under ``card.prior_dir``, else the folder ``generate`` writes."""
+    if run is None:
+        return _run_dir(card, st, model, family)[0]
+    if not run.is_dir() and (card.prior_dir / run).is_dir():
+        return card.prior_dir / run
+    return run
 
 
 def _parse_shard(text: str) -> tuple[int, int]:
@@ -196,6 +208,9 @@ def generate(**kw: Any) -> None:
             video=video,
             caption_mode=pick("caption_mode", "per_clip"),
             max_events=st.get("max_events", 16),
+            event_max_tokens=st.get("event_max_tokens", 1024),
+            caption_max_tokens=st.get("caption_max_tokens", 48),
+            dense_tokens_per_clip=st.get("dense_tokens_per_clip", 24),
             batch_videos=pick("batch_videos", 16),
         )
         engine_cfg = EngineConfig(
@@ -208,6 +223,8 @@ def generate(**kw: Any) -> None:
             gpu_memory_utilization=kw["gpu_memory_utilization"],
             max_model_len=pick("max_model_len", 16384),
             mm_processor_kwargs=st.get("mm_processor_kwargs", {}),
+            vllm_options=st.get("vllm_options", {}),
+            batch_size=st.get("batch_size", 8),
         )
         spec = ShardSpec(*shard)
     except ValueError as e:
@@ -255,8 +272,10 @@ def embed(dataset: str, overrides: tuple[str, ...], model: str | None, prompt_fa
     from masra.text_encoder import TextEncoder
 
     card, st = _card(dataset, overrides)
-    run_dir = run_dir or _run_dir(card, st, model, prompt_family)[0]
-    enc = TextEncoder.load(encoder or st.get("encoder", "minilm"), device=device)
+    run_dir = _existing_run(card, st, run_dir, model, prompt_family)
+    enc = TextEncoder.load(
+        encoder or st.get("encoder") or card.extra.get("text_encoder") or "minilm", device=device
+    )
     try:
         out = embed_prior_run(run_dir, enc, batch_size=batch_size)
     except (ValueError, FileNotFoundError) as e:
@@ -283,7 +302,7 @@ def report(dataset: str, overrides: tuple[str, ...], model: str | None, prompt_f
     from masra.prior_gen.report import format_report, prior_report
 
     card, st = _card(dataset, overrides)
-    run_dir = run_dir or _run_dir(card, st, model, prompt_family)[0]
+    run_dir = _existing_run(card, st, run_dir, model, prompt_family)
     queries = []
     for split in splits or [s for s in card.annotations if card.annotations[s].is_file()]:
         try:

@@ -166,14 +166,14 @@ def parse_events(
     ``failed`` when none survive.
     """
     cfg = cfg or ParseConfig()
-    notes = ["output hit the token limit"] if truncated else []
+    cut = ["output hit the token limit"] if truncated else []
     value = find_json(text)
     if isinstance(value, dict):
         value = next((value[k] for k in ("events", "Events", "moments") if k in value), None)
     if not isinstance(value, list):
-        return EventParse([], FAILED, [*notes, "no JSON event list in output"])
-    events, dropped = validate_events(value, duration, cfg)
-    notes += dropped
+        return EventParse([], FAILED, ["no JSON event list in output", *cut])
+    events, notes = validate_events(value, duration, cfg)
+    notes += cut
     merged = merge_events(events, cfg.merge_gap, cfg.dup_iou)
     if len(merged) > cfg.max_events:
         notes.append(f"kept the first {cfg.max_events} of {len(merged)} events")

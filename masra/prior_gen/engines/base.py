@@ -106,6 +106,9 @@ class EngineConfig:
         max_num_seqs: vLLM: maximum concurrent sequences.
         mm_processor_kwargs: passed to the model's multimodal processor (e.g. ``max_pixels``).
         enforce_eager: vLLM: skip CUDA graph capture (faster start, slower decode).
+        batch_size: transformers: requests per ``generate`` call (static, left-padded batches).
+        vllm_options: further keyword arguments for ``vllm.LLM`` (e.g. ``skip_mm_profiling``,
+            ``enable_prefix_caching``, ``max_num_batched_tokens``); they override the ones above.
     """
 
     model: str
@@ -120,6 +123,8 @@ class EngineConfig:
     max_num_seqs: int = 64
     mm_processor_kwargs: dict[str, Any] = field(default_factory=dict)
     enforce_eager: bool = False
+    batch_size: int = 8
+    vllm_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -134,6 +139,8 @@ class EngineConfig:
             raise ValueError(f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_model_len < 256 or self.max_num_seqs < 1:
             raise ValueError("max_model_len must be >= 256 and max_num_seqs >= 1")
 

@@ -1,8 +1,9 @@
 """The transformers backend: ``AutoModelForImageTextToText`` + ``AutoProcessor``; runs on CPU.
 
 This is the fallback for machines without vLLM or without a GPU, and what the CPU tests run. It
-generates one request at a time (no continuous batching) and has no constrained decoding: the JSON
-schema is not enforced, only asked for in the prompt, so the parser's validation does all the work.
+generates static, left-padded batches of requests with equal token limits (no continuous
+batching) and has no constrained decoding: the JSON schema is not enforced, only asked for in the
+prompt, so the parser's validation does all the work.
 ``trust_remote_code`` is off unless the config asks for it.
 """
 
@@ -56,20 +57,25 @@ class TransformersEngine:
             gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else []
         )
 
-    def _one(self, req: GenRequest, sampling: SamplingConfig) -> GenResult:
+    def _batch(self, reqs: list[GenRequest], sampling: SamplingConfig) -> list[GenResult]:
+        """Generate a batch of requests with the same ``max_tokens`` and fps (left-padded prompts)."""
         import torch
 
+        tok = self.processor.tokenizer
+        tok.padding_side = "left"
         inputs = self.processor(
-            text=[req.prompt],
-            videos=[req.frames],
+            text=[r.prompt for r in reqs],
+            videos=[r.frames for r in reqs],
             return_tensors="pt",
-            videos_kwargs={"fps": req.fps, "do_sample_frames": False},
+            padding=True,
+            videos_kwargs={"fps": reqs[0].fps, "do_sample_frames": False},
         ).to(self.device)
-        n_in = int(inputs["input_ids"].shape[1])
+        n_pad = int(inputs["input_ids"].shape[1])
+        n_in = inputs["attention_mask"].sum(dim=1).tolist()  # (B,) real prompt tokens
         gen_kwargs: dict[str, Any] = {
-            "max_new_tokens": req.max_tokens,
+            "max_new_tokens": reqs[0].max_tokens,
             "repetition_penalty": sampling.repetition_penalty,
-            "pad_token_id": self.processor.tokenizer.pad_token_id,
+            "pad_token_id": tok.pad_token_id,
         }
         if sampling.temperature > 0:
             torch.manual_seed(sampling.seed)
@@ -77,32 +83,54 @@ class TransformersEngine:
         else:
             gen_kwargs.update(do_sample=False)
         with torch.inference_mode():
-            out = self.model.generate(**inputs, **gen_kwargs)  # (1, n_in + n_out)
-        new = out[0, n_in:].tolist()
-        ended = False
-        for i, tid in enumerate(new):
-            if tid in self.eos_ids:
-                new, ended = new[:i], True
-                break
-        text = self.processor.tokenizer.decode(new, skip_special_tokens=True)
-        return GenResult(
-            req.key,
-            text=text,
-            tokens_in=n_in,
-            tokens_out=len(new),
-            truncated=not ended and len(new) >= req.max_tokens,
-        )
+            out = self.model.generate(**inputs, **gen_kwargs)  # (B, n_pad + n_out)
+        results = []
+        for b, req in enumerate(reqs):
+            new = out[b, n_pad:].tolist()
+            ended = False
+            for i, tid in enumerate(new):
+                if tid in self.eos_ids:
+                    new, ended = new[:i], True
+                    break
+            results.append(
+                GenResult(
+                    req.key,
+                    text=tok.decode(new, skip_special_tokens=True),
+                    tokens_in=int(n_in[b]),
+                    tokens_out=len(new),
+                    truncated=not ended and len(new) >= req.max_tokens,
+                )
+            )
+        return results
 
     def generate(self, requests: list[GenRequest], sampling: SamplingConfig) -> list[GenResult]:
-        """Generate each request in turn; a failing request gets ``error`` set, the rest go on."""
-        results = []
-        for req in requests:
-            try:
-                results.append(self._one(req, sampling))
-            except (RuntimeError, ValueError) as e:
-                log.warning("generation failed for %s: %s", req.key, e)
-                results.append(GenResult(req.key, error=f"generation failed: {e}"))
-        return results
+        """Generate in batches of ``cfg.batch_size`` requests with equal token limits and fps; when a batch
+        fails its requests are retried one by one, and a failing request gets ``error`` set."""
+        results: dict[int, GenResult] = {}
+        groups: dict[tuple[int, float], list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault((r.max_tokens, round(r.fps, 3)), []).append(i)
+        for idx in groups.values():
+            for k in range(0, len(idx), self.cfg.batch_size):
+                chunk = idx[k : k + self.cfg.batch_size]
+                try:
+                    results.update(
+                        zip(chunk, self._batch([requests[i] for i in chunk], sampling), strict=True)
+                    )
+                    continue
+                except Exception as e:  # one bad request must not end the run
+                    if len(chunk) == 1:
+                        log.warning("generation failed for %s: %s", requests[chunk[0]].key, e)
+                        results[chunk[0]] = GenResult(requests[chunk[0]].key, error=f"generation failed: {e}")
+                        continue
+                    log.warning("batch of %d failed (%s); retrying one by one", len(chunk), e)
+                for i in chunk:
+                    try:
+                        results[i] = self._batch([requests[i]], sampling)[0]
+                    except Exception as e:  # one bad request must not end the run
+                        log.warning("generation failed for %s: %s", requests[i].key, e)
+                        results[i] = GenResult(requests[i].key, error=f"generation failed: {e}")
+        return [results[i] for i in range(len(requests))]
 
     def close(self) -> None:
         del self.model

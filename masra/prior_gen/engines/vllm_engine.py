@@ -65,18 +65,26 @@ class VllmEngine:
     backend = "vllm"
 
     def __init__(self, cfg: EngineConfig) -> None:
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        import torch
+
+        on_cpu = not torch.cuda.is_available()
+        if on_cpu:
+            # vllm-cpu: a small KV cache, and the engine and its one worker in this process (spawning
+            # them re-imports torch and vllm twice: over a minute on a busy 2-core machine).
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+            if cfg.tensor_parallel_size == 1:
+                os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
 
         self.cfg = cfg
         self.model_id = cfg.model
         self.model_revision = describe_revision(cfg.model, cfg.revision)
         log.info("starting vLLM engine for %s (tp=%d)", cfg.model, cfg.tensor_parallel_size)
-        self.llm = LLM(
+        kwargs: dict[str, Any] = dict(
             model=cfg.model,
             revision=cfg.revision,
             trust_remote_code=cfg.trust_remote_code,
-            dtype=cfg.dtype,  # type: ignore[arg-type]  # validated in EngineConfig
+            dtype=cfg.dtype,
             tensor_parallel_size=cfg.tensor_parallel_size,
             gpu_memory_utilization=cfg.gpu_memory_utilization,
             max_model_len=cfg.max_model_len,
@@ -87,6 +95,10 @@ class VllmEngine:
             enforce_eager=cfg.enforce_eager,
             seed=0,
         )
+        if on_cpu and cfg.tensor_parallel_size == 1:
+            kwargs["distributed_executor_backend"] = "uni"
+        kwargs.update(cfg.vllm_options)
+        self.llm = LLM(**kwargs)
 
     def generate(self, requests: list[GenRequest], sampling: SamplingConfig) -> list[GenResult]:
         """Run all requests as one vLLM batch; results in request order."""
