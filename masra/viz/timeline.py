@@ -210,8 +210,14 @@ def _draw_windows(
     if events:
         row = y(n - 1)
         for k, (s, e, text) in enumerate(events):
-            axes.broken_barh([(s, max(e - s, 1e-3))], (row - 0.35, 0.7), color=EVENT_COLOR, alpha=0.5)
-            axes.text(s, row + (0.42 if k % 2 == 0 else -0.62), textwrap.shorten(text, 28), fontsize=6)
+            shade = EVENT_COLOR if k % 2 == 0 else "#ffb74d"
+            axes.broken_barh(
+                [(s, max(e - s, 1e-3))], (row - 0.35, 0.7), color=shade, alpha=0.7, edgecolor="white"
+            )
+            chars = int(150 * (e - s) / data.duration)  # about what fits over the bar at this font size
+            if chars >= 6:
+                label = text if len(text) <= chars else text[: chars - 1] + "…"
+                axes.text(s, row + (0.42 if k % 2 == 0 else -0.62), label, fontsize=6)
     axes.set_yticks([y(i) for i in range(n)])
     axes.set_yticklabels(rows, fontsize=8)
     axes.set_ylim(-0.8, n - 0.2)
