@@ -95,13 +95,18 @@ def _model_config(name: str, card: Any, prior_dim: int) -> ModelConfig:
 
 @torch.no_grad()
 def predict_split(
-    model: torch.nn.Module, split: ResidentSplit, batch_size: int, precision: str
+    model: torch.nn.Module,
+    split: ResidentSplit,
+    batch_size: int,
+    precision: str,
+    max_batches: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Foreground probs (N, Q), spans (N, Q, 2) and saliency (N, L) of every query, on the host."""
+    """Foreground probs (N, Q), spans (N, Q, 2) and saliency (N, L) of every query (or of the first
+    ``max_batches`` batches), on the host."""
     device = split.device
     probs, spans, sals = [], [], []
     use_amp = precision in ("bf16", "fp16")
-    for idx in epoch_batches(len(split), batch_size, seed=0, epoch=0, shuffle=False):
+    for idx in epoch_batches(len(split), batch_size, seed=0, epoch=0, shuffle=False)[:max_batches]:
         b = split.batch(idx, with_priors=False)
         with torch.autocast(device_type=device.type, dtype=DTYPES[precision], enabled=use_amp):
             out = model(b.video, b.video_mask, b.text, b.text_mask)
@@ -153,7 +158,7 @@ def run_infer_speed(data: BenchData, cfg: InferSpeedConfig) -> dict[str, Any]:
         model = build_model(_model_config(name, card, cfg.prior_dim)).to(device).eval()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        predict_split(model, split, cfg.eval_batch_size, precision)  # warm-up pass
+        predict_split(model, split, cfg.eval_batch_size, precision, max_batches=1)  # warm-up
         passes = []
         for _ in range(cfg.repeats):
             t0 = clock.now()

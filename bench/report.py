@@ -126,6 +126,25 @@ def render_markdown(result: dict[str, Any]) -> str:
             + ".",
             "",
         ]
+    extra = result.get("gpu_extra") or {}
+    fit = extra.get("fit_masra")
+    if fit:
+        lines += [
+            f"**Real Trainer.fit** ({fit['variant']}, {fit['epochs']} epochs of {fit['steps_per_epoch']} steps, "
+            f"evaluation + checkpoints every epoch): {fit['train_s_per_epoch']:.1f} s per epoch of training, "
+            f"{fit['eval_s_each']:.2f} s per evaluation; projected 200 epochs with evaluation every 5: "
+            f"**{fit['projected_200_epochs_eval_every_5_min']:.1f} min** (projection from measured epochs).",
+            "",
+        ]
+    for key, title in (("train_compile", "torch.compile"), ("train_batch128", "batch 128")):
+        ex = extra.get(key)
+        if ex:
+            cells = ", ".join(
+                f"{n}: median step {v['step']['median_s']:.4f} s, {v['queries_per_s']:.0f} queries/s, "
+                f"{v['s_per_epoch']:.1f} s/epoch (extrapolated)"
+                for n, v in ex["variants"].items()
+            )
+            lines += [f"**{title}** (batch {ex['batch_size']}): {cells}.", ""]
     if stage1:
         lines += [
             f"**Stage 1 without the model** ({stage1['videos']} videos of {stage1['duration_s']:.0f} s, "

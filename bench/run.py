@@ -106,13 +106,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fixture-dir", type=Path, default=REPO / "data" / "generated" / "fixture")
     p.add_argument("--annotations", default="auto", help="auto | none | folder of the real QVH jsonl files")
     p.add_argument("--only", default=",".join(BENCHES), help=f"subset of {BENCHES}")
-    p.add_argument("--steps", type=int, default=10, help="timed training steps per variant per round")
+    p.add_argument("--steps", type=int, default=5, help="timed training steps per variant per round")
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--profile-steps", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--profile-steps", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--single-queries", type=int, default=20)
-    p.add_argument("--stage1-videos", type=int, default=6)
+    p.add_argument("--infer-repeats", type=int, default=None, help="timed val passes (default 1 CPU, 3 GPU)")
+    p.add_argument("--stage1-videos", type=int, default=4)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd training")
@@ -120,6 +121,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
     p.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
     p.add_argument("--no-docs", action="store_true", help="do not append to the docs")
+    p.add_argument(
+        "--result-name", default=None, help="file name of the result JSON (default <host>-<stamp>.json)"
+    )
     p.add_argument("--append-docs", type=Path, default=None, help="only append this result JSON's section")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -144,6 +148,14 @@ def main(argv: list[str] | None = None) -> None:
     out_dir = args.work / f"results-{stamp}"
     out_dir.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"date": now.strftime("%Y-%m-%d %H:%M UTC"), "dataset": args.dataset}
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname().replace(os.sep, "_")
+    path = args.results_dir / (args.result_name or f"{host}-{stamp}.json")
+
+    def save() -> None:  # after every part, so a run cut short keeps what it measured
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        tmp.replace(path)
 
     meta_path = None
     if "train" in only or "infer" in only:
@@ -154,12 +166,16 @@ def main(argv: list[str] | None = None) -> None:
         train_args = ["--data", str(meta_path), "--steps", str(args.steps), "--rounds", str(args.rounds)]
         train_args += ["--warmup", str(args.warmup), "--profile-steps", str(args.profile_steps)]
         train_args += ["--batch-size", str(args.batch_size), *common]
-        train_args += ["--compile"] if args.compile else []
+        train_args += ["--compile", "also"] if args.compile else []
         result["train"] = _run_module("bench.train_speed", train_args, out_dir / "train.json")
+        save()
     if "infer" in only and meta_path is not None:
+        repeats = args.infer_repeats or (3 if on_cuda else 1)
         infer_args = ["--data", str(meta_path), "--single-queries", str(args.single_queries), *common]
+        infer_args += ["--repeats", str(repeats)]
         infer_args += ["--prior-dim", str(meta["prior_dim"])]
         result["infer"] = _run_module("bench.infer_speed", infer_args, out_dir / "infer.json")
+        save()
     if "stage1" in only:
         if importlib.util.find_spec("av") is None:
             log.warning("stage-1 benchmark skipped: PyAV (av) is not installed here")
@@ -176,11 +192,7 @@ def main(argv: list[str] | None = None) -> None:
         result["env"] = env_info(pick_device(args.device))
     if result.get("train"):
         result["estimate_200_epochs"] = estimate_full_training(result["train"], result.get("infer"))
-
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    host = socket.gethostname().replace(os.sep, "_")
-    path = args.results_dir / f"{host}-{stamp}.json"
-    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    save()
     section = render_markdown(result)
     if not args.no_docs:
         append_markdown(args.docs, section)

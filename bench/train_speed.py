@@ -68,7 +68,8 @@ class TrainSpeedConfig:
         rounds: alternating blocks per variant.
         batch_size: global batch size (the trainer's default is 32).
         device / precision: ``auto`` picks cuda + bf16 when a GPU is there, else cpu + float32.
-        compile: also time ``torch.compile`` d models (variants ``<name>+compile``).
+        compile: ``no``; ``also``: time ``torch.compile``'d models too (variants ``<name>+compile``);
+            ``only``: time only the compiled ones.
         profile_steps: steps of the synchronised phase breakdown per variant (0 skips it).
         variants: which of ``baseline`` and ``masra`` to time.
     """
@@ -79,7 +80,7 @@ class TrainSpeedConfig:
     batch_size: int = 32
     device: str = "auto"
     precision: str = "auto"
-    compile: bool = False
+    compile: str = "no"
     profile_steps: int = 5
     variants: tuple[str, ...] = VARIANTS
     seed: int = 0
@@ -90,6 +91,8 @@ class TrainSpeedConfig:
                 raise ValueError(f"TrainSpeedConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup < 0 or self.profile_steps < 0:
             raise ValueError("TrainSpeedConfig.warmup and profile_steps must be >= 0")
+        if self.compile not in ("no", "also", "only"):
+            raise ValueError(f"TrainSpeedConfig.compile must be no, also or only, got {self.compile!r}")
         unknown = set(self.variants) - set(VARIANTS)
         if unknown or not self.variants:
             raise ValueError(f"TrainSpeedConfig.variants must be a non-empty subset of {VARIANTS}")
@@ -283,8 +286,10 @@ def run_train_speed(data: BenchData, cfg: TrainSpeedConfig) -> dict[str, Any]:
     batches = _batches(split, cfg, acc)
     steps_per_epoch = len(batches)
     names = [v for v in VARIANTS if v in cfg.variants]
-    if cfg.compile:
+    if cfg.compile == "also":
         names += [f"{v}+compile" for v in names]
+    elif cfg.compile == "only":
+        names = [f"{v}+compile" for v in names]
     runs: list[_Run] = []
     with tempfile.TemporaryDirectory(prefix="masra-bench-") as tmp:
         for name in names:
@@ -363,7 +368,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=TrainSpeedConfig.batch_size)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
-    p.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
+    p.add_argument(
+        "--compile", default="no", choices=("no", "also", "only"), help="time torch.compile'd models"
+    )
     p.add_argument("--profile-steps", type=int, default=TrainSpeedConfig.profile_steps)
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")

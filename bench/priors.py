@@ -1,0 +1,353 @@
+"""`make bench-priors`: are the priors used? Baseline vs MASRA with reference, shuffled and noisy priors.
+
+On the fixture (``make fixture``), four settings are trained with ``configs/fixture.yaml`` through
+the real training entry point (:func:`masra.grounding.recipe.run_training`), each with ``--seeds``
+seeds:
+
+* ``baseline``: every MASRA part off, no priors read;
+* ``masra+reference``: MASRA with the fixture's reference priors;
+* ``masra+shuffled``: MASRA where every video carries *another* video's priors (a derangement; the
+  donor's captions and events are stretched onto the receiving video's clip grid);
+* ``masra+noisy``: the reference priors with event spans jittered (start and end moved by a normal
+  of ``--jitter`` x the event length) and a share ``--replace`` of clip captions replaced by the
+  caption of a random clip of a random video.
+
+All three prior runs are written by the same code into ``{work}/priors/{reference,shuffled,noisy}``
+(embedding shards, EMBED_SCHEMA) and read through the card's ``prior_dir``. Reported: mean ± std over
+seeds of val R1@0.5, R1@0.7 and mAP, at the last evaluation (no selection on val) and at the best
+evaluation by R1@0.5 (what ``masra train`` keeps). The table is printed, appended to
+``docs/benchmarks.md`` with verdicts stated plainly, and saved as JSON in ``bench/results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import socket
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from bench.report import append_markdown
+from masra.grounding.priors_io import PriorTable, read_prior_table
+from masra.prior_gen.schema import EMBED_SCHEMA, SCHEMA_VERSION
+from masra.prior_gen.shards import write_table_atomic
+
+log = logging.getLogger("bench.priors")
+
+REPO = Path(__file__).resolve().parents[1]
+SETTINGS = ("baseline", "masra+reference", "masra+shuffled", "masra+noisy")
+METRICS = ("MR-full-R1@0.5", "MR-full-R1@0.7", "MR-full-mAP")
+
+
+@dataclass(frozen=True)
+class PriorVariant:
+    """Per-video prior arrays of one run (lists indexed like ``vids``)."""
+
+    vids: list[str]
+    num_clips: list[int]
+    event_se: list[np.ndarray]  # (E_i, 2) seconds
+    event_emb: list[np.ndarray]  # (E_i, Dp)
+    caption_emb: list[np.ndarray]  # (L_i, Dp)
+    caption_valid: list[np.ndarray]  # (L_i,) bool
+
+
+def from_table(t: PriorTable) -> PriorVariant:
+    """Unpad a :class:`PriorTable`."""
+    rows = range(len(t.video_ids))
+    n = [int(t.num_clips[i]) for i in rows]
+    e = [int(t.event_count[i]) for i in rows]
+    return PriorVariant(
+        vids=list(t.video_ids),
+        num_clips=n,
+        event_se=[t.event_se[i, : e[i]].copy() for i in rows],
+        event_emb=[t.event_emb[i, : e[i]].astype(np.float16) for i in rows],
+        caption_emb=[t.caption_emb[i, : n[i]].astype(np.float16) for i in rows],
+        caption_valid=[t.caption_valid[i, : n[i]].copy() for i in rows],
+    )
+
+
+def derangement(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A permutation of ``range(n)`` without fixed points (n >= 2)."""
+    if n < 2:
+        raise ValueError("shuffling priors needs at least 2 videos")
+    while True:
+        p = rng.permutation(n)
+        if not (p == np.arange(n)).any():
+            return p
+
+
+def shuffled(ref: PriorVariant, clip_len: float, rng: np.random.Generator) -> PriorVariant:
+    """Every video gets another video's priors, stretched onto its own clip grid."""
+    donor = derangement(len(ref.vids), rng)
+    ev_se, ev_emb, cap, valid = [], [], [], []
+    for i, d in enumerate(donor):
+        li, ld = ref.num_clips[i], ref.num_clips[d]
+        idx = np.minimum(((np.arange(li) + 0.5) * ld / li).astype(int), ld - 1)
+        cap.append(ref.caption_emb[d][idx])
+        valid.append(ref.caption_valid[d][idx])
+        ev_se.append(np.clip(ref.event_se[d] * (li / ld), 0.0, li * clip_len).astype(np.float32))
+        ev_emb.append(ref.event_emb[d])
+    return PriorVariant(ref.vids, ref.num_clips, ev_se, ev_emb, cap, valid)
+
+
+def noisy(
+    ref: PriorVariant, clip_len: float, rng: np.random.Generator, jitter: float, replace: float
+) -> PriorVariant:
+    """Event spans jittered by N(0, jitter x length); a share ``replace`` of captions swapped at random."""
+    ev_se = []
+    for i, se in enumerate(ref.event_se):
+        grid = ref.num_clips[i] * clip_len
+        length = np.maximum(se[:, 1] - se[:, 0], clip_len)[:, None]  # (E, 1)
+        moved = se + rng.normal(0.0, jitter, size=se.shape) * length
+        moved = np.clip(moved, 0.0, grid)
+        moved[:, 1] = np.maximum(moved[:, 1], np.minimum(moved[:, 0] + 0.25 * clip_len, grid))
+        moved[:, 0] = np.minimum(moved[:, 0], moved[:, 1] - 1e-3)
+        ev_se.append(moved.astype(np.float32))
+    pool = [(i, j) for i, n in enumerate(ref.num_clips) for j in range(n)]
+    cap = []
+    for c in ref.caption_emb:
+        c = c.copy()
+        for j in np.flatnonzero(rng.random(len(c)) < replace):
+            a, b = pool[int(rng.integers(len(pool)))]
+            c[j] = ref.caption_emb[a][b]
+        cap.append(c)
+    return PriorVariant(ref.vids, ref.num_clips, ev_se, ref.event_emb, cap, ref.caption_valid)
+
+
+def _lists(parts: list[np.ndarray], value_type: pa.DataType) -> pa.Array:
+    lengths = np.array([len(p) for p in parts], np.int64)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    flat = np.concatenate(parts) if parts else np.zeros(0)
+    return pa.ListArray.from_arrays(offsets, pa.array(flat, type=value_type))
+
+
+def _nested(parts: list[np.ndarray], dim: int) -> pa.Array:
+    """list<list<float16>>: per video, its (n_i, dim) rows."""
+    mats = [p.reshape(-1, dim).astype(np.float16) for p in parts]
+    rows = np.concatenate(mats) if mats else np.zeros((0, dim), np.float16)
+    inner = pa.ListArray.from_arrays(
+        pa.array(np.arange(len(rows) + 1, dtype=np.int32) * dim),
+        pa.array(rows.reshape(-1), type=pa.float16()),
+    )
+    lengths = np.array([len(m) for m in mats], np.int64)
+    return pa.ListArray.from_arrays(
+        pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)), inner
+    )
+
+
+def write_variant(v: PriorVariant, folder: Path, encoder: str) -> Path:
+    """Write one EMBED_SCHEMA shard of ``v`` into ``folder``."""
+    dim = int(v.caption_emb[0].shape[1])
+    table = pa.table(
+        {
+            "video_id": pa.array(v.vids, pa.string()),
+            "encoder": pa.array([encoder] * len(v.vids), pa.string()),
+            "dim": pa.array(np.full(len(v.vids), dim, np.int32)),
+            "num_clips": pa.array(np.array(v.num_clips, np.int32)),
+            "event_start": _lists([se[:, 0].astype(np.float32) for se in v.event_se], pa.float32()),
+            "event_end": _lists([se[:, 1].astype(np.float32) for se in v.event_se], pa.float32()),
+            "event_emb": _nested(v.event_emb, dim),
+            "caption_emb": _nested(v.caption_emb, dim),
+            "caption_valid": _lists(v.caption_valid, pa.bool_()),
+            "schema_version": pa.array(np.full(len(v.vids), SCHEMA_VERSION, np.int32)),
+        },
+        schema=EMBED_SCHEMA,
+    )
+    return write_table_atomic(table, folder / "shard-00000.parquet")
+
+
+def write_prior_runs(
+    ref_dir: Path, out: Path, clip_len: float, encoder: str, seed: int, jitter: float, replace: float
+) -> dict[str, str]:
+    """Write the reference, shuffled and noisy runs under ``out``; returns run name -> folder."""
+    ref = from_table(read_prior_table(ref_dir, "reference", encoder))
+    rng = np.random.default_rng(seed)
+    runs = {
+        "reference": ref,
+        "shuffled": shuffled(ref, clip_len, rng),
+        "noisy": noisy(ref, clip_len, rng, jitter, replace),
+    }
+    paths = {}
+    for name, variant in runs.items():
+        paths[name] = str(write_variant(variant, out / name / "embeddings" / encoder, encoder).parent)
+    return paths
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _last_eval(run_dir: Path) -> dict[str, Any]:
+    lines = (run_dir / "metrics.jsonl").read_text().strip().splitlines()
+    last: dict[str, Any] = json.loads(lines[-1])
+    return last
+
+
+def render(results: dict[str, Any]) -> str:
+    """Markdown: machine line, both tables, and the verdicts."""
+    per = results["settings"]
+    lines = [
+        f"### Prior sensitivity · {results['date']} · host `{results['host']}` · {results['machine']}",
+        "",
+        f"Fixture at {results['fixture']}, config {results['config']} ({results['overrides'] or 'no overrides'}), "
+        f"seeds {results['seeds']}; noisy priors: jitter {results['jitter']} x event length, "
+        f"{100 * results['replace']:.0f} % of captions replaced. Position-only baseline R1@0.5: "
+        f"{results.get('position_r1', '-')}.",
+        "",
+    ]
+    for which, title in (
+        ("last", "at the last evaluation (no selection on val)"),
+        ("best", "at the best epoch by val R1@0.5"),
+    ):
+        lines += [f"Val metrics {title}, mean ± std over seeds:", ""]
+        lines += ["| setting | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
+        for name in SETTINGS:
+            if name not in per:
+                continue
+            cells = [f"{m:.2f} ± {s:.2f}" for m, s in (_mean_std(per[name][which][k]) for k in METRICS)]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [
+        "**Verdicts** (last evaluation, R1@0.5 and mAP; a difference counts when it exceeds the sum of the stds):",
+        "",
+    ]
+    lines += [f"- {v}" for v in results["verdicts"]]
+    return "\n".join(lines) + "\n"
+
+
+def verdicts(per: dict[str, Any]) -> list[str]:
+    """Plain statements comparing reference with baseline, shuffled and noisy."""
+    out = []
+
+    def cmp(a: str, b: str, key: str) -> tuple[float, float, bool]:
+        ma, sa = _mean_std(per[a]["last"][key])
+        mb, sb = _mean_std(per[b]["last"][key])
+        return ma, mb, abs(ma - mb) > sa + sb
+
+    for key in ("MR-full-R1@0.5", "MR-full-mAP"):
+        if "baseline" in per and "masra+reference" in per:
+            r, b, sig = cmp("masra+reference", "baseline", key)
+            if r > b and sig:
+                out.append(f"{key}: MASRA with reference priors beats the baseline ({r:.2f} vs {b:.2f}).")
+            elif r > b:
+                out.append(
+                    f"{key}: MASRA with reference priors is above the baseline ({r:.2f} vs {b:.2f}) but within seed noise."
+                )
+            else:
+                out.append(
+                    f"{key}: MASRA with reference priors does NOT beat the baseline ({r:.2f} vs {b:.2f})."
+                )
+        for other in ("masra+shuffled", "masra+noisy"):
+            if other in per and "masra+reference" in per:
+                r, o, sig = cmp("masra+reference", other, key)
+                if r > o and sig:
+                    out.append(
+                        f"{key}: reference priors beat {other.split('+')[1]} priors ({r:.2f} vs {o:.2f})."
+                    )
+                else:
+                    out.append(
+                        f"{key}: {other.split('+')[1]} priors do as well as reference ones ({o:.2f} vs {r:.2f}): "
+                        "the priors' content is not what helps here."
+                    )
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--fixture-dir", type=Path, default=REPO / "data" / "generated" / "fixture")
+    p.add_argument("--work", type=Path, default=REPO / "data" / "generated" / "bench" / "priors")
+    p.add_argument("--config", type=Path, default=REPO / "configs" / "fixture.yaml")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--settings", default=",".join(SETTINGS))
+    p.add_argument("--set", dest="sets", action="append", default=[], help="config override KEY=VALUE")
+    p.add_argument("--jitter", type=float, default=0.5)
+    p.add_argument("--replace", type=float, default=0.5)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
+    p.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
+    p.add_argument("--no-docs", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    import torch
+
+    from masra.datasets.card import load_card, parse_overrides
+    from masra.grounding.recipe import run_training
+    from masra.grounding.train_config import load_train_config
+
+    torch.set_num_threads(args.threads)
+    if not (args.fixture_dir / "fixture.json").is_file():
+        raise SystemExit(
+            f"no fixture at {args.fixture_dir}; run `make fixture` first (or pass --fixture-dir)"
+        )
+    fixture = str(args.fixture_dir.resolve())
+    card = load_card("fixture", {"root": fixture})
+    base = load_train_config("fixture", args.config, None)
+    prior_root = (args.work / "prior_runs").resolve()
+    runs = write_prior_runs(
+        card.prior_dir, prior_root, card.clip_len, base.priors_encoder, 0, args.jitter, args.replace
+    )
+    log.info("prior runs: %s", runs)
+    overrides = parse_overrides(args.sets)
+    settings = [s for s in args.settings.split(",") if s]
+    per: dict[str, Any] = {
+        name: {"last": {k: [] for k in METRICS}, "best": {k: [] for k in METRICS}, "seconds": []}
+        for name in settings
+    }
+    position_r1 = None
+    partial = args.work / "partial.json"
+    for k in range(args.seeds):  # seed-major, so an interrupted run still has whole seeds
+        for name in settings:
+            ov = dict(overrides)
+            ov.update({"seed": base.seed + k, "card.root": fixture, "card.prior_dir": str(prior_root)})
+            if name == "baseline":
+                ov["masra"] = False
+            else:
+                ov["priors_run"] = name.split("+")[1]
+            cfg = load_train_config("fixture", args.config, ov)
+            run_dir = args.work / "runs" / f"{name.replace('+', '_')}-seed{k}"
+            summary = run_training(cfg, run_dir, store_dir=args.work / "store")
+            last = _last_eval(run_dir)
+            for key in METRICS:
+                per[name]["last"][key].append(float(last[key]))
+                per[name]["best"][key].append(float(summary["best_metrics"][key]))
+            per[name]["seconds"].append(summary["wall_seconds"])
+            if summary.get("position_baseline"):
+                position_r1 = summary["position_baseline"]["best_brief"].get("MR-full-R1@0.5")
+            log.info("%s seed %d: last %s", name, k, {m: last[m] for m in METRICS})
+            partial.write_text(json.dumps({"settings": per, "position_r1": position_r1}, indent=2))
+    now = dt.datetime.now(dt.timezone.utc)
+    results = {
+        "bench": "prior_sensitivity",
+        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
+        "host": socket.gethostname(),
+        "machine": f"CPU only, {__import__('os').cpu_count()} cores, torch threads {args.threads}",
+        "fixture": fixture,
+        "config": str(args.config),
+        "overrides": " ".join(args.sets),
+        "seeds": args.seeds,
+        "jitter": args.jitter,
+        "replace": args.replace,
+        "position_r1": position_r1,
+        "settings": per,
+        "verdicts": verdicts(per),
+    }
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    path = args.results_dir / f"{socket.gethostname()}-{now.strftime('%Y%m%d-%H%M%S')}-priors.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    section = render(results)
+    if not args.no_docs:
+        append_markdown(args.docs, section)
+    print(section)
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()
