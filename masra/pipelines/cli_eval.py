@@ -184,6 +184,9 @@ def eval_command(
     help="A video file: CLIP features are extracted (other feature types are zero-filled).",
 )
 @click.option(
+    "--vid", default=None, help="A video id of the checkpoint's dataset: its feature files are read."
+)
+@click.option(
     "--clip-model",
     default=None,
     help="CLIP model name or folder for --video (default openai/clip-vit-base-patch32).",
@@ -200,6 +203,7 @@ def predict_command(
     checkpoint: Path,
     video_features: Path | None,
     video: Path | None,
+    vid: str | None,
     clip_model: str | None,
     queries: tuple[str, ...],
     duration: float | None,
@@ -212,8 +216,8 @@ def predict_command(
     from masra.grounding.checkpoint import read_checkpoint_config
     from masra.grounding.predictor import Grounder, checkpoint_card, load_feature_npz
 
-    if (video_features is None) == (video is None):
-        raise click.UsageError("give exactly one of --video-features F.npz and --video V.mp4")
+    if sum(x is not None for x in (video_features, video, vid)) != 1:
+        raise click.UsageError("give exactly one of --video-features F.npz, --video V.mp4 and --vid VID")
     try:
         card = checkpoint_card(read_checkpoint_config(checkpoint))
         grounder = Grounder.from_pretrained(checkpoint, text_encoder=text_encoder, card=card, device=device)
@@ -229,6 +233,10 @@ def predict_command(
             for note in extracted.notes:
                 click.echo(f"NOTE: {note}")
             feats, duration = extracted.features, duration or extracted.duration
+        elif vid is not None:
+            from masra.datasets.features import load_video_features
+
+            feats = load_video_features(card, vid)
         else:
             assert video_features is not None
             feats = load_feature_npz(video_features, card)
