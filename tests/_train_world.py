@@ -171,6 +171,7 @@ def tiny_overrides(card: Path, **extra: object) -> dict[str, object]:
         "priors_encoder": "toy",
         "mixed_precision": "no",
         "deterministic": True,
+        "cpu_threads": 1,
         "best_metric": "MR-full-R1@0.5",
         "model": dict(TINY_MODEL),
     }

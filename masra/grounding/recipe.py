@@ -110,6 +110,8 @@ def run_training(
     _prepare_run_dir(run_dir, resume, acc.is_main_process)
     acc.wait_for_everyone()
     set_seed(cfg.seed)
+    if cfg.cpu_threads is not None and acc.device.type == "cpu":
+        torch.set_num_threads(cfg.cpu_threads)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
 

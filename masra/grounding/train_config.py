@@ -97,6 +97,8 @@ class TrainConfig:
         postprocess: PostprocessConfig fields used at evaluation.
         log_every: steps between train-log lines.
         compile: wrap the model in ``torch.compile``.
+        cpu_threads: torch intra-op threads when training on the CPU (None keeps torch's default).
+            Small models train fastest with 1 thread on a busy machine (docs/training.md).
     """
 
     dataset: str = "fixture"
@@ -128,6 +130,7 @@ class TrainConfig:
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     log_every: int = 50
     compile: bool = False
+    cpu_threads: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.postprocess, dict):
@@ -153,6 +156,8 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}"
             )
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ValueError(f"TrainConfig.cpu_threads must be >= 1 or null, got {self.cpu_threads}")
         if self.max_clips is not None and self.max_clips < 1:
             raise ValueError(f"TrainConfig.max_clips must be >= 1 or null, got {self.max_clips}")
         if self.train_split == self.eval_split:

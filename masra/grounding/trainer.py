@@ -186,6 +186,14 @@ class Trainer:
         unwrapped: TrainStep = self.acc.unwrap_model(self.step_module)
         return unwrapped.model
 
+    @property
+    def weights_model(self) -> nn.Module:
+        """The model whose state is saved: without a ``torch.compile`` wrapper."""
+        model = self.model
+        inner = getattr(model, "_orig_mod", model)
+        assert isinstance(inner, nn.Module)
+        return inner
+
     def _append(self, name: str, record: dict[str, Any]) -> None:
         if self.acc.is_main_process:
             with open(self.run_dir / name, "a", encoding="utf-8") as f:
@@ -280,7 +288,7 @@ class Trainer:
             }
             save_training_state(
                 staging,
-                model=self.model,
+                model=self.weights_model,
                 criterion=self.criterion,
                 optimizer=self.optimizer.optimizer
                 if hasattr(self.optimizer, "optimizer")
@@ -305,7 +313,7 @@ class Trainer:
         """Continue from a checkpoint folder written by :meth:`save` (exactly, at an epoch boundary)."""
         state = load_training_state(
             folder,
-            model=self.model,
+            model=self.weights_model,
             criterion=self.criterion,
             optimizer=self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer,
             scheduler=self.scheduler.scheduler if hasattr(self.scheduler, "scheduler") else self.scheduler,
