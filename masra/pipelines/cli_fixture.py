@@ -16,7 +16,19 @@ from masra.fixture import BuildConfig, WorldConfig, build_fixture
     "--train-videos", type=int, default=WorldConfig.train_videos, show_default=True, help="Train videos."
 )
 @click.option("--val-videos", type=int, default=WorldConfig.val_videos, show_default=True, help="Val videos.")
-@click.option("--queries-per-video", type=int, default=WorldConfig.queries_per_video, show_default=True)
+@click.option(
+    "--pairs-per-video",
+    type=int,
+    default=WorldConfig.pairs_per_video,
+    show_default=True,
+    help="Pairs of event types differing in one attribute, per video.",
+)
+@click.option(
+    "--query-all-types/--query-pair-types",
+    default=WorldConfig.query_all_types,
+    show_default=True,
+    help="A query for every distinct event type of a video, or one per pair.",
+)
 @click.option("--workers", type=int, default=1, show_default=True, help="Processes for rendering/extraction.")
 @click.option(
     "--encoder",
@@ -35,7 +47,8 @@ def fixture(
     seed: int,
     train_videos: int,
     val_videos: int,
-    queries_per_video: int,
+    pairs_per_video: int,
+    query_all_types: bool,
     workers: int,
     encoder: str,
     background_events: bool,
@@ -46,7 +59,11 @@ def fixture(
     """
     try:
         world = WorldConfig(
-            seed=seed, train_videos=train_videos, val_videos=val_videos, queries_per_video=queries_per_video
+            seed=seed,
+            train_videos=train_videos,
+            val_videos=val_videos,
+            pairs_per_video=pairs_per_video,
+            query_all_types=query_all_types,
         )
         cfg = BuildConfig(
             out=out, world=world, workers=workers, encoder=encoder, background_events=background_events
