@@ -192,3 +192,9 @@ def test_detection_ap_needs_gt() -> None:
     m = MomentArrays.pack([[[0, 1, 1]]], [[]])
     with pytest.raises(ValueError, match="at least one GT window"):
         detection_ap(m)
+
+
+def test_gt_clip_id_past_the_video_names_the_qid() -> None:
+    sal = {"relevant_clip_ids": [0, 5], "saliency_scores": [[4, 4, 4], [1, 1, 1]]}
+    with pytest.raises(ValueError, match=r"GT qid 9: relevant clip id 5 outside the 5 clips"):
+        evaluate_submission([pred(9, [[0, 5, 1.0]], [1.0] * 5)], [gt(9, [[0, 5]], duration=10.0, **sal)])

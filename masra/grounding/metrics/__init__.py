@@ -10,7 +10,14 @@ from masra.grounding.metrics.evaluate import (
     format_table,
     read_ground_truth,
 )
-from masra.grounding.metrics.hl import HL_THRESHOLDS, gt_saliency_matrix, highlight_metrics, saliency_ap
+from masra.grounding.metrics.hl import (
+    HL_THRESHOLDS,
+    gt_saliency_arrays,
+    gt_saliency_matrix,
+    highlight_metrics,
+    highlight_metrics_arrays,
+    saliency_ap,
+)
 from masra.grounding.metrics.mr import (
     LENGTH_BUCKETS,
     MAP_THRESHOLDS,
@@ -34,8 +41,10 @@ __all__ = [
     "detection_ap",
     "evaluate_submission",
     "format_table",
+    "gt_saliency_arrays",
     "gt_saliency_matrix",
     "highlight_metrics",
+    "highlight_metrics_arrays",
     "iou_cross",
     "iou_paired",
     "moment_retrieval_metrics",

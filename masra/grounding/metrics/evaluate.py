@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from masra.datasets.types import AnnotationError, Query, QueryId
-from masra.grounding.metrics.hl import gt_saliency_matrix, highlight_metrics
+from masra.grounding.metrics.hl import gt_saliency_arrays, highlight_metrics_arrays
 from masra.grounding.metrics.mr import MomentArrays, moment_retrieval_metrics
 from masra.grounding.submission import Prediction
 
@@ -243,18 +243,15 @@ def evaluate_submission(
         if not all(has_sal_pred):
             bad = [q for q, h in zip(qids, has_sal_pred, strict=True) if not h][:5]
             raise ValueError(f"some predictions lack pred_saliency_scores, e.g. qids {bad}")
-        gt_full = []
-        for q in qids:
-            g = gt_by[q]
-            try:
-                gt_full.append(
-                    gt_saliency_matrix(
-                        g.duration, g.relevant_clip_ids or (), g.saliency_scores or (), clip_len
-                    )
-                )
-            except ValueError as e:
-                raise ValueError(f"GT qid {q!r}: {e}") from None
-        breakdown.update(highlight_metrics([pred_by[q].saliency or () for q in qids], gt_full))
+        truths_hl = [gt_by[q] for q in qids]
+        gt, num_clips = gt_saliency_arrays(
+            [g.duration for g in truths_hl],
+            [g.relevant_clip_ids or () for g in truths_hl],
+            [g.saliency_scores or () for g in truths_hl],
+            clip_len,
+            names=qids,
+        )
+        breakdown.update(highlight_metrics_arrays([pred_by[q].saliency or () for q in qids], gt, num_clips))
         hl_scored = True
     elif any(has_sal_pred):
         log.info("the ground truth has no saliency labels: highlight detection not scored")

@@ -17,6 +17,7 @@ Shapes: ``Q`` queries, ``C`` padded clips, ``A`` annotators.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain
 
 import numpy as np
 
@@ -50,15 +51,59 @@ def gt_saliency_matrix(
     return full
 
 
-def _pack_scores(preds: Sequence[Sequence[float]], num_clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pad/cut each predicted list to its query's clip count -> scores (Q, C), valid (Q, C)."""
-    c = int(max(num_clips.max(initial=0), 1))
-    scores = np.zeros((len(preds), c))
-    for i, (p, n) in enumerate(zip(preds, num_clips, strict=True)):
-        k = min(len(p), int(n))
-        scores[i, :k] = np.asarray(p[:k], dtype=float)  # the rest of the first n stays 0 (padding rule)
-    valid = np.arange(c)[None, :] < num_clips[:, None]
-    return scores, valid
+def pad_ragged(rows: Sequence[Sequence[float]], fill: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged lists of numbers -> (padded (Q, max length) float, lengths (Q,) int), in one pass."""
+    lengths = np.fromiter(map(len, rows), dtype=int, count=len(rows))
+    width = int(lengths.max(initial=0))
+    flat = np.fromiter(chain.from_iterable(rows), dtype=float, count=int(lengths.sum()))
+    padded = np.full((len(rows), max(width, 1)), fill)
+    padded[np.arange(padded.shape[1])[None, :] < lengths[:, None]] = flat  # row-major, like flat
+    return padded, lengths
+
+
+def gt_saliency_arrays(
+    durations: Sequence[float],
+    clip_ids: Sequence[Sequence[int]],
+    scores: Sequence[Sequence[Sequence[int]]],
+    clip_len: float = 2.0,
+    names: Sequence[object] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every query's full-video GT scores at once -> (gt (Q, C, A) float, num_clips (Q,) int).
+
+    Query i has ``int(durations[i] / clip_len)`` clips (:func:`gt_saliency_matrix` for one query).
+
+    Raises:
+        ValueError: ids and scores of different lengths, rows of different widths, or a clip id
+            outside its video (naming the query by ``names[i]``, its qid, or else its position).
+    """
+
+    def who(i: int) -> str:
+        return f"GT qid {names[i]!r}" if names is not None else f"query {i}"
+
+    num_clips = np.array([int(d / clip_len) for d in durations], dtype=int)
+    n_ids = np.fromiter(map(len, clip_ids), dtype=int, count=len(clip_ids))
+    n_rows = np.fromiter(map(len, scores), dtype=int, count=len(scores))
+    if (n_ids != n_rows).any():
+        i = int(np.nonzero(n_ids != n_rows)[0][0])
+        raise ValueError(f"{who(i)}: {n_ids[i]} relevant_clip_ids but {n_rows[i]} saliency_scores rows")
+    flat_rows = list(chain.from_iterable(scores))
+    widths = {len(r) for r in flat_rows}
+    if len(widths) > 1:
+        raise ValueError(f"saliency_scores rows of different widths {sorted(widths)}")
+    width = widths.pop() if widths else 3
+    ids = np.fromiter(chain.from_iterable(clip_ids), dtype=int, count=int(n_ids.sum()))
+    owner = np.repeat(np.arange(len(clip_ids)), n_ids)
+    bad = (ids < 0) | (ids >= num_clips[owner])
+    if bad.any():
+        i, cid = int(owner[bad][0]), int(ids[bad][0])
+        raise ValueError(
+            f"{who(i)}: relevant clip id {cid} outside the {num_clips[i]} clips of a {durations[i]} s "
+            f"video ({clip_len} s clips)"
+        )
+    gt = np.zeros((len(clip_ids), int(max(num_clips.max(initial=0), 1)), width))
+    if len(ids):
+        gt[owner, ids] = np.asarray(flat_rows, dtype=float)
+    return gt, num_clips
 
 
 def saliency_ap(scores: np.ndarray, valid: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -98,7 +143,8 @@ def saliency_ap(scores: np.ndarray, valid: np.ndarray, labels: np.ndarray) -> np
 
 def top_clip(preds: Sequence[Sequence[float]]) -> np.ndarray:
     """Index of the highest predicted score of each (uncut) list, first one on ties -> (Q,)."""
-    return np.array([int(np.argmax(p)) for p in preds], dtype=int)
+    padded, _ = pad_ragged(preds, fill=-np.inf)
+    return padded.argmax(axis=1)
 
 
 def hit_at_one(top: np.ndarray, labels: np.ndarray, num_clips: np.ndarray) -> np.ndarray:
@@ -120,7 +166,7 @@ def highlight_metrics(
     gt_full: Sequence[np.ndarray],
     thresholds: dict[str, int] = HL_THRESHOLDS,
 ) -> dict[str, dict[str, float]]:
-    """HL-mAP and HL-Hit1 (percent) per threshold name.
+    """HL-mAP and HL-Hit1 (percent) per threshold name, from per-query GT arrays.
 
     Args:
         pred_saliency: Q predicted score lists (any lengths, non-empty).
@@ -130,26 +176,48 @@ def highlight_metrics(
     """
     if len(pred_saliency) != len(gt_full):
         raise ValueError(f"{len(pred_saliency)} saliency predictions but {len(gt_full)} GT arrays")
-    if any(len(p) == 0 for p in pred_saliency):
-        raise ValueError("a predicted saliency list is empty")
+    width = gt_full[0].shape[1] if len(gt_full) else 3
+    if any(g.ndim != 2 or g.shape[1] != width for g in gt_full):
+        raise ValueError("GT saliency arrays must be (num_clips, A) with the same A")
     num_clips = np.array([len(g) for g in gt_full], dtype=int)
+    gt = np.zeros((len(gt_full), int(max(num_clips.max(initial=0), 1)), width))
+    mask = np.arange(gt.shape[1])[None, :] < num_clips[:, None]
+    if len(gt_full):
+        gt[mask] = np.concatenate(list(gt_full))
+    return highlight_metrics_arrays(pred_saliency, gt, num_clips, thresholds)
+
+
+def highlight_metrics_arrays(
+    pred_saliency: Sequence[Sequence[float]],
+    gt: np.ndarray,
+    num_clips: np.ndarray,
+    thresholds: dict[str, int] = HL_THRESHOLDS,
+) -> dict[str, dict[str, float]]:
+    """:func:`highlight_metrics` on packed GT: ``gt`` (Q, C, A) 0-4 scores, ``num_clips`` (Q,)."""
+    if len(pred_saliency) != len(gt):
+        raise ValueError(f"{len(pred_saliency)} saliency predictions but {len(gt)} GT arrays")
+    raw, lengths = pad_ragged(pred_saliency, fill=-np.inf)  # (Q, Lmax) as submitted
+    if (lengths == 0).any():
+        raise ValueError("a predicted saliency list is empty")
     if (num_clips == 0).any():
         raise ValueError("a GT saliency array has no clips (duration shorter than one clip)")
-    width = gt_full[0].shape[1]
-    if any(g.shape[1] != width for g in gt_full):
-        raise ValueError("GT saliency arrays disagree on the number of annotators")
-    scores, valid = _pack_scores(pred_saliency, num_clips)
-    gt = np.zeros((len(gt_full), scores.shape[1], width))
-    for i, g in enumerate(gt_full):
-        gt[i, : len(g)] = g
-    top = top_clip(pred_saliency)
+    c = gt.shape[1]
+    valid = np.arange(c)[None, :] < num_clips[:, None]  # (Q, C)
+    cols = min(c, raw.shape[1])
+    scores = np.zeros((len(gt), c))  # cut to the video's clips, padded with 0
+    keep = valid[:, :cols] & (np.arange(cols)[None, :] < lengths[:, None])
+    scores[:, :cols] = np.where(keep, raw[:, :cols], 0.0)
+    top = raw.argmax(axis=1)  # first maximum of the list as submitted
+    width = gt.shape[2]
+    labels = np.concatenate(
+        [(gt >= m) & valid[..., None] for m in thresholds.values()], axis=2
+    )  # (Q, C, T*A)
+    ap = saliency_ap(scores, valid, labels)  # one sort for every threshold and annotator
     out: dict[str, dict[str, float]] = {}
-    for name, m in thresholds.items():
-        labels = (gt >= m) & valid[..., None]
-        ap = saliency_ap(scores, valid, labels)
-        hit = hit_at_one(top, labels, num_clips)
+    for k, name in enumerate(thresholds):
+        hit = hit_at_one(top, labels[..., k * width : (k + 1) * width], num_clips)
         out[f"HL-min-{name}"] = {
-            "HL-mAP": float(f"{100 * np.mean(ap):.2f}"),
+            "HL-mAP": float(f"{100 * np.mean(ap[:, k * width : (k + 1) * width]):.2f}"),
             "HL-Hit1": float(f"{100 * np.mean(hit):.2f}"),
         }
     return out

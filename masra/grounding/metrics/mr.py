@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
@@ -53,6 +54,21 @@ def iou_paired(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = np.maximum(0, np.minimum(a[:, 1], b[:, 1]) - np.maximum(a[:, 0], b[:, 0]))
     union = np.maximum(a[:, 1], b[:, 1]) - np.minimum(a[:, 0], b[:, 0])  # equals the union when overlapping
     return np.divide(inter, union, out=np.zeros_like(inter), where=union != 0)
+
+
+def _pad_windows(rows: Sequence[Sequence[Sequence[float]]], width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged per-query window lists -> ((Q, N, width) float, (Q, N) bool mask), in one conversion."""
+    lengths = np.fromiter(map(len, rows), dtype=int, count=len(rows))
+    n = max(int(lengths.max(initial=0)), 1)
+    mask = np.arange(n)[None, :] < lengths[:, None]  # (Q, N)
+    out = np.zeros((len(rows), n, width))
+    flat = [w[:width] for w in chain.from_iterable(rows)]
+    if flat:
+        values = np.asarray(flat, dtype=float)
+        if values.shape != (len(flat), width):
+            raise ValueError(f"every window needs {width} numbers, got shape {values.shape}")
+        out[mask] = values
+    return out, mask
 
 
 @dataclass(frozen=True)
@@ -88,21 +104,9 @@ class MomentArrays:
         """Pad ragged per-query lists; keep the first ``max_pred`` predicted windows (file order)."""
         if len(pred_windows) != len(gt_windows):
             raise ValueError(f"{len(pred_windows)} prediction lists but {len(gt_windows)} GT lists")
-        q = len(pred_windows)
-        preds = [list(w)[:max_pred] if max_pred is not None else list(w) for w in pred_windows]
-        p = max([len(w) for w in preds] + [1])
-        g = max([len(w) for w in gt_windows] + [1])
-        pred = np.zeros((q, p, 3))
-        pred_mask = np.zeros((q, p), dtype=bool)
-        gt = np.zeros((q, g, 2))
-        gt_mask = np.zeros((q, g), dtype=bool)
-        for i, (pw, gw) in enumerate(zip(preds, gt_windows, strict=True)):
-            if pw:
-                pred[i, : len(pw)] = np.asarray(pw, dtype=float)[:, :3]
-                pred_mask[i, : len(pw)] = True
-            if len(gw):
-                gt[i, : len(gw)] = np.asarray(gw, dtype=float)[:, :2]
-                gt_mask[i, : len(gw)] = True
+        preds = [w[:max_pred] if max_pred is not None else w for w in pred_windows]
+        pred, pred_mask = _pad_windows(preds, 3)
+        gt, gt_mask = _pad_windows(gt_windows, 2)
         return cls(pred, pred_mask, gt, gt_mask)
 
     def select(self, rows: np.ndarray, gt_keep: np.ndarray | None = None) -> MomentArrays:
