@@ -191,8 +191,8 @@ def generate(**kw: Any) -> None:
     if kw["data_parallel"] > 1:
         _launch_data_parallel(kw["data_parallel"], kw["tensor_parallel"], shard)
         return
+    _check_model(kw["model"] or st.get("model") or DEFAULT_MODEL)
     run_dir, model, fam = _run_dir(card, st, kw["model"], kw["prompt_family"])
-    _check_model(model)
 
     def pick(name: str, default: Any) -> Any:
         return kw[name] if kw.get(name) is not None else st.get(name, default)

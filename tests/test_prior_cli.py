@@ -1,0 +1,66 @@
+"""`masra priors` argument handling that needs no model: errors users see, data-parallel argv."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from test_prior_generate import make_world
+
+from masra.pipelines.cli import main
+from masra.pipelines.cli_priors import _strip_options
+
+
+@pytest.fixture(scope="module")
+def card(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_world(
+        tmp_path_factory.mktemp("cli"), priors={"model": "data/generated/tiny_models/nope_model"}
+    )
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    res = CliRunner().invoke(main, list(args))
+    return res.exit_code, res.output
+
+
+def test_missing_tiny_model_says_how_to_build_it(card: Path) -> None:
+    code, out = invoke("priors", "generate", "--dataset", str(card))
+    assert code != 0 and "model folder not found: data/generated/tiny_models/nope_model" in out
+    assert "make tiny-models" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--shard", "3/3"), "need 0 <= i < N"),
+        (("--shard", "x"), "expected i/N"),
+        (("--set", "priors.fps=0", "--model", "Qwen/Qwen2.5-VL-7B-Instruct"), "fps must be > 0"),
+        (("--set", "priors.colour=1"), "unknown priors keys ['colour']"),
+        (
+            ("--prompt-family", "llava", "--model", "Qwen/Qwen2.5-VL-7B-Instruct"),
+            "unknown prompt family 'llava'",
+        ),
+        (("--model", "org/some-text-model"), "no prompt family for model 'org/some-text-model'"),
+    ],
+)
+def test_bad_options(card: Path, args: tuple[str, ...], message: str) -> None:
+    code, out = invoke("priors", "generate", "--dataset", str(card), *args)
+    assert code != 0 and message in out, out
+
+
+def test_report_without_shards(card: Path, tmp_path: Path) -> None:
+    code, out = invoke("priors", "report", "--dataset", str(card), "--run", str(tmp_path))
+    assert code != 0 and "no Parquet shards" in out
+
+
+def test_strip_options_for_data_parallel_workers() -> None:
+    argv = ["priors", "generate", "--dataset", "qvh", "--data-parallel", "8", "--shard=1/2", "--fps", "1"]
+    assert _strip_options(argv, ("--data-parallel", "--shard")) == [
+        "priors",
+        "generate",
+        "--dataset",
+        "qvh",
+        "--fps",
+        "1",
+    ]
