@@ -72,6 +72,8 @@ class TrainSpeedConfig:
             ``only``: time only the compiled ones.
         profile_steps: steps of the synchronised phase breakdown per variant (0 skips it).
         variants: which of ``baseline`` and ``masra`` to time.
+        model: ModelConfig overrides (e.g. a small ``hidden_dim`` for smoke tests); empty = the defaults
+            ``masra train`` uses for a dataset without a config of its own.
     """
 
     steps: int = 20
@@ -84,6 +86,7 @@ class TrainSpeedConfig:
     profile_steps: int = 5
     variants: tuple[str, ...] = VARIANTS
     seed: int = 0
+    model: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("steps", "rounds", "batch_size"):
@@ -161,7 +164,14 @@ def build_trainer(
     masra = name == "masra"
     if masra and priors is None:
         raise ValueError("the masra variant needs prior embeddings; the bench data has none")
-    tcfg = TrainConfig(dataset=card.name, batch_size=cfg.batch_size, masra=masra, seed=cfg.seed, epochs=200)
+    tcfg = TrainConfig(
+        dataset=card.name,
+        batch_size=cfg.batch_size,
+        masra=masra,
+        seed=cfg.seed,
+        epochs=200,
+        model=dict(cfg.model),
+    )
     model_cfg, loss_cfg = build_configs(tcfg, card, priors.dim if masra and priors is not None else None)
     torch.manual_seed(cfg.seed)
     model: nn.Module = build_model(model_cfg)

@@ -1,0 +1,189 @@
+"""Smoke tests of the benchmark harness on tiny shapes: the pieces run and their outputs hang together.
+
+No timing is asserted anywhere: speed is measured by ``make bench``, never by unit tests.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # bench/ is a top-level folder, not installed with the package
+    sys.path.insert(0, str(REPO))
+
+from bench.common import load_bench_data, summarize  # noqa: E402
+from bench.report import estimate_full_training, render_markdown  # noqa: E402
+from bench.synth import PRIOR_ENCODER, PRIOR_RUN, SynthConfig, make_synth, num_clips  # noqa: E402
+from bench.train_speed import TrainSpeedConfig, run_train_speed  # noqa: E402
+from masra.datasets.card import load_card  # noqa: E402
+from masra.datasets.readers import load_queries  # noqa: E402
+from masra.datasets.store import FeatureStore  # noqa: E402
+from masra.grounding.priors_io import read_prior_table  # noqa: E402
+
+TINY = {
+    "train_queries": 12,
+    "train_videos": 9,
+    "val_queries": 6,
+    "val_videos": 5,
+    "slowfast_dim": 6,
+    "clip_dim": 4,
+    "text_dim": 8,
+    "prior_dim": 8,
+}
+
+
+def _write_meta(root: Path, data) -> Path:  # type: ignore[no-untyped-def]
+    meta = {
+        "card": str(data.card_path),
+        "store_path": str(data.store_path),
+        "prior_run": PRIOR_RUN,
+        "prior_encoder": PRIOR_ENCODER,
+        "prior_dim": 8,
+        "window_source": data.window_source,
+        "description": data.describe(),
+    }
+    path = root / "bench_data.json"
+    path.write_text(json.dumps(meta))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("synth")
+    data = make_synth(SynthConfig(out=root, annotations=None, **TINY))  # type: ignore[arg-type]
+    return root, data
+
+
+def test_synth_is_a_real_store_with_consistent_priors(tiny) -> None:  # type: ignore[no-untyped-def]
+    _, data = tiny
+    assert "generated" in data.window_source
+    card = load_card(str(data.card_path))
+    assert card.video_dim == 6 + 4 + 2
+    store = FeatureStore.open(data.store_path)
+    train, _ = load_queries(card, "train")
+    val, _ = load_queries(card, "val")
+    assert (len(train), len(val)) == (12, 6)
+    assert len({q.vid for q in train}) == 9 and len({q.vid for q in val}) == 5
+    for q in train + val:
+        assert store.video(q.vid).shape == (num_clips(q.duration, 2.0, 75), 10)
+        assert 1 <= store.text(q.qid).shape[0] <= 32
+        for s, e in q.windows:
+            assert 0 <= s < e <= q.duration
+    priors = read_prior_table(card.prior_dir, PRIOR_RUN, PRIOR_ENCODER)
+    assert sorted(priors.video_ids) == sorted({q.vid for q in train})
+    for v in priors.video_ids:
+        assert priors.num_clips[priors.index[v]] == store.video(v).shape[0]
+    assert priors.dim == 8 and (priors.event_count >= 3).all()
+
+
+def test_synth_real_annotation_rows_are_cut_to_the_requested_sizes(tmp_path: Path) -> None:
+    ann = tmp_path / "ann"
+    ann.mkdir()
+    for split in ("train", "val"):
+        with open(ann / f"highlight_{split}_release.jsonl", "w") as f:
+            for i in range(10):  # 2 queries per video
+                row = {
+                    "qid": i + (100 if split == "val" else 0),
+                    "query": "a person cooks",
+                    "duration": 150,
+                    "vid": f"{split}{i // 2}",
+                    "relevant_windows": [[10, 20]],
+                    "relevant_clip_ids": [5, 6, 7, 8, 9],
+                    "saliency_scores": [[1, 2, 3]] * 5,
+                }
+                f.write(json.dumps(row) + "\n")
+    cfg = SynthConfig(
+        out=tmp_path / "out", annotations=ann, **{**TINY, "train_queries": 5, "train_videos": 2}
+    )  # type: ignore[arg-type]
+    data = make_synth(cfg)
+    assert "real" in data.window_source
+    assert data.counts["train_videos"] == 2 and data.counts["train_queries"] == 4  # 2 videos x 2 queries
+    assert data.counts["val_queries"] == 6
+
+
+def test_synth_config_rejects_bad_sizes(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="videos <= queries"):
+        SynthConfig(out=tmp_path, train_queries=3, train_videos=4)
+    with pytest.raises(ValueError, match="lacks"):
+        SynthConfig(out=tmp_path, annotations=tmp_path)
+
+
+@pytest.fixture
+def one_thread():  # type: ignore[no-untyped-def]
+    """One torch thread: on a shared 2-core machine two threads are several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_train_speed_runs_both_variants_and_reports_consistent_numbers(tiny, one_thread) -> None:  # type: ignore[no-untyped-def]
+    root, data = tiny
+    meta = load_bench_data(_write_meta(root, data))
+    small = {"hidden_dim": 16, "num_heads": 2, "ffn_dim": 32, "lrca_dim": 8, "num_queries": 4}
+    cfg = TrainSpeedConfig(
+        steps=1, warmup=0, rounds=2, batch_size=4, device="cpu", profile_steps=1, model=small
+    )
+    res = run_train_speed(meta, cfg)
+    assert set(res["variants"]) == {"baseline", "masra"}
+    assert res["steps_per_epoch"] == 3  # 12 queries / batch 4
+    for v in res["variants"].values():
+        assert v["step"]["n"] == 2
+        assert v["s_per_epoch"] == pytest.approx(v["step"]["mean_s"] * 3, rel=1e-2, abs=0.02)
+        assert v["s_per_epoch_extrapolated"] is True  # 2 timed steps of 3 per epoch
+        assert 0 <= v["data_wait_share"] <= 1
+        assert set(v["phases_s_per_step"]) == {"data", "forward", "matcher", "loss", "backward", "optimizer"}
+        assert v["phases_s_per_step"]["matcher"] >= 0
+    b, m = res["variants"]["baseline"], res["variants"]["masra"]
+    assert m["params"] > b["params"]  # the MASRA parts add parameters
+    ratio = res["ratios"]["masra_over_baseline"]
+    assert ratio == pytest.approx(m["step"]["median_s"] / b["step"]["median_s"], rel=1e-2)
+
+
+def test_summarize_and_full_training_estimate() -> None:
+    s = summarize([1.0, 2.0, 3.0, 10.0])
+    assert s["median_s"] == 2.5 and s["min_s"] == 1.0 and s["n"] == 4
+    train = {"variants": {"masra": {"s_per_epoch": 6.0}}}
+    infer = {
+        "variants": {"masra": {"e2e_phases_s": {"predict_s": 1.0, "postprocess_s": 0.5, "score_s": 0.5}}}
+    }
+    est = estimate_full_training(train, infer, epochs=200, eval_every=5)
+    assert est["masra"]["seconds"] == pytest.approx(200 * 6.0 + 40 * 2.0)
+    assert est["extrapolated"] is True
+
+
+def test_markdown_names_the_machine_and_judges_the_ratio() -> None:
+    variant = {
+        "step": {"median_s": 0.1, "p90_s": 0.12},
+        "queries_per_s": 320.0,
+        "s_per_epoch": 22.6,
+        "s_per_epoch_extrapolated": True,
+        "data_wait_s_per_step": 0.001,
+        "data_wait_share": 0.01,
+        "gpu_peak_mib": None,
+        "phases_s_per_step": {"data": 0.001, "forward": 0.05},
+    }
+    result = {
+        "date": "2026-01-01 00:00 UTC",
+        "dataset": "qvhighlights",
+        "env": {"host": "box", "cpus": 2, "torch": "2.x", "device": "cpu"},
+        "train": {
+            "batch_size": 32,
+            "precision": "no",
+            "timed_steps_per_variant": 10,
+            "warmup_steps": 1,
+            "steps_per_epoch": 226,
+            "variants": {"baseline": variant, "masra": variant},
+            "ratios": {"masra_over_baseline": 1.3},
+        },
+    }
+    text = render_markdown(result)
+    assert "host `box`" in text and "CPU only, 2 cores" in text
+    assert "MISSES the 1.15 target" in text and "EXTRAPOLATED" in text
+    assert np.isfinite(len(text))

@@ -1,0 +1,118 @@
+"""Smoke tests of the prior-sensitivity transforms and the stage-1 overhead benchmark (tiny shapes)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # bench/ is a top-level folder, not installed with the package
+    sys.path.insert(0, str(REPO))
+
+from bench.priors import PriorVariant, derangement, noisy, shuffled, verdicts, write_variant  # noqa: E402
+from bench.stage1_speed import CannedEngine, Stage1SpeedConfig, run_stage1_speed  # noqa: E402
+from masra.grounding.priors_io import read_prior_table  # noqa: E402
+from masra.prior_gen import prompts  # noqa: E402
+from masra.prior_gen.engines.base import GenRequest, SamplingConfig  # noqa: E402
+from masra.prior_gen.parsing import ParseConfig, parse_caption, parse_events  # noqa: E402
+
+CLIP = 2.0
+
+
+def _variant(rng: np.random.Generator, clips: list[int], dim: int = 4) -> PriorVariant:
+    se = []
+    for n in clips:
+        grid = n * CLIP
+        se.append(np.array([[0.0, grid / 2], [grid / 2, grid]], np.float32))
+    return PriorVariant(
+        vids=[f"v{i}" for i in range(len(clips))],
+        num_clips=clips,
+        event_se=se,
+        event_emb=[rng.standard_normal((2, dim)).astype(np.float16) for _ in clips],
+        caption_emb=[rng.standard_normal((n, dim)).astype(np.float16) for n in clips],
+        caption_valid=[np.ones(n, bool) for n in clips],
+    )
+
+
+def test_derangement_has_no_fixed_points() -> None:
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 10):
+        p = derangement(n, rng)
+        assert sorted(p.tolist()) == list(range(n)) and not (p == np.arange(n)).any()
+    with pytest.raises(ValueError):
+        derangement(1, rng)
+
+
+def test_shuffled_priors_come_from_another_video_on_the_receivers_grid() -> None:
+    rng = np.random.default_rng(1)
+    ref = _variant(rng, [4, 8, 6])
+    out = shuffled(ref, CLIP, np.random.default_rng(2))
+    for i, n in enumerate(ref.num_clips):
+        assert out.caption_emb[i].shape == (n, 4) and out.caption_valid[i].shape == (n,)
+        assert not np.array_equal(out.event_emb[i], ref.event_emb[i])  # another video's events
+        assert (out.event_se[i] >= 0).all() and (out.event_se[i] <= n * CLIP + 1e-5).all()
+        assert out.event_se[i][-1, 1] == pytest.approx(n * CLIP)  # the donor's full span, stretched
+
+
+def test_noisy_priors_keep_valid_spans_and_replace_about_the_share_asked() -> None:
+    rng = np.random.default_rng(3)
+    ref = _variant(rng, [30] * 20, dim=16)
+    out = noisy(ref, CLIP, np.random.default_rng(4), jitter=0.5, replace=0.5)
+    changed = sum(
+        int((a != b).any(axis=1).sum()) for a, b in zip(out.caption_emb, ref.caption_emb, strict=True)
+    )
+    assert 0.35 < changed / 600 < 0.65
+    moved = 0
+    for se, r, n in zip(out.event_se, ref.event_se, ref.num_clips, strict=True):
+        assert (se[:, 0] < se[:, 1]).all() and (se >= 0).all() and (se <= n * CLIP).all()
+        moved += int((np.abs(se - r) > 1e-6).any())
+    assert moved > 15
+    untouched = noisy(ref, CLIP, np.random.default_rng(4), jitter=0.0, replace=0.0)
+    assert all(np.array_equal(a, b) for a, b in zip(untouched.caption_emb, ref.caption_emb, strict=True))
+
+
+def test_written_variant_reads_back_through_the_training_reader(tmp_path: Path) -> None:
+    ref = _variant(np.random.default_rng(5), [3, 5])
+    write_variant(ref, tmp_path / "run" / "embeddings" / "enc", "enc")
+    table = read_prior_table(tmp_path, "run", "enc")
+    assert table.video_ids == ["v0", "v1"] and table.dim == 4
+    np.testing.assert_array_equal(table.caption_emb[1, :5], ref.caption_emb[1])
+    np.testing.assert_allclose(table.event_se[0, :2], ref.event_se[0])
+
+
+def test_verdicts_say_plainly_when_priors_do_not_help() -> None:
+    same = {"last": {"MR-full-R1@0.5": [10.0, 11.0, 12.0], "MR-full-mAP": [5.0, 5.0, 5.0]}}
+    per = {"baseline": same, "masra+reference": same, "masra+shuffled": same}
+    text = " ".join(verdicts(per))
+    assert "does NOT beat the baseline" in text and "shuffled priors do as well as reference" in text
+    better = {"last": {"MR-full-R1@0.5": [30.0, 31.0, 32.0], "MR-full-mAP": [20.0, 21.0, 22.0]}}
+    text = " ".join(verdicts({"baseline": same, "masra+reference": better, "masra+shuffled": same}))
+    assert "beats the baseline" in text and "reference priors beat shuffled" in text
+
+
+def test_canned_answers_parse_into_full_priors() -> None:
+    eng = CannedEngine(duration=150.0)
+    times = np.array([0.0, 1.0])
+    frames = np.zeros((2, 8, 8, 3), np.uint8)
+    reqs = [
+        GenRequest(("v", "events", 0), "p", frames, times, 64, prompts.events_schema(150.0, 16)),
+        GenRequest(("v", "clip", 3), "p", frames, times, 16, prompts.caption_schema()),
+    ]
+    ev, cap = eng.generate(reqs, SamplingConfig())
+    parsed = parse_events(ev.text, 150.0, ParseConfig(), truncated=False)
+    assert len(parsed.events) == 6 and parsed.events[-1].end == pytest.approx(150.0)
+    assert parse_caption(cap.text) == "a person walks in a room, clip 3"
+
+
+def test_stage1_speed_runs_the_real_generator_on_a_short_video(tmp_path: Path) -> None:
+    pytest.importorskip("av")
+    cfg = Stage1SpeedConfig(videos=1, duration=4.0, fps=8, width=64, height=48, batch_videos=1)
+    res = run_stage1_speed(cfg, tmp_path)
+    assert res["status_counts"]["ok"] == 1 and res["status_counts"]["failed"] == 0
+    assert res["requests_per_video"] == 1 + 2  # events + one caption per 2-s clip
+    phases = res["phases_s_per_video"]
+    assert phases["decode (inside prepare)"] <= phases["prepare (decode + sample + build)"] + 1e-6
+    assert (tmp_path / "run").is_dir() and any((tmp_path / "run").glob("*.parquet"))
