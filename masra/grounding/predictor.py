@@ -16,7 +16,13 @@ the clip. A window sees a moment near its edge only in part, with no less confid
 merge a candidate whose centre lies outside its window's core (the middle ``stride`` clips; the
 first and last windows' cores reach the video ends) has its score multiplied by ``off_core_weight``:
 the window that sees a moment whole wins. With the default half-window stride, a moment up to half
-the trained length lies whole inside the window whose core holds its centre. A video within ``max_clips`` takes one pass, post-processed exactly as at training-time
+the trained length lies whole inside the window whose core holds its centre.
+
+Foreground scores are learned within one video at a time: a window without the moment still yields
+confident spans, so they do not rank candidates across windows. Saliency is trained against other
+videos' queries and does; with ``saliency_rescore`` (default) a long video's candidate scores are
+multiplied by the mean, over the candidate's clips, of the video's saliency min-max-normalised to
+[0, 1] for that query. A video within ``max_clips`` takes one pass, post-processed exactly as at training-time
 evaluation (``top_k``, ``snap``, ``nms_iou`` of the checkpoint's config).
 
 ``video_features`` are laid out as in the feature store: each feature type L2-normalised per clip and
@@ -71,6 +77,7 @@ class GrounderConfig:
         window_stride: clips between window starts for long videos (default ``max_clips // 2``).
         merge_nms_iou: NMS threshold that merges the windows' candidates of a long video.
         off_core_weight: score factor of a long video's candidates centred outside their window's core.
+        saliency_rescore: weight a long video's candidates by the video-level saliency they cover.
         batch_size: (query, window) pairs per forward pass.
     """
 
@@ -86,6 +93,7 @@ class GrounderConfig:
     window_stride: int | None = None
     merge_nms_iou: float = 0.7
     off_core_weight: float = 0.5
+    saliency_rescore: bool = True
     batch_size: int = 64
 
     def __post_init__(self) -> None:
@@ -496,7 +504,22 @@ class Grounder:
             for a, e, c in local:
                 a, e = round(a + offset, 4), round(e + offset, 4)
                 weight = 1.0 if lo <= (a + e) / 2 <= hi else cfg.off_core_weight
-                candidates.append([a, e, round(c * weight, 6)])
+                candidates.append([a, e, c * weight])
+        saliency = saliency / counts
         if len(starts) > 1:
+            if cfg.saliency_rescore:
+                candidates = self._saliency_rescore(candidates, saliency)
+            candidates = [[a, e, round(c, 6)] for a, e, c in candidates]
             candidates = temporal_nms(candidates, cfg.merge_nms_iou)[:top_k]
-        return Grounding(windows=candidates, saliency=saliency / counts, num_windows=len(starts))
+        return Grounding(windows=candidates, saliency=saliency, num_windows=len(starts))
+
+    def _saliency_rescore(self, candidates: list[list[float]], saliency: np.ndarray) -> list[list[float]]:
+        """Scores x the mean min-max-normalised video saliency over each candidate's clips."""
+        lo, hi = float(saliency.min()), float(saliency.max())
+        norm = (saliency - lo) / (hi - lo) if hi > lo else np.ones_like(saliency)
+        out = []
+        for a, e, c in candidates:
+            i0 = min(int(a // self.config.clip_len), len(norm) - 1)
+            i1 = max(int(np.ceil(e / self.config.clip_len)), i0 + 1)
+            out.append([a, e, c * float(norm[i0:i1].mean())])
+        return out
