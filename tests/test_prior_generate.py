@@ -17,16 +17,8 @@ from test_prior_video import cfr_times, make_mp4
 from masra.datasets.card import load_card
 from masra.prior_gen import prompts
 from masra.prior_gen.engines.base import GenRequest, GenResult, SamplingConfig
-from masra.prior_gen.generate import (
-    GenerateConfig,
-    PriorGenerator,
-    ShardSpec,
-    VideoItem,
-    done_video_ids,
-    generate_priors,
-    num_clips_for,
-    videos_from_card,
-)
+from masra.prior_gen.generate import GenerateConfig, PriorGenerator, generate_priors
+from masra.prior_gen.runs import ShardSpec, VideoItem, done_video_ids, num_clips_for, videos_from_card
 from masra.prior_gen.schema import PRIOR_SCHEMA
 from masra.prior_gen.shards import read_shards
 from masra.prior_gen.video import VideoConfig

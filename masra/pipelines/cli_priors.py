@@ -82,7 +82,7 @@ def _run_dir(
     card: DatasetCard, settings: dict[str, Any], model: str | None, family: str | None
 ) -> tuple[Path, str, Any]:
     from masra.prior_gen import prompts
-    from masra.prior_gen.generate import run_dir_for
+    from masra.prior_gen.runs import run_dir_for
 
     model = model or settings.get("model") or DEFAULT_MODEL
     try:
@@ -177,13 +177,8 @@ def priors() -> None:
 def generate(**kw: Any) -> None:
     """Generate priors for a dataset's videos (resumable; reruns skip finished videos)."""
     from masra.prior_gen.engines import EngineConfig, default_backend, load_engine
-    from masra.prior_gen.generate import (
-        GenerateConfig,
-        PriorGenerator,
-        ShardSpec,
-        generate_priors,
-        videos_from_card,
-    )
+    from masra.prior_gen.generate import GenerateConfig, PriorGenerator, generate_priors
+    from masra.prior_gen.runs import ShardSpec, videos_from_card
     from masra.prior_gen.video import VideoConfig
 
     card, st = _card(kw["dataset"], kw["overrides"])

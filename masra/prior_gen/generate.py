@@ -5,19 +5,13 @@ videos becomes one shard ``part-{i:03d}of{N:03d}-{seq:05d}.parquet`` (``i/N`` is
 written atomically; a killed run loses at most its in-flight batch. A rerun reads the ``video_id``
 column of all complete shards and skips those videos, so a second complete run writes nothing (it
 does not even load the model). Each invocation writes ``manifest-{i:03d}of{N:03d}.json``.
-
-Clip grid: ``num_clips = min(max(1, floor(duration / clip_len + 0.5)), card.max_clips)``, i.e. the
-duration rounded half-up to whole clips (150 s / 2 s = 75 QVHighlights clips). Clip ``i`` covers
-``[i * clip_len, (i + 1) * clip_len)``; stage 2 aligns caption ``i`` with feature clip ``i``.
+Run layout, sharding and the clip grid are in :mod:`masra.prior_gen.runs`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import math
-import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,10 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from masra.datasets.card import DatasetCard
 from masra.prior_gen import prompts
 from masra.prior_gen.engines.base import Engine, GenRequest, GenResult, SamplingConfig
 from masra.prior_gen.parsing import (
@@ -42,8 +34,9 @@ from masra.prior_gen.parsing import (
     parse_captions_dense,
     parse_events,
 )
+from masra.prior_gen.runs import ShardSpec, VideoItem, done_video_ids, next_seq, num_clips_for, reason_kind
 from masra.prior_gen.schema import PRIOR_SCHEMA, SCHEMA_VERSION, STATUSES
-from masra.prior_gen.shards import rows_to_table, shard_paths, write_table_atomic
+from masra.prior_gen.shards import rows_to_table, write_table_atomic
 from masra.prior_gen.video import (
     Frames,
     VideoConfig,
@@ -51,46 +44,11 @@ from masra.prior_gen.video import (
     clip_times,
     decode_at,
     event_times,
-    find_video,
 )
 
 log = logging.getLogger(__name__)
 
 CAPTION_MODES = ("per_clip", "dense")
-
-
-def num_clips_for(duration: float, clip_len: float, max_clips: int) -> int:
-    """Clips stage 2 has for a video: duration rounded half-up to whole clips, capped."""
-    return min(max(1, math.floor(duration / clip_len + 0.5)), max_clips)
-
-
-@dataclass(frozen=True)
-class ShardSpec:
-    """Part ``index`` of ``count`` disjoint parts of the video list (0-based)."""
-
-    index: int = 0
-    count: int = 1
-
-    def __post_init__(self) -> None:
-        if self.count < 1 or not 0 <= self.index < self.count:
-            raise ValueError(f"shard must be i/N with 0 <= i < N, got {self.index}/{self.count}")
-
-    def owns(self, vid: str) -> bool:
-        """Stable assignment by a hash of the id: independent of list order and of other ids."""
-        return int(hashlib.sha1(vid.encode()).hexdigest()[:8], 16) % self.count == self.index
-
-    @property
-    def tag(self) -> str:
-        return f"{self.index:03d}of{self.count:03d}"
-
-
-@dataclass(frozen=True)
-class VideoItem:
-    """One video to annotate: its id, duration (s) and file (None when missing)."""
-
-    vid: str
-    duration: float
-    path: Path | None
 
 
 @dataclass(frozen=True)
@@ -166,28 +124,6 @@ class RunSummary:
             f"{c['partial']}, failed {c['failed']}; mean tokens in {self.tokens_in / n:.0f}, out "
             f"{self.tokens_out / n:.0f}; wall {self.wall_s:.1f} s ({self.videos_done / max(self.wall_s, 1e-9):.2f} videos/s)"
         )
-
-
-def model_slug(model: str) -> str:
-    """``Qwen/Qwen2.5-VL-7B-Instruct`` -> ``qwen2.5-vl-7b-instruct``."""
-    return re.sub(r"[^0-9a-z.]+", "-", Path(model.rstrip("/")).name.lower()).strip("-") or "model"
-
-
-def run_dir_for(prior_dir: Path, dataset: str, model: str, prompt_version: str) -> Path:
-    return Path(prior_dir) / f"{dataset}__{model_slug(model)}__{prompt_version}"
-
-
-def done_video_ids(run_dir: Path) -> set[str]:
-    """Ids already written to complete shards of ``run_dir`` (any shard part)."""
-    done: set[str] = set()
-    for p in shard_paths(run_dir):
-        done.update(pq.read_table(p, columns=["video_id"]).column("video_id").to_pylist())
-    return done
-
-
-def _next_seq(run_dir: Path, shard: ShardSpec) -> int:
-    seqs = [int(p.stem.rsplit("-", 1)[-1]) for p in run_dir.glob(f"part-{shard.tag}-*.parquet")]
-    return max(seqs, default=-1) + 1
 
 
 @dataclass
@@ -377,9 +313,9 @@ def _run(
     summary: RunSummary,
 ) -> None:
     batches = list(_batches(todo, gen.cfg.batch_videos))
-    seq = _next_seq(run_dir, shard)
+    seq = next_seq(run_dir, shard)
     bar = tqdm(total=len(todo), unit="video", desc=f"priors {shard.tag}", dynamic_ncols=True)
-    with ThreadPoolExecutor(gen.cfg.decode_workers) as pool:
+    with bar, ThreadPoolExecutor(gen.cfg.decode_workers) as pool:
 
         def submit(b: list[VideoItem]) -> list[Future[_Prepared]]:
             return [pool.submit(gen.prepare, it) for it in b]
@@ -410,30 +346,3 @@ def _run(
                     summary.failure_reasons[reason] = summary.failure_reasons.get(reason, 0) + 1
             bar.update(len(rows))
             bar.set_postfix(ok=summary.status_counts["ok"], failed=summary.status_counts["failed"])
-    bar.close()
-
-
-def reason_kind(error: str) -> str:
-    """The first note of an error without its specifics (file names, numbers), for counting."""
-    first = error.split(";")[0]
-    return re.sub(r"\s+", " ", re.sub(r"\S+\.(mp4|mkv|webm|avi|mov|m4v)|\d+(\.\d+)?", "#", first)).strip()
-
-
-def videos_from_card(card: DatasetCard, splits: list[str]) -> list[VideoItem]:
-    """The card's videos of ``splits`` (deduplicated by id, sorted) with durations and files."""
-    from masra.datasets.readers import load_queries
-
-    durations: dict[str, float] = {}
-    for split in splits:
-        queries, _ = load_queries(card, split)
-        for q in queries:
-            prev = durations.get(q.vid)
-            if prev is not None and abs(prev - q.duration) > 1e-3:
-                log.warning(
-                    "video %s has durations %.3f and %.3f in the annotations; using the larger",
-                    q.vid,
-                    prev,
-                    q.duration,
-                )
-            durations[q.vid] = max(q.duration, prev or 0.0)
-    return [VideoItem(v, d, find_video(card.video_dir, v)) for v, d in sorted(durations.items())]

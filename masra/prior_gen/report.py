@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from masra.datasets.types import Query
-from masra.prior_gen.generate import reason_kind
+from masra.prior_gen.runs import reason_kind
 from masra.prior_gen.schema import PRIOR_SCHEMA
 from masra.prior_gen.shards import read_shards
 

@@ -1,0 +1,110 @@
+"""Run folders, sharding, resume and the video list of a prior run (no model, no decoding).
+
+A run folder is ``{card.prior_dir}/{dataset}__{model-slug}__{prompt-version}``; its shards are
+``part-{i:03d}of{N:03d}-{seq:05d}.parquet`` (``i/N`` is the ``--shard``). A video belongs to part
+``sha1(video_id) mod N``, so parts are disjoint, their union is the whole list, and the assignment
+does not depend on list order.
+
+Clip grid: ``num_clips = min(max(1, floor(duration / clip_len + 0.5)), card.max_clips)``, i.e. the
+duration rounded half-up to whole clips (150 s / 2 s = 75 QVHighlights clips). Clip ``i`` covers
+``[i * clip_len, (i + 1) * clip_len)``; stage 2 aligns caption ``i`` with feature clip ``i``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from masra.datasets.card import DatasetCard
+from masra.prior_gen.shards import shard_paths
+from masra.prior_gen.video import find_video
+
+log = logging.getLogger(__name__)
+
+
+def num_clips_for(duration: float, clip_len: float, max_clips: int) -> int:
+    """Clips stage 2 has for a video: duration rounded half-up to whole clips, capped."""
+    return min(max(1, math.floor(duration / clip_len + 0.5)), max_clips)
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """Part ``index`` of ``count`` disjoint parts of the video list (0-based)."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ValueError(f"shard must be i/N with 0 <= i < N, got {self.index}/{self.count}")
+
+    def owns(self, vid: str) -> bool:
+        """Stable assignment by a hash of the id: independent of list order and of other ids."""
+        return int(hashlib.sha1(vid.encode()).hexdigest()[:8], 16) % self.count == self.index
+
+    @property
+    def tag(self) -> str:
+        return f"{self.index:03d}of{self.count:03d}"
+
+
+@dataclass(frozen=True)
+class VideoItem:
+    """One video to annotate: its id, duration (s) and file (None when missing)."""
+
+    vid: str
+    duration: float
+    path: Path | None
+
+
+def model_slug(model: str) -> str:
+    """``Qwen/Qwen2.5-VL-7B-Instruct`` -> ``qwen2.5-vl-7b-instruct``."""
+    return re.sub(r"[^0-9a-z.]+", "-", Path(model.rstrip("/")).name.lower()).strip("-") or "model"
+
+
+def run_dir_for(prior_dir: Path, dataset: str, model: str, prompt_version: str) -> Path:
+    return Path(prior_dir) / f"{dataset}__{model_slug(model)}__{prompt_version}"
+
+
+def done_video_ids(run_dir: Path) -> set[str]:
+    """Ids already written to complete shards of ``run_dir`` (any shard part)."""
+    done: set[str] = set()
+    for p in shard_paths(run_dir):
+        done.update(pq.read_table(p, columns=["video_id"]).column("video_id").to_pylist())
+    return done
+
+
+def next_seq(run_dir: Path, shard: ShardSpec) -> int:
+    seqs = [int(p.stem.rsplit("-", 1)[-1]) for p in run_dir.glob(f"part-{shard.tag}-*.parquet")]
+    return max(seqs, default=-1) + 1
+
+
+def reason_kind(error: str) -> str:
+    """The first note of an error without its specifics (file names, numbers), for counting."""
+    first = error.split(";")[0]
+    return re.sub(r"\s+", " ", re.sub(r"\S+\.(mp4|mkv|webm|avi|mov|m4v)|\d+(\.\d+)?", "#", first)).strip()
+
+
+def videos_from_card(card: DatasetCard, splits: list[str]) -> list[VideoItem]:
+    """The card's videos of ``splits`` (deduplicated by id, sorted) with durations and files."""
+    from masra.datasets.readers import load_queries
+
+    durations: dict[str, float] = {}
+    for split in splits:
+        queries, _ = load_queries(card, split)
+        for q in queries:
+            prev = durations.get(q.vid)
+            if prev is not None and abs(prev - q.duration) > 1e-3:
+                log.warning(
+                    "video %s has durations %.3f and %.3f in the annotations; using the larger",
+                    q.vid,
+                    prev,
+                    q.duration,
+                )
+            durations[q.vid] = max(q.duration, prev or 0.0)
+    return [VideoItem(v, d, find_video(card.video_dir, v)) for v, d in sorted(durations.items())]
