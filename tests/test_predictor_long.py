@@ -35,7 +35,7 @@ def test_answers_found_far_past_the_trained_length(tmp_path: Path) -> None:
     card_path = make_world(tmp_path / "data", num_train=64, num_val=16)
     cfg = load_train_config(
         str(card_path), None,
-        tiny_overrides(card_path, epochs=60, eval_every=20, batch_size=16, lr=1e-3, masra=False, deterministic=False),
+        tiny_overrides(card_path, epochs=60, eval_every=20, batch_size=16, lr=1e-3, masra=False),
     )  # fmt: skip
     run_training(cfg, tmp_path / "run")
     g = Grounder.from_pretrained(tmp_path / "run" / "best")
