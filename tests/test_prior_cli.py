@@ -64,3 +64,29 @@ def test_strip_options_for_data_parallel_workers() -> None:
         "--fps",
         "1",
     ]
+
+
+def test_data_parallel_launches_one_worker_per_gpu_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    import masra.pipelines.cli_priors as cli_priors
+
+    launched: list[tuple[list[str], str]] = []
+
+    class FakeProc:
+        def __init__(self, cmd: list[str], env: dict[str, str]) -> None:
+            launched.append((cmd, env["CUDA_VISIBLE_DEVICES"]))
+
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(cli_priors.subprocess, "Popen", FakeProc)
+    monkeypatch.setattr(
+        cli_priors.sys,
+        "argv",
+        ["masra", "priors", "generate", "-d", "qvh", "--data-parallel", "2", "--shard", "1/3"],
+    )
+    cli_priors._launch_data_parallel(2, tp=2, shard=(1, 3))
+    assert [(cmd[-2:], gpus) for cmd, gpus in launched] == [
+        (["--shard", "2/6"], "0,1"),
+        (["--shard", "3/6"], "2,3"),
+    ]
+    assert launched[0][0][1:6] == ["-m", "masra.pipelines", "priors", "generate", "-d"]
