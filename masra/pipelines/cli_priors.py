@@ -30,9 +30,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 _CARD_KEYS = {
-    "model", "backend", "prompt_family", "splits", "encoder", "caption_mode", "fps", "max_frames",
-    "frames_per_clip", "max_side", "max_events", "event_max_tokens", "caption_max_tokens", "batch_videos", "max_model_len", "mm_processor_kwargs",
-    "vllm_options", "dense_tokens_per_clip", "batch_size", "run",
+    "model", "backend", "prompt_family", "splits", "encoder", "run",  # `run`: stage 2's prior run
+    "caption_mode", "fps", "max_frames", "frames_per_clip", "max_side", "max_events",
+    "event_max_tokens", "caption_max_tokens", "dense_tokens_per_clip", "batch_videos", "batch_size",
+    "max_model_len", "mm_processor_kwargs", "vllm_options",
 }  # fmt: skip
 
 _DATASET = click.option("--dataset", "-d", required=True, help="Card name or path to a card YAML.")
