@@ -32,7 +32,7 @@ from masra.grounding.model import build_model
 from masra.grounding.position_baseline import position_baselines
 from masra.grounding.priors_io import PriorTable, read_prior_table
 from masra.grounding.train_config import TrainConfig
-from masra.grounding.trainer import Trainer
+from masra.grounding.trainer import Scorer, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,9 @@ def _prepare_run_dir(run_dir: Path, resume: bool, is_main: bool) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
 
 
-def _scorer(card: DatasetCard):  # type: ignore[no-untyped-def]
+def _scorer(card: DatasetCard) -> Scorer:
+    """Metrics of prediction rows against the split's (uncut) ground truth."""
+
     def score(rows: list[dict[str, Any]], data: ResidentSplit) -> dict[str, Any]:
         return evaluate_submission(rows, data.queries, clip_len=card.clip_len)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -179,6 +180,7 @@ class Trainer:
         self.best_metrics: dict[str, Any] = {}
         self.t_start = time.perf_counter()
         self.elapsed_before = 0.0
+        self._last_rows: list[dict[str, Any]] = []  # predictions of the latest evaluation
 
     # ---- helpers --------------------------------------------------------------------------------
     @property
@@ -273,8 +275,6 @@ class Trainer:
         staging = staging_dir(final)
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
-            import shutil
-
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
         self.acc.wait_for_everyone()
@@ -299,7 +299,7 @@ class Trainer:
                 config=config,
                 state=self._state(),
             )
-            if name == "best" and getattr(self, "_last_rows", None):
+            if name == "best" and self._last_rows:
                 with open(staging / f"predictions_{self.cfg.eval_split}.jsonl", "w", encoding="utf-8") as f:
                     for row in self._last_rows:
                         f.write(json.dumps(row) + "\n")
