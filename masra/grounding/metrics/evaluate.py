@@ -254,7 +254,13 @@ def evaluate_submission(
         breakdown.update(highlight_metrics_arrays([pred_by[q].saliency or () for q in qids], gt, num_clips))
         hl_scored = True
     elif any(has_sal_pred):
-        log.info("the ground truth has no saliency labels: highlight detection not scored")
+        n_gt = sum(has_sal_gt)
+        log.info(
+            "%s: highlight detection not scored",
+            "the ground truth has no saliency labels"
+            if n_gt == 0
+            else f"only {n_gt} of {len(qids)} GT queries have saliency labels",
+        )
 
     if charades_style is None:
         charades_style = not any(has_sal_gt)
