@@ -32,7 +32,7 @@ DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 _CARD_KEYS = {
     "model", "backend", "prompt_family", "splits", "encoder", "run",  # `run`: stage 2's prior run
     "caption_mode", "fps", "max_frames", "frames_per_clip", "max_side", "max_events",
-    "event_max_tokens", "caption_max_tokens", "dense_tokens_per_clip", "batch_videos", "batch_size",
+    "event_max_tokens", "caption_max_tokens", "dense_tokens_per_clip", "batch_videos", "batch_size", "decode_workers",
     "max_model_len", "mm_processor_kwargs", "vllm_options",
 }  # fmt: skip
 
@@ -162,6 +162,9 @@ def priors() -> None:
 @click.option("--fps", type=float, default=None, help="Frames/s for the events prompt [1.0].")
 @click.option("--max-frames", type=int, default=None, help="Frame cap of the events prompt [64].")
 @click.option("--batch-videos", type=int, default=None, help="Videos per batch and shard [16].")
+@click.option(
+    "--decode-workers", type=int, default=None, help="Threads decoding videos ahead of the engine [2]."
+)
 @click.option("--shard", default="0/1", show_default=True, help="Do part i of N (disjoint, by video id).")
 @click.option("--limit", type=int, default=None, help="Only the first N videos of the shard (smoke tests).")
 @click.option(
@@ -208,6 +211,7 @@ def generate(**kw: Any) -> None:
             caption_max_tokens=st.get("caption_max_tokens", 48),
             dense_tokens_per_clip=st.get("dense_tokens_per_clip", 24),
             batch_videos=pick("batch_videos", 16),
+            decode_workers=pick("decode_workers", 2),
         )
         engine_cfg = EngineConfig(
             model=model,
