@@ -35,14 +35,14 @@ def test_matched_losses_golden() -> None:
         "pred_spans": torch.tensor([[[0.4, 0.2], [0.9, 0.05]]]),
     }
     targets = [torch.tensor([[0.5, 0.2]])]
-    indices = [(torch.tensor([0]), torch.tensor([0]))]
+    matched = crit._match(outputs, [(torch.tensor([0]), torch.tensor([0]))], torch.cat(targets), [0, 1])
     # |0.4 - 0.5| + |0.2 - 0.2| = 0.1
-    assert crit.loss_span_l1(outputs, targets, indices).item() == pytest.approx(0.1, abs=1e-6)
+    assert crit.loss_span_l1(outputs, matched).item() == pytest.approx(0.1, abs=1e-6)
     # (0.3, 0.5) vs (0.4, 0.6): IoU = gIoU = 0.1 / 0.3
-    assert crit.loss_span_giou(outputs, targets, indices).item() == pytest.approx(2 / 3, abs=1e-6)
+    assert crit.loss_span_giou(outputs, matched).item() == pytest.approx(2 / 3, abs=1e-6)
     # fg CE log(1 + e^-2) at weight 1, bg CE log 2 at weight 0.1, weighted mean
     expected = (math.log1p(math.exp(-2)) + 0.1 * math.log(2)) / 1.1
-    assert crit.loss_label(outputs, targets, indices).item() == pytest.approx(expected, abs=1e-6)
+    assert crit.loss_label(outputs, matched).item() == pytest.approx(expected, abs=1e-6)
 
 
 def test_saliency_losses_golden() -> None:
@@ -260,3 +260,13 @@ def test_criterion_prior_losses_present_only_with_priors() -> None:
 
     off = _criterion(**ALL_OFF)
     assert not prior_names & set(off(outputs, batch)) and not prior_names & set(off.weights)
+
+
+def test_esta_clip_loss_stacked_equals_separate() -> None:
+    spans, emb, clip_mask, agree, random = _prior_world(6)
+    event_mask = torch.ones(emb.shape[:2], dtype=torch.bool)
+    member = event_membership(spans, event_mask, clip_mask)
+    stacked = esta_clip_loss(torch.stack([agree, random]), member, emb, event_mask, 0.1)
+    assert stacked.shape == (2,)
+    torch.testing.assert_close(stacked[0], esta_clip_loss(agree, member, emb, event_mask, 0.1))
+    torch.testing.assert_close(stacked[1], esta_clip_loss(random, member, emb, event_mask, 0.1))

@@ -16,7 +16,7 @@ it can return to its weight and :func:`weighted_total` combines them. Names:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -42,11 +42,27 @@ _MATCHED = ("span_l1", "span_giou", "label")
 
 
 @dataclass
+class _Matched:
+    """Matched pairs of one decoder layer, flattened over the batch.
+
+    Attributes: batch_idx / query_idx (M,) device indices of the matched queries; pred (M, 2) and
+    target (M, 2) (center, width) in float32; num_spans: number of targets in the batch (at least 1).
+    """
+
+    batch_idx: Tensor
+    query_idx: Tensor
+    pred: Tensor
+    target: Tensor
+    num_spans: float
+
+
+@dataclass
 class _PriorTargets:
     """What the prior losses read, derived once per call; videos without priors already masked out.
 
     Attributes: event_emb (B, E, Dp); event_mask (B, E); member (B, E, L) clip-in-event membership;
-    caption_emb (B, L, Dp); caption_valid (B, L) clip real, captioned and from a video with priors.
+    caption_emb (B, L, Dp); caption_valid (B, L) clip real, captioned and from a video with priors;
+    clip_level: ESTA's and SGE's clip-level losses once computed (they share one pass).
     """
 
     event_emb: Tensor
@@ -54,6 +70,7 @@ class _PriorTargets:
     member: Tensor
     caption_emb: Tensor
     caption_valid: Tensor
+    clip_level: dict[str, Tensor] = field(default_factory=dict)
 
     @classmethod
     def from_batch(cls, batch: Batch) -> _PriorTargets:
@@ -81,7 +98,7 @@ class SetCriterion(nn.Module):
         self.num_aux = model_cfg.num_decoder_layers - 1 if model_cfg.aux_loss else 0
         self.class_weight: Tensor
         self.register_buffer("class_weight", torch.tensor([1.0, cfg.eos_coef]), persistent=False)
-        self.matched_map: dict[str, Callable[[Outputs, list[Tensor], MatchIndices], Tensor]] = {
+        self.matched_map: dict[str, Callable[[Outputs, _Matched], Tensor]] = {
             "span_l1": self.loss_span_l1,
             "span_giou": self.loss_span_giou,
             "label": self.loss_label,
@@ -107,8 +124,12 @@ class SetCriterion(nn.Module):
             "saliency_rank": cfg.w_saliency_rank,
             "saliency_neg": cfg.w_saliency_neg,
         }
-        prior_weights = {"esta_event": cfg.w_esta_event, "esta_clip": cfg.w_esta_clip, "sge": cfg.w_sge}
-        prior_weights["lrca"] = cfg.w_lrca
+        prior_weights = {
+            "esta_event": cfg.w_esta_event,
+            "esta_clip": cfg.w_esta_clip,
+            "sge": cfg.w_sge,
+            "lrca": cfg.w_lrca,
+        }
         self.weights: dict[str, float] = dict(base)
         for i in range(self.num_aux):
             self.weights.update({f"{name}_{i}": base[name] for name in _MATCHED})
@@ -116,90 +137,102 @@ class SetCriterion(nn.Module):
 
     # ---- matched-moment losses -------------------------------------------------------------------
     @staticmethod
-    def _matched_spans(
-        outputs: Outputs, targets: list[Tensor], indices: MatchIndices
-    ) -> tuple[Tensor, Tensor]:
-        """The matched predictions (M, 2) and targets (M, 2), both (center, width)."""
-        device = outputs["pred_spans"].device
-        batch_idx = torch.cat([torch.full_like(q, b) for b, (q, _) in enumerate(indices)]).to(device)
-        query_idx = torch.cat([q for q, _ in indices]).to(device)
-        pred = outputs["pred_spans"][batch_idx, query_idx].float()
-        tgt = torch.cat([t[j.to(t.device)] for t, (_, j) in zip(targets, indices, strict=True)]).to(pred)
-        return pred, tgt
+    def _match(outputs: Outputs, indices: MatchIndices, all_targets: Tensor, offsets: list[int]) -> _Matched:
+        """Flatten one layer's per-sample matches (built on the CPU, sent in one copy)."""
+        flat = torch.cat(
+            [torch.stack([torch.full_like(q, b), q, j + offsets[b]]) for b, (q, j) in enumerate(indices)],
+            dim=1,
+        )  # (3, M) int64 on the CPU
+        batch_idx, query_idx, target_idx = flat.to(all_targets.device, non_blocking=True).unbind(0)
+        return _Matched(
+            batch_idx=batch_idx,
+            query_idx=query_idx,
+            pred=outputs["pred_spans"][batch_idx, query_idx].float(),
+            target=all_targets[target_idx].float(),
+            num_spans=float(max(offsets[-1], 1)),
+        )
 
-    @staticmethod
-    def _num_spans(targets: list[Tensor]) -> float:
-        return float(max(sum(int(t.shape[0]) for t in targets), 1))
-
-    def loss_span_l1(self, outputs: Outputs, targets: list[Tensor], indices: MatchIndices) -> Tensor:
+    def loss_span_l1(self, outputs: Outputs, matched: _Matched) -> Tensor:
         """Sum of |pred - target|_1 over matched (center, width) pairs / number of targets."""
-        pred, tgt = self._matched_spans(outputs, targets, indices)
-        return F.l1_loss(pred, tgt, reduction="sum") / self._num_spans(targets)
+        return F.l1_loss(matched.pred, matched.target, reduction="sum") / matched.num_spans
 
-    def loss_span_giou(self, outputs: Outputs, targets: list[Tensor], indices: MatchIndices) -> Tensor:
+    def loss_span_giou(self, outputs: Outputs, matched: _Matched) -> Tensor:
         """Sum of (1 - gIoU) over matched pairs / number of targets."""
-        pred, tgt = self._matched_spans(outputs, targets, indices)
-        giou = paired_generalized_iou(span_cxw_to_xx(pred), span_cxw_to_xx(tgt))
-        return (1 - giou).sum() / self._num_spans(targets)
+        giou = paired_generalized_iou(span_cxw_to_xx(matched.pred), span_cxw_to_xx(matched.target))
+        return (1 - giou).sum() / matched.num_spans
 
-    def loss_label(self, outputs: Outputs, targets: list[Tensor], indices: MatchIndices) -> Tensor:
+    def loss_label(self, outputs: Outputs, matched: _Matched) -> Tensor:
         """Foreground (0) for matched queries, background (1) otherwise; CE weighted by class."""
         logits = outputs["pred_logits"].float()  # (B, Q, 2)
         classes = torch.ones(logits.shape[:2], dtype=torch.long, device=logits.device)
-        for b, (q, _) in enumerate(indices):
-            classes[b, q.to(logits.device)] = 0
+        classes[matched.batch_idx, matched.query_idx] = 0
         return F.cross_entropy(logits.transpose(1, 2), classes, weight=self.class_weight.to(logits))
 
     # ---- prior losses ------------------------------------------------------------------------------
+    # Each prior loss reads the outputs through masks, so it stays attached to the graph (zero
+    # gradient) even when no video of the batch has priors.
     def loss_esta_event(self, outputs: Outputs, priors: _PriorTargets) -> Tensor:
-        feats = outputs["esta_clip"]
-        loss = esta_event_loss(
-            feats, priors.member, priors.event_emb, priors.event_mask, self.cfg.esta_temperature
+        return esta_event_loss(
+            outputs["esta_clip"],
+            priors.member,
+            priors.event_emb,
+            priors.event_mask,
+            self.cfg.esta_temperature,
         )
-        return loss + 0.0 * feats.sum()  # keeps the head in the graph when no event is real
+
+    def _clip_level(self, outputs: Outputs, priors: _PriorTargets, name: str) -> Tensor:
+        """ESTA's clip term and SGE's supervision share one target; compute both in one pass."""
+        if not priors.clip_level:
+            names = [n for n in ("esta_clip", "sge") if n in self.prior_map]
+            keys = {"esta_clip": "esta_clip", "sge": "sge_pred"}
+            stacked = torch.stack([outputs[keys[n]] for n in names])  # (V, B, L, Dp)
+            values = esta_clip_loss(
+                stacked, priors.member, priors.event_emb, priors.event_mask, self.cfg.esta_temperature
+            )  # (V,)
+            priors.clip_level.update(zip(names, values.unbind(0), strict=True))
+        return priors.clip_level[name]
 
     def loss_esta_clip(self, outputs: Outputs, priors: _PriorTargets) -> Tensor:
-        feats = outputs["esta_clip"]
-        loss = esta_clip_loss(
-            feats, priors.member, priors.event_emb, priors.event_mask, self.cfg.esta_temperature
-        )
-        return loss + 0.0 * feats.sum()
+        return self._clip_level(outputs, priors, "esta_clip")
 
     def loss_sge(self, outputs: Outputs, priors: _PriorTargets) -> Tensor:
-        """SGE's prediction against ESTA's clip-level target (same InfoNCE as ``esta_clip``)."""
-        feats = outputs["sge_pred"]
-        loss = esta_clip_loss(
-            feats, priors.member, priors.event_emb, priors.event_mask, self.cfg.esta_temperature
-        )
-        return loss + 0.0 * feats.sum()
+        """SGE's prediction against ESTA's clip-level target (the same InfoNCE as ``esta_clip``)."""
+        return self._clip_level(outputs, priors, "sge")
 
     def loss_lrca(self, outputs: Outputs, priors: _PriorTargets) -> Tensor:
-        feats = outputs["lrca_clip"]
-        loss = lrca_loss(
-            feats,
+        return lrca_loss(
+            outputs["lrca_clip"],
             priors.caption_emb,
             priors.caption_valid,
             self.cfg.lrca_window,
             self.cfg.lrca_text_temperature,
             self.cfg.lrca_video_temperature,
         )
-        return loss + 0.0 * feats.sum()
 
     # ---- entry point ---------------------------------------------------------------------------------
     def forward(self, outputs: Outputs, batch: Batch) -> dict[str, Tensor]:
-        """All applicable losses, unweighted; see the module docstring for the names."""
+        """All applicable losses, unweighted, in float32 even under autocast; names in the module docstring."""
+        with torch.autocast(outputs["pred_logits"].device.type, enabled=False):
+            return self._losses(outputs, batch)
+
+    def _losses(self, outputs: Outputs, batch: Batch) -> dict[str, Tensor]:
         if batch.spans is None or batch.saliency is None:
             qids = [m.get("qid") for m in batch.meta[:3]]
             raise ValueError(
                 f"criterion needs labelled batches (spans and saliency); got none for qids {qids}"
             )
         targets = batch.spans
+        all_targets = torch.cat(targets) if targets else outputs["pred_spans"].new_zeros(0, 2)
+        offsets = [0]
+        for t in targets:
+            offsets.append(offsets[-1] + int(t.shape[0]))
         losses: dict[str, Tensor] = {}
         stages = [("", outputs)] + [(f"_{i}", aux) for i, aux in enumerate(outputs.get("aux_outputs", []))]
         for suffix, out in stages:
             indices = self.matcher(out["pred_logits"], out["pred_spans"], targets)
+            matched = self._match(out, indices, all_targets, offsets)
             for name, fn in self.matched_map.items():
-                losses[name + suffix] = fn(out, targets, indices)
+                losses[name + suffix] = fn(out, matched)
 
         mask = batch.video_mask
         scores = outputs["saliency"]

@@ -41,7 +41,7 @@ def event_membership(event_spans: Tensor, event_mask: Tensor, clip_mask: Tensor)
     inside = (centers[:, None, :] >= start[..., None]) & (centers[:, None, :] <= end[..., None])
     inside = inside & clip_mask[:, None, :]
     mid_idx = torch.minimum(((start + end) / 2 * n[:, None]).floor(), n[:, None] - 1).clamp(min=0).long()
-    fallback = F.one_hot(mid_idx, clip_mask.shape[1]).bool()  # (B, E, L)
+    fallback = steps.long() == mid_idx[..., None]  # (B, E, L); no one_hot: it syncs to check indices
     inside = torch.where(inside.any(-1, keepdim=True), inside, fallback)
     return inside & event_mask[..., None]
 
@@ -69,28 +69,30 @@ def esta_event_loss(
     valid = event_mask.flatten()  # (B*E,)
     logits = (p @ t.T) / temperature  # (B*E, B*E)
     logits = logits.masked_fill(~(valid[:, None] & valid[None, :]), _NEG)
-    diag = logits.diagonal()
-    rows = torch.logsumexp(logits, dim=1) - diag  # video -> text
-    cols = torch.logsumexp(logits, dim=0) - diag  # text -> video
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    rows = F.cross_entropy(logits, labels, reduction="none")  # video -> text
+    cols = F.cross_entropy(logits.T, labels, reduction="none")  # text -> video
     return 0.5 * ((rows + cols) * valid).sum() / valid.sum().clamp(min=1)
 
 
 def esta_clip_loss(
     clip_proj: Tensor, member: Tensor, event_emb: Tensor, event_mask: Tensor, temperature: float
 ) -> Tensor:
-    """Multi-positive InfoNCE of every covered clip against all events of the batch; scalar.
+    """Multi-positive InfoNCE of every covered clip against all events of the batch.
 
-    Arguments as in :func:`esta_event_loss`. Clips covered by no event are skipped.
+    Arguments as in :func:`esta_event_loss`, except that ``clip_proj`` may carry leading dims,
+    (..., B, L, Dp), e.g. ESTA's projection and SGE's prediction stacked to share one pass; the result
+    then has shape (...), else it is a scalar. Clips covered by no event are skipped.
     """
     batch = member.shape[0]
-    z = _normalised(clip_proj).flatten(0, 1)  # (B*L, Dp)
+    z = _normalised(clip_proj).flatten(-3, -2)  # (..., B*L, Dp)
     t = _normalised(event_emb).flatten(0, 1)  # (B*E, Dp)
-    logits = (z @ t.T) / temperature  # (B*L, B*E)
-    logits = logits.masked_fill(~event_mask.flatten()[None, :], _NEG)
+    logits = (z @ t.T) / temperature  # (..., B*L, B*E)
+    logits = logits.masked_fill(~event_mask.flatten(), _NEG)
     # Positives: the events of the clip's own video that cover it (block-diagonal in the batch).
     eye = torch.eye(batch, dtype=torch.bool, device=member.device)  # (B, B)
     pos = eye[:, None, :, None] & member.permute(0, 2, 1)[:, :, None, :]  # (B, L, B, E)
     pos = pos.flatten(2).flatten(0, 1)  # (B*L, B*E)
     covered = pos.any(-1)  # (B*L,)
-    loss = torch.logsumexp(logits, dim=1) - torch.logsumexp(logits.masked_fill(~pos, _NEG), dim=1)
-    return (loss * covered).sum() / covered.sum().clamp(min=1)
+    loss = torch.logsumexp(logits, dim=-1) - torch.logsumexp(logits.masked_fill(~pos, _NEG), dim=-1)
+    return (loss * covered).sum(-1) / covered.sum().clamp(min=1)

@@ -46,21 +46,24 @@ class CrossModalEncoder(nn.Module):
             CrossAttentionLayer(dim, num_heads, ffn_dim, dropout) for _ in range(num_layers)
         )
 
-    def forward(self, clips: Tensor, memory: Tensor, memory_mask: Tensor) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, clips: Tensor, memory: Tensor, memory_mask: Tensor, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
         """Run all layers.
 
         Args:
             clips: (B, L, D) projected clip features.
             memory: (B, S, D) keys/values: the T text tokens, possibly followed by extra entries.
             memory_mask: (B, S) bool, True for a real entry.
+            need_weights: also return the last layer's attention.
 
         Returns:
-            (B, L, D) query-dependent clip features and the last layer's head-averaged attention
-            (B, L, S), or None when there are no layers.
+            (B, L, D) query-dependent clip features and, when asked for, the last layer's
+            head-averaged attention (B, L, S); None otherwise or when there are no layers.
         """
         weights: Tensor | None = None
-        for layer in self.layers:
-            clips, weights = layer(clips, memory, memory_mask)
+        for i, layer in enumerate(self.layers):
+            clips, weights = layer(clips, memory, memory_mask, need_weights and i == len(self.layers) - 1)
         return clips, weights
 
 

@@ -90,7 +90,7 @@ class _FeedForward(nn.Module):
 class CrossAttentionLayer(nn.Module):
     """Queries (clips) attend to a key/value memory (text tokens, possibly extended), then an FFN.
 
-    Returns the updated queries and the head-averaged attention weights, which DAI reads.
+    Can return the head-averaged attention weights, which DAI reads.
     """
 
     def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float) -> None:
@@ -100,10 +100,18 @@ class CrossAttentionLayer(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.ffn = _FeedForward(dim, ffn_dim, dropout)
 
-    def forward(self, x: Tensor, memory: Tensor, memory_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """x (B, L, D), memory (B, S, D), memory_mask (B, S) -> (B, L, D), attention (B, L, S)."""
+    def forward(
+        self, x: Tensor, memory: Tensor, memory_mask: Tensor, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """x (B, L, D), memory (B, S, D), memory_mask (B, S) -> (B, L, D) and, when ``need_weights``,
+        the head-averaged attention (B, L, S) (else None, which lets torch use its fused kernels)."""
         out, weights = self.attn(
-            x, memory, memory, key_padding_mask=~memory_mask, need_weights=True, average_attn_weights=True
+            x,
+            memory,
+            memory,
+            key_padding_mask=~memory_mask,
+            need_weights=need_weights,
+            average_attn_weights=True,
         )
         x = self.norm(x + self.dropout(out))
         return self.ffn(x), weights

@@ -86,7 +86,7 @@ class MasraModel(nn.Module):
             entries, entry_mask = self.codebook(video, video_mask)
             memory = torch.cat([text, entries], dim=1)  # (B, T + K, D)
             memory_mask = torch.cat([text_mask, entry_mask], dim=1)
-        h, attn = self.cross_encoder(video, memory, memory_mask)
+        h, attn = self.cross_encoder(video, memory, memory_mask, need_weights=self.codebook is not None)
         h = self.clip_encoder(h, video_mask, pos)
         if self.sge is not None:
             h, out["sge_pred"] = self.sge(h, video_mask)

@@ -14,9 +14,9 @@ SORA attends with weights from ``S`` and adds the result back:
     A = softmax_j(S_ij / tau),   h' = h + Dropout(W_o (A W_v LN(h)))
 
 ``tau`` is learnt (through its log). Padded clips are excluded as keys at both steps; with
-``window > 0`` both steps are restricted to ``|i - j| <= window``. The softmaxes run in float32.
+``window > 0`` both steps are restricted to ``|i - j| <= window``.
 LRCA teaches the model's local clip similarities the caption structure; SORA propagates that local
-structure along chains of related clips.
+structure along chains of related clips. The relations are computed in float32 (autocast off).
 """
 
 from __future__ import annotations
@@ -58,11 +58,13 @@ class SecondOrderRelationalAttention(nn.Module):
         """x (B, L, D), mask (B, L) -> updated features (B, L, D) and the attention (B, L, L)."""
         allowed = self._key_mask(mask)
         h = self.norm(x)
-        first = torch.einsum("bid,bjd->bij", self.query(h), self.key(h)).float() * self.scale
-        first = first.masked_fill(~allowed, _NEG).softmax(-1)  # (B, L, L) first-order profiles
-        profile = nn.functional.normalize(first, dim=-1)
-        second = torch.einsum("bik,bjk->bij", profile, profile)  # (B, L, L) cosine of profiles
-        logits = second / self.log_temperature.exp().float()
-        attn = logits.masked_fill(~allowed, _NEG).softmax(-1)  # (B, L, L)
+        q, k = self.query(h).float(), self.key(h).float()
+        with torch.autocast(x.device.type, enabled=False):  # relations in float32
+            first = torch.einsum("bid,bjd->bij", q, k) * self.scale
+            first = first.masked_fill(~allowed, _NEG).softmax(-1)  # (B, L, L) first-order profiles
+            profile = nn.functional.normalize(first, dim=-1)
+            second = torch.einsum("bik,bjk->bij", profile, profile)  # (B, L, L) cosine of profiles
+            logits = second / self.log_temperature.float().exp()
+            attn = logits.masked_fill(~allowed, _NEG).softmax(-1)  # (B, L, L)
         out = torch.einsum("bij,bjd->bid", attn.to(h.dtype), self.value(h))  # (B, L, D)
         return x + self.dropout(self.out(out)), attn
