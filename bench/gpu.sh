@@ -25,6 +25,9 @@ STAMP=$(date -u +%Y%m%d-%H%M%S)
 OUT=${OUT:-bench/results/gpu-$STAMP}
 WORK=${BENCH_WORK:-/tmp/masra-bench}
 PY=${PYTHON:-python}
+DEVICE=${BENCH_DEVICE:-cuda}      # BENCH_DEVICE=cpu BENCH_SCALE=0.01 for a dry run of this script
+SCALE=${BENCH_SCALE:-1}
+STEPS=${BENCH_STEPS:-40}          # timed steps per variant and round of the main training measurement
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 HOST=$($PY -c 'import socket; print(socket.gethostname())')
@@ -55,20 +58,20 @@ print("missing modules:", missing or "none")
 EOF
 
 # 2 + 3: data, training steps and inference (bench.run writes <host>-<stamp>.json into $OUT).
-step train_infer 200 $PY -m bench.run --dataset qvhighlights --device cuda --work "$WORK" \
-    --only train,infer --steps 40 --rounds 2 --warmup 5 --profile-steps 5 --single-queries 50 \
-    --results-dir "$OUT" --result-name "$RESULT" --no-docs
+step train_infer 200 $PY -m bench.run --dataset qvhighlights --device "$DEVICE" --work "$WORK" \
+    --only train,infer --steps "$STEPS" --rounds 2 --warmup 5 --profile-steps 5 --single-queries 50 \
+    --synth-scale "$SCALE" --results-dir "$OUT" --result-name "$RESULT" --no-docs
 DATA="$WORK/qvh_synth/bench_data.json"
 
 # 4: a real fit of 2 epochs with evaluation every epoch.
 if [ -f "$DATA" ]; then
     step fit_masra 110 $PY -m bench.fit_speed --data "$DATA" --variant masra --epochs 2 --eval-every 1 \
-        --device cuda --json "$OUT/fit_masra.json"
+        --device "$DEVICE" --json "$OUT/fit_masra.json"
     # 5: torch.compile (compile time is excluded: it happens in the warm-up steps).
-    step compile 120 $PY -m bench.train_speed --data "$DATA" --device cuda --variants masra --compile only --steps 30 \
+    step compile 120 $PY -m bench.train_speed --data "$DATA" --device "$DEVICE" --variants masra --compile only --steps "$STEPS" \
         --rounds 1 --warmup 5 --profile-steps 0 --json "$OUT/train_compile.json"
     # 6: large batches.
-    step batch128 60 $PY -m bench.train_speed --data "$DATA" --device cuda --variants masra --batch-size 128 \
+    step batch128 60 $PY -m bench.train_speed --data "$DATA" --device "$DEVICE" --variants masra --batch-size 128 \
         --steps 15 --rounds 1 --warmup 3 --profile-steps 0 --json "$OUT/train_batch128.json"
 fi
 

@@ -68,6 +68,7 @@ class InferSpeedConfig:
         single_queries: queries timed one by one through the Grounder (after 3 warm-up calls).
         device / precision: as in :class:`bench.train_speed.TrainSpeedConfig`.
         prior_dim: prior embedding size the MASRA heads are built for.
+        part_costs: also time the baseline with each MASRA part alone (:func:`part_costs`).
     """
 
     eval_batch_size: int = 256
@@ -78,6 +79,7 @@ class InferSpeedConfig:
     prior_dim: int = 512
     variants: tuple[str, ...] = VARIANTS
     seed: int = 0
+    part_costs: bool = True
 
     def __post_init__(self) -> None:
         for name in ("eval_batch_size", "repeats", "single_queries", "prior_dim"):
@@ -143,6 +145,36 @@ def _single_latency(
     return summarize(times)
 
 
+PARTS = ("sge", "sora", "dai", "esta", "lrca")
+
+
+def part_costs(
+    card: Any, split: ResidentSplit, cfg: InferSpeedConfig, precision: str, clock: Clock, queries: int = 64
+) -> dict[str, float]:
+    """Forward time (ms per query, best of 3, eval mode) of the baseline and of the baseline + one part.
+
+    Says which MASRA part makes inference dearer than the baseline's (priors play no part in it).
+    """
+    idx = torch.arange(min(queries, len(split)))
+    b = split.batch(idx, with_priors=False)
+    use_amp = precision in ("bf16", "fp16")
+    out: dict[str, float] = {}
+    for name in ("baseline", *PARTS):
+        model_cfg = _model_config("masra", card, cfg.prior_dim)
+        switches = {f"use_{p}": p == name for p in PARTS}
+        model_cfg = ModelConfig.from_dict({**model_cfg.to_dict(), **switches})
+        torch.manual_seed(cfg.seed)
+        model = build_model(model_cfg).to(split.device).eval()
+        best = float("inf")
+        with torch.no_grad(), torch.autocast(split.device.type, dtype=DTYPES[precision], enabled=use_amp):
+            for _ in range(3):
+                t0 = clock.now()
+                model(b.video, b.video_mask, b.text, b.text_mask)
+                best = min(best, clock.now() - t0)
+        out[name if name == "baseline" else f"baseline+{name}"] = round(1000 * best / len(idx), 3)
+    return out
+
+
 def run_infer_speed(data: BenchData, cfg: InferSpeedConfig) -> dict[str, Any]:
     """Time every variant (see the module doc) and return the results as a JSON-able dict."""
     device = pick_device(cfg.device)
@@ -199,8 +231,10 @@ def run_infer_speed(data: BenchData, cfg: InferSpeedConfig) -> dict[str, Any]:
         ratios["single_latency_masra_over_baseline"] = round(
             m["single_query_latency"]["median_s"] / b["single_query_latency"]["median_s"], 3
         )
+    costs = part_costs(card, split, cfg, precision, clock) if cfg.part_costs else None
     return {
         "bench": "infer_speed",
+        "part_costs_ms_per_query": costs,
         "env": env_info(device),
         "precision": precision,
         "data": data.description,
@@ -224,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--precision", default="auto")
     p.add_argument("--prior-dim", type=int, default=InferSpeedConfig.prior_dim)
     p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--no-part-costs", action="store_true", help="skip the per-part forward costs")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--json", type=Path, required=True, help="where to write the results")
     args = p.parse_args(argv)
@@ -238,6 +273,7 @@ def main(argv: list[str] | None = None) -> None:
         precision=args.precision,
         prior_dim=args.prior_dim,
         variants=tuple(v for v in args.variants.split(",") if v),
+        part_costs=not args.no_part_costs,
     )
     write_json(args.json, run_infer_speed(load_bench_data(args.data), cfg))
 

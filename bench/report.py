@@ -110,6 +110,13 @@ def render_markdown(result: dict[str, Any]) -> str:
             )
         for k, r in infer.get("ratios", {}).items():
             lines.append(f"\n{k.replace('_', ' ')}: **{r:.3f}**.")
+        costs = infer.get("part_costs_ms_per_query")
+        if costs:
+            lines.append(
+                "\nForward cost per query in eval mode, the baseline with one MASRA part at a time (ms): "
+                + ", ".join(f"{k} {v:.2f}" for k, v in costs.items())
+                + "."
+            )
         first = next(iter(iv.values()))
         lines += [
             "",

@@ -38,12 +38,23 @@ DATASETS = ("qvhighlights", "fixture")
 BENCHES = ("train", "infer", "stage1")
 
 
-def prepare_data(dataset: str, work: Path, annotations: str | None, fixture_dir: Path) -> Path:
-    """Write (or reuse) the benchmark data; returns the path of its ``bench_data.json``."""
+def prepare_data(
+    dataset: str, work: Path, annotations: str | None, fixture_dir: Path, scale: float = 1.0
+) -> Path:
+    """Write (or reuse) the benchmark data; returns the path of its ``bench_data.json``.
+
+    ``scale`` < 1 shrinks the synthetic query and video counts (for dry runs of the scripts only;
+    reported numbers are at scale 1).
+    """
     work.mkdir(parents=True, exist_ok=True)
     if dataset == "qvhighlights":
         ann = resolve_annotations(annotations)
-        cfg = SynthConfig(out=work / "qvh_synth", annotations=ann)
+        full = SynthConfig(out=work / "qvh_synth")
+        sizes = {
+            k: max(1, round(getattr(full, k) * scale))
+            for k in ("train_queries", "train_videos", "val_queries", "val_videos")
+        }
+        cfg = SynthConfig(out=work / "qvh_synth", annotations=ann, **sizes)  # type: ignore[arg-type]
         meta_path = cfg.out / "bench_data.json"
         key = repr(cfg)
         if meta_path.is_file() and json.loads(meta_path.read_text()).get("key") == key:
@@ -105,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work", type=Path, default=REPO / "data" / "generated" / "bench", help="data folder")
     p.add_argument("--fixture-dir", type=Path, default=REPO / "data" / "generated" / "fixture")
     p.add_argument("--annotations", default="auto", help="auto | none | folder of the real QVH jsonl files")
+    p.add_argument("--synth-scale", type=float, default=1.0, help="shrink the synthetic data (dry runs only)")
     p.add_argument("--only", default=",".join(BENCHES), help=f"subset of {BENCHES}")
     p.add_argument("--steps", type=int, default=5, help="timed training steps per variant per round")
     p.add_argument("--rounds", type=int, default=2)
@@ -159,7 +171,10 @@ def main(argv: list[str] | None = None) -> None:
 
     meta_path = None
     if "train" in only or "infer" in only:
-        meta_path = prepare_data(args.dataset, args.work, args.annotations, args.fixture_dir)
+        meta_path = prepare_data(
+            args.dataset, args.work, args.annotations, args.fixture_dir, args.synth_scale
+        )
+        result["synth_scale"] = args.synth_scale
         meta = json.loads(meta_path.read_text())
         result["data_description"] = meta["description"]
     if "train" in only and meta_path is not None:
