@@ -37,7 +37,7 @@ TINY_SETTINGS = {
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     spec = importlib.util.spec_from_file_location(
         "build_tiny_models", REPO / "scripts" / "build_tiny_models.py"
     )
@@ -45,9 +45,14 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     builder = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(builder)
     out = tmp_path_factory.mktemp("tiny_models")
-    builder.main(["--out", str(out)])
-    assert builder.is_complete(out / "qwen2_5_vl")
-    return out / "qwen2_5_vl"
+    builder.main(["--out", str(out), "--models", "qwen2_5_vl", "qwen3_vl"])
+    assert builder.is_complete(out / "qwen2_5_vl") and builder.is_complete(out / "qwen3_vl")
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_models: Path) -> Path:
+    return tiny_models / "qwen2_5_vl"
 
 
 @pytest.fixture(scope="module")
@@ -75,16 +80,22 @@ def check_run(run_dir: Path, backend: str) -> list[dict]:
     return rows
 
 
-def test_transformers_backend_cli(card: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    runner = CliRunner()
-    run_dir = tmp_path / "run_tf"
+@pytest.fixture(scope="module")
+def transformers_run(card: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    run_dir = tmp_path_factory.mktemp("run_tf")
     args = ["priors", "generate", "--dataset", str(card), "--backend", "transformers", "--out", str(run_dir)]
-    res = runner.invoke(main, args)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "6 videos (0 already done)" in res.output
-    check_run(run_dir, "transformers")
+    return run_dir, args
 
+
+def test_transformers_backend_cli(card: Path, transformers_run: tuple[Path, list[str]]) -> None:
+    run_dir, args = transformers_run
+    check_run(run_dir, "transformers")
+    runner = CliRunner()
     again = runner.invoke(main, args)
     assert again.exit_code == 0 and "0 videos (6 already done)" in again.output
 
@@ -104,7 +115,7 @@ def test_transformers_backend_cli(card: Path, tmp_path: Path, monkeypatch: pytes
     assert rep["videos"]["failure_reasons"]["video file not found"] == 1
 
 
-def test_vllm_backend_cli(card: Path, tmp_path: Path) -> None:
+def test_vllm_backend_cli(card: Path, tmp_path: Path, transformers_run: tuple[Path, list[str]]) -> None:
     pytest.importorskip("vllm")
     run_dir = tmp_path / "run_vllm"
     env = dict(os.environ, HF_HUB_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1", TOKENIZERS_PARALLELISM="false")
@@ -116,6 +127,24 @@ def test_vllm_backend_cli(card: Path, tmp_path: Path) -> None:
     good = [r for r in rows if r["video_id"] in GOOD]
     # structured output: the event request is grammar-constrained JSON, never an unparsable answer
     assert all("no JSON event list" not in (r["error"] or "") for r in good), [r["error"] for r in good]
+    # both backends see the same prompts and frames: the same prompt token counts per video
+    tf_rows = {r["video_id"]: r for r in read_shards(transformers_run[0], PRIOR_SCHEMA).to_pylist()}
+    assert {r["video_id"]: r["tokens_in"] for r in rows} == {v: r["tokens_in"] for v, r in tf_rows.items()}
+
+
+@pytest.mark.slow
+def test_qwen3_vl_through_vllm_cli(card: Path, tiny_models: Path, tmp_path: Path) -> None:
+    pytest.importorskip("vllm")
+    run_dir = tmp_path / "run_q3"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1", TOKENIZERS_PARALLELISM="false")
+    cmd = [sys.executable, "-m", "masra.pipelines", "priors", "generate", "--dataset", str(card)]
+    cmd += ["--backend", "vllm", "--model", str(tiny_models / "qwen3_vl"), "--out", str(run_dir)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    rows = check_run(run_dir, "vllm")
+    from masra.prior_gen import prompts
+
+    assert {r["prompt_version"] for r in rows} == {prompts.prompt_version(prompts.FAMILIES["qwen3_vl"])}
 
 
 def test_vllm_request_building() -> None:
@@ -142,3 +171,33 @@ def test_vllm_request_building() -> None:
     assert prompt["prompt"].count("<|video_pad|>") == 1
     frames, meta = prompt["multi_modal_data"]["video"][0]
     assert frames.shape == (4, 28, 28, 3) and meta["fps"] == 1.0 and meta["total_num_frames"] == 4
+
+
+def test_qwen3_vl_family_through_transformers(tiny_models: Path) -> None:
+    from masra.prior_gen import prompts
+    from masra.prior_gen.engines import EngineConfig, load_engine
+    from masra.prior_gen.engines.base import GenRequest, SamplingConfig
+    from masra.prior_gen.engines.transformers_engine import video_metadata
+
+    model = str(tiny_models / "qwen3_vl")
+    fam = prompts.resolve_family(model)
+    assert fam.name == "qwen3_vl"
+    engine = load_engine(EngineConfig(model=model, backend="transformers"))
+    req = GenRequest(
+        ("v", "events", 0),
+        prompts.events_prompt(fam, 4.0, 4, 4),
+        np.zeros((4, 64, 64, 3), np.uint8),
+        np.array([0.5, 1.5, 2.5, 3.5]),
+        4,
+        None,
+    )
+    # Qwen3-VL writes frame timestamps into the prompt from the metadata (1 fps here: groups of 2)
+    inputs = engine.processor(
+        text=[req.prompt],
+        videos=[req.frames],
+        videos_kwargs={"video_metadata": [video_metadata(req)], "do_sample_frames": False},
+    )
+    text = engine.processor.tokenizer.decode(inputs["input_ids"][0])
+    assert "<0.5 seconds>" in text and "<2.5 seconds>" in text
+    [res] = engine.generate([req], SamplingConfig())
+    assert res.error is None and res.tokens_in == len(inputs["input_ids"][0]) and res.tokens_out == 4

@@ -25,6 +25,14 @@ log = logging.getLogger(__name__)
 _DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
 
 
+def video_metadata(req: GenRequest) -> dict[str, Any]:
+    """The request's frames described as a clip sampled at ``req.fps``: Qwen2.5-VL derives its time
+    encoding (``second_per_grid_ts``) from it and Qwen3-VL its frame timestamps (relative to the
+    first frame), the same description the vLLM backend passes."""
+    n = len(req.frames)
+    return {"fps": req.fps, "total_num_frames": n, "frames_indices": list(range(n)), "duration": n / req.fps}
+
+
 class TransformersEngine:
     """A transformers image/video-text-to-text model (see the module docstring)."""
 
@@ -68,7 +76,7 @@ class TransformersEngine:
             videos=[r.frames for r in reqs],
             return_tensors="pt",
             padding=True,
-            videos_kwargs={"fps": reqs[0].fps, "do_sample_frames": False},
+            videos_kwargs={"video_metadata": [video_metadata(r) for r in reqs], "do_sample_frames": False},
         ).to(self.device)
         n_pad = int(inputs["input_ids"].shape[1])
         n_in = inputs["attention_mask"].sum(dim=1).tolist()  # (B,) real prompt tokens
