@@ -229,3 +229,14 @@ def test_bf16_autocast_gives_finite_losses_and_float32_losses() -> None:
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
     weighted_total(losses, crit.weights).backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("training", [False, True])
+def test_dynamo_captures_the_forward_in_one_graph(training: bool) -> None:
+    """No data-dependent shapes or Python-side tensor reads: torch.compile sees one graph."""
+    model = build_model(_cfg()).train(training)
+    batch = _batch()
+    explained = torch._dynamo.explain(model)(batch.video, batch.video_mask, batch.text, batch.text_mask)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert explained.graph_count == 1
