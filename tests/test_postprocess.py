@@ -10,6 +10,7 @@ from masra.grounding.postprocess import (
     foreground_prob,
     predictions_from_outputs,
     saliency_lists,
+    saliency_rescore,
     spans_to_windows,
     temporal_nms,
     window_iou,
@@ -101,3 +102,27 @@ def test_saliency_lists_and_rows() -> None:
     assert len(rows[0]["pred_saliency_scores"]) == 3 and len(rows[1]["pred_saliency_scores"]) == 6
     with pytest.raises(ValueError, match="batch sizes differ"):
         predictions_from_outputs(prob, spans, sal, meta[:1])
+
+
+def test_saliency_rescore_blends_and_reranks() -> None:
+    windows = [[0.0, 2.0, 0.9], [4.0, 6.0, 0.8], [1.0, 5.0, 0.1]]
+    sal = [0.0, 1.0, 3.0]  # normalised: 0, 1/3, 1
+    assert saliency_rescore(windows, sal, clip_len=2.0, weight=0.0) == sorted(windows, key=lambda w: -w[2])
+    out = saliency_rescore(windows, sal, clip_len=2.0, weight=0.5)
+    assert out[0] == [4.0, 6.0, 0.9]  # 0.5 * 0.8 + 0.5 * 1
+    assert out[1] == [0.0, 2.0, 0.45]  # 0.5 * 0.9 + 0.5 * 0
+    assert out[2][2] == pytest.approx(0.5 * 0.1 + 0.5 * (0 + 1 / 3 + 1) / 3, abs=1e-6)  # clips 0-2
+    with pytest.raises(ValueError, match="saliency weight"):
+        saliency_rescore(windows, sal, clip_len=2.0, weight=1.5)
+
+
+def test_rows_with_saliency_weight_rerank_before_top_k() -> None:
+    meta = [{"qid": 1, "query": "a", "vid": "v", "duration": 20.0, "clip_len": 2.0, "num_clips": 10}]
+    prob = torch.tensor([[0.9, 0.6]])
+    spans = torch.tensor([[[0.1, 0.2], [0.9, 0.2]]])  # [0, 4] s and [16, 20] s
+    sal = torch.zeros(1, 10)
+    sal[0, 8:] = 5.0  # the video's salient clips are at the end
+    plain = predictions_from_outputs(prob, spans, sal, meta, top_k=1)
+    assert plain[0]["pred_relevant_windows"][0][:2] == [0.0, 4.0]
+    blended = predictions_from_outputs(prob, spans, sal, meta, top_k=1, saliency_weight=0.5)
+    assert blended[0]["pred_relevant_windows"] == [[16.0, 20.0, 0.8]]

@@ -7,7 +7,7 @@ A prediction row (the QVHighlights submission format)::
      "pred_saliency_scores": [s_0, s_1, ...]}                   # one per clip of clip_len seconds
 
 Defaults (documented in docs/training.md): the top 10 windows by foreground probability, no snapping,
-no NMS. Spans are normalised by the clip grid ``num_clips * clip_len`` (see
+no NMS, no saliency re-scoring. Spans are normalised by the clip grid ``num_clips * clip_len`` (see
 :mod:`masra.grounding.batch`) and come back in seconds, clamped to ``[0, duration]``.
 """
 
@@ -25,6 +25,7 @@ __all__ = [
     "foreground_prob",
     "predictions_from_outputs",
     "saliency_lists",
+    "saliency_rescore",
     "spans_to_windows",
     "temporal_nms",
     "window_iou",
@@ -114,6 +115,35 @@ def spans_to_windows(
     return windows[:top_k]
 
 
+def saliency_rescore(
+    windows: Sequence[Sequence[float]], saliency: Sequence[float], *, clip_len: float, weight: float
+) -> list[Window]:
+    """Blend each window's score with the video's saliency over it, then re-rank.
+
+    ``score' = (1 - weight) * score + weight * mean(s[i] for clips i overlapping the window)``, where
+    ``s`` is the query's clip saliency min-max normalised to [0, 1]. ``weight = 0`` keeps the ranking.
+
+    Example:
+        >>> saliency_rescore([[0, 2, 0.9], [4, 6, 0.8]], [0.0, 1.0, 3.0], clip_len=2.0, weight=0.5)
+        [[4.0, 6.0, 0.9], [0.0, 2.0, 0.45]]
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"saliency weight must be in [0, 1], got {weight}")
+    sal = np.asarray(saliency, dtype=np.float64)
+    if sal.size == 0:
+        raise ValueError("saliency_rescore needs at least one clip score")
+    lo, hi = float(sal.min()), float(sal.max())
+    norm = (sal - lo) / (hi - lo) if hi > lo else np.ones_like(sal)
+    out = []
+    for w in windows:
+        start, end = float(w[0]), float(w[1])
+        first = min(math.floor(start / clip_len), len(norm) - 1)
+        last = max(math.ceil(end / clip_len), first + 1)
+        inside = float(norm[first:last].mean())
+        out.append([start, end, round((1.0 - weight) * float(w[2]) + weight * inside, 6)])
+    return sorted(out, key=lambda x: -x[2])
+
+
 def foreground_prob(pred_logits: Tensor) -> Tensor:
     """(..., 2) logits -> (...) probability of the foreground class (index 0, DETR convention)."""
     return pred_logits.float().softmax(-1)[..., 0]
@@ -135,8 +165,12 @@ def predictions_from_outputs(
     top_k: int = 10,
     snap: bool = False,
     nms_iou: float | None = None,
+    saliency_weight: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Batched outputs -> prediction rows.
+
+    With ``saliency_weight > 0`` every window is first re-scored by :func:`saliency_rescore`, then
+    NMS and ``top_k`` apply.
 
     Args:
         prob: (B, Q) foreground probabilities.
@@ -155,16 +189,20 @@ def predictions_from_outputs(
     sal = saliency_lists(saliency, [int(m["num_clips"]) for m in meta])
     rows = []
     for b, m in enumerate(meta):
+        rescore = saliency_weight > 0
         windows = spans_to_windows(
             spans_np[b],
             prob_np[b],
             num_clips=int(m["num_clips"]),
             clip_len=float(m["clip_len"]),
             duration=float(m["duration"]),
-            top_k=top_k,
+            top_k=len(prob_np[b]) if rescore else top_k,
             snap=snap,
-            nms_iou=nms_iou,
+            nms_iou=None if rescore else nms_iou,
         )
+        if rescore:
+            windows = saliency_rescore(windows, sal[b], clip_len=float(m["clip_len"]), weight=saliency_weight)
+            windows = (temporal_nms(windows, nms_iou) if nms_iou is not None else windows)[:top_k]
         n_sal = min(len(sal[b]), max(1, math.ceil(float(m["duration"]) / float(m["clip_len"]) - 1e-6)))
         rows.append(
             {

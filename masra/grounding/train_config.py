@@ -51,17 +51,22 @@ class PostprocessConfig:
         top_k: windows kept per query after NMS.
         snap: round window ends outward to clip boundaries.
         nms_iou: temporal NMS threshold; None disables NMS.
+        saliency_weight: blend of each window's score with the predicted saliency over it (0 keeps
+            the foreground probability alone; see ``postprocess.saliency_rescore``).
     """
 
     top_k: int = 10
     snap: bool = False
     nms_iou: float | None = None
+    saliency_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
             raise ValueError(f"postprocess.top_k must be >= 1, got {self.top_k}")
         if self.nms_iou is not None and not 0.0 < self.nms_iou <= 1.0:
             raise ValueError(f"postprocess.nms_iou must be in (0, 1] or null, got {self.nms_iou}")
+        if not 0.0 <= self.saliency_weight <= 1.0:
+            raise ValueError(f"postprocess.saliency_weight must be in [0, 1], got {self.saliency_weight}")
 
 
 @dataclass

@@ -234,7 +234,14 @@ class Trainer:
         prob, span, sal = (torch.cat(x)[:n] for x in (probs, spans, sals))
         pp = self.cfg.postprocess
         return predictions_from_outputs(
-            prob, span, sal, data.meta, top_k=pp.top_k, snap=pp.snap, nms_iou=pp.nms_iou
+            prob,
+            span,
+            sal,
+            data.meta,
+            top_k=pp.top_k,
+            snap=pp.snap,
+            nms_iou=pp.nms_iou,
+            saliency_weight=pp.saliency_weight,
         )
 
     def evaluate(self) -> dict[str, Any]:
