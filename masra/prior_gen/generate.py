@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -148,6 +148,7 @@ class PriorGenerator:
         self.clip_len = clip_len
         self.max_clips = max_clips
         self.cfg = cfg
+        self.parse_cfg = replace(cfg.parse, max_events=cfg.max_events)  # keep what was asked for
 
     def prepare(self, item: VideoItem) -> _Prepared:
         """Decode one video and build its requests; decoding problems become ``error``."""
@@ -207,7 +208,7 @@ class PriorGenerator:
         else:
             errs = [f"{r.key[1]}: {r.error}" for r in results if r.error]
             ev_res = results[0]
-            parsed = parse_events(ev_res.text, item.duration, self.cfg.parse, truncated=ev_res.truncated)
+            parsed = parse_events(ev_res.text, item.duration, self.parse_cfg, truncated=ev_res.truncated)
             events = [{"start": e.start, "end": e.end, "text": e.text} for e in parsed.events]
             notes += [f"events: {x}" for x in parsed.notes]
             if self.cfg.caption_mode == "dense":
