@@ -17,6 +17,7 @@ from masra.prior_gen.parsing import (
     parse_caption,
     parse_captions_dense,
     parse_events,
+    salvage_list,
 )
 
 GARBAGE = [
@@ -97,7 +98,8 @@ def test_truncation_and_cap_make_partial() -> None:
     assert [e.text for e in capped.events] == ["e0", "e1", "e2"] and capped.status == PARTIAL
     trunc = parse_events(text, duration=10.0, truncated=True)
     assert len(trunc.events) == 5 and trunc.status == PARTIAL
-    assert parse_events(text[:-10], duration=10.0, truncated=True).status == FAILED
+    salvaged = parse_events(text[:-10], duration=10.0, truncated=True)  # the 5th event is cut off
+    assert len(salvaged.events) == 4 and salvaged.status == PARTIAL
 
 
 def test_bare_list_and_find_json() -> None:
@@ -139,3 +141,15 @@ def test_parse_config_validation() -> None:
         ParseConfig(max_events=0)
     with pytest.raises(ValueError, match="dup_iou"):
         ParseConfig(dup_iou=0.0)
+
+
+def test_salvage_of_outputs_cut_at_the_token_limit() -> None:
+    cut = '{"events": [{"start": 1, "end": 2, "description": "a"}, {"start": 3, "end": 4, "description": "b"}, {"sta'
+    out = parse_events(cut, duration=10.0, truncated=True)
+    assert out.events == [Event(1.0, 2.0, "a"), Event(3.0, 4.0, "b")] and out.status == PARTIAL
+    assert out.notes == ["output hit the token limit; kept the 2 complete events before it"]
+    assert parse_events(cut, duration=10.0, truncated=False).status == FAILED  # only when the limit cut it
+    assert salvage_list('{"events": [', "events") == [] and salvage_list("{}", "events") is None
+    assert parse_caption('{"caption": "a man opens the do') == "a man opens the do"
+    caps, notes = parse_captions_dense('{"captions": ["one", "two", "thr', num_clips=4)
+    assert caps == ["one", "two", "", ""] and notes == ["2 captions for 4 clips"]

@@ -33,6 +33,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _SPACES = re.compile(r"\s+")
 _NORM = re.compile(r"[^0-9a-z]+")
 _ALNUM = re.compile(r"[0-9A-Za-z]|[^\x00-\x7f]")
+_CUT_CAPTION = re.compile(r'"caption"\s*:\s*"((?:[^"\\]|\\.)*)$', re.DOTALL)
 
 
 class Event(NamedTuple):
@@ -92,6 +93,28 @@ def find_json(text: str) -> Any | None:
             continue
         return value
     return None
+
+
+def salvage_list(text: str, key: str) -> list[Any] | None:
+    """The complete items of a JSON list under ``"key"`` that was cut off (e.g. at the token limit):
+    ``'{"events": [{...}, {...}, {"sta'`` -> the first two items. None when there is no such list."""
+    at = text.find(f'"{key}"')
+    start = text.find("[", at) if at >= 0 else -1
+    if start < 0:
+        return None
+    decoder = json.JSONDecoder(strict=False)
+    items: list[Any] = []
+    pos = start + 1
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= len(text) or text[pos] == "]":
+            return items
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+        except ValueError:
+            return items
+        items.append(value)
 
 
 def _seconds(value: Any) -> float | None:
@@ -170,6 +193,9 @@ def parse_events(
     value = find_json(text)
     if isinstance(value, dict):
         value = next((value[k] for k in ("events", "Events", "moments") if k in value), None)
+    if not isinstance(value, list) and truncated:
+        value = salvage_list(text, "events")
+        cut = [f"output hit the token limit; kept the {len(value or [])} complete events before it"]
     if not isinstance(value, list):
         return EventParse([], FAILED, ["no JSON event list in output", *cut])
     events, notes = validate_events(value, duration, cfg)
@@ -192,7 +218,8 @@ def parse_caption(text: str, max_chars: int = 160) -> str:
     if value is None and "{" not in text:
         first = next((line for line in text.splitlines() if line.strip()), "")
         return clean_text(first, max_chars)
-    return ""
+    cut = _CUT_CAPTION.search(text) if value is None else None  # {"caption": "a man walks int
+    return clean_text(cut.group(1), max_chars) if cut else ""
 
 
 def parse_captions_dense(text: str, num_clips: int, max_chars: int = 160) -> tuple[list[str], list[str]]:
@@ -200,6 +227,8 @@ def parse_captions_dense(text: str, num_clips: int, max_chars: int = 160) -> tup
     value = find_json(text)
     if isinstance(value, dict):
         value = value.get("captions")
+    elif value is None:
+        value = salvage_list(text, "captions")
     if not isinstance(value, list):
         return [""] * num_clips, ["no JSON caption list in output"]
     notes = [] if len(value) == num_clips else [f"{len(value)} captions for {num_clips} clips"]
