@@ -135,6 +135,7 @@ def test_generate_rows_statuses_and_schema(world: Path, tmp_path: Path) -> None:
     summary = generate_priors(items, generator=generator(), engine_factory=ScriptedEngine, run_dir=run)
     assert summary.status_counts == {"ok": 3, "partial": 0, "failed": 3}
     assert summary.videos_done == 6 and len(summary.shards_written) == 3
+    assert "mean tokens in 367, out 37" in summary.line()  # over the 3 videos that reached the model
     table = read_shards(run, PRIOR_SCHEMA)
     assert table.schema.equals(PRIOR_SCHEMA, check_metadata=False)
     rows = {r["video_id"]: r for r in table.to_pylist()}

@@ -109,6 +109,7 @@ class RunSummary:
     videos_total: int = 0
     videos_skipped: int = 0
     videos_done: int = 0
+    videos_generated: int = 0  # done videos that reached the model (token means are over these)
     status_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
     failure_reasons: dict[str, int] = field(default_factory=dict)
     tokens_in: int = 0
@@ -117,7 +118,7 @@ class RunSummary:
     shards_written: list[str] = field(default_factory=list)
 
     def line(self) -> str:
-        n = max(self.videos_done, 1)
+        n = max(self.videos_generated, 1)
         c = self.status_counts
         return (
             f"{self.videos_done} videos ({self.videos_skipped} already done): ok {c['ok']}, partial "
@@ -340,6 +341,7 @@ def _run(
             for row in rows:
                 summary.videos_done += 1
                 summary.status_counts[row["status"]] += 1
+                summary.videos_generated += int(row["tokens_in"] > 0)
                 summary.tokens_in += row["tokens_in"]
                 summary.tokens_out += row["tokens_out"]
                 if row["status"] == FAILED:

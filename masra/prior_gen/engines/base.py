@@ -146,13 +146,12 @@ class EngineConfig:
 
 
 def describe_revision(model: str, revision: str | None) -> str:
-    """Provenance of the weights: the hub revision, or a hash of a local folder's config and weights
-    index (``local-<12 hex>``), or ``unknown``."""
+    """Provenance of the weights: for a local folder ``local-<12 hex>`` (a hash of its config and
+    weights index); for a hub id the commit of the locally cached snapshot, else the requested
+    revision, else ``unknown``."""
     import hashlib
     from pathlib import Path
 
-    if revision:
-        return revision
     folder = Path(model)
     if folder.is_dir():
         h = hashlib.sha256()
@@ -162,4 +161,9 @@ def describe_revision(model: str, revision: str | None) -> str:
                 h.update(name.encode())
                 h.update(p.read_bytes() if p.stat().st_size < 64 << 20 else str(p.stat().st_size).encode())
         return f"local-{h.hexdigest()[:12]}"
-    return "unknown"
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model, revision=revision, local_files_only=True)).name
+    except Exception:  # not cached, or not a hub id: keep what was asked for
+        return revision or "unknown"
