@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -147,7 +148,16 @@ def test_qwen3_vl_through_vllm_cli(card: Path, tiny_models: Path, tmp_path: Path
     assert {r["prompt_version"] for r in rows} == {prompts.prompt_version(prompts.FAMILIES["qwen3_vl"])}
 
 
-def test_vllm_request_building() -> None:
+@pytest.fixture
+def restore_environ() -> Iterator[None]:
+    """Importing vllm sets a few process-wide variables (TORCHINDUCTOR_*, KMP_*); undo them."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_vllm_request_building(restore_environ: None) -> None:
     pytest.importorskip("vllm")
     from vllm.sampling_params import StructuredOutputsParams
 
