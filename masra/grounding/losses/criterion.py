@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -139,11 +140,15 @@ class SetCriterion(nn.Module):
     @staticmethod
     def _match(outputs: Outputs, indices: MatchIndices, all_targets: Tensor, offsets: list[int]) -> _Matched:
         """Flatten one layer's per-sample matches (built on the CPU, sent in one copy)."""
-        flat = torch.cat(
-            [torch.stack([torch.full_like(q, b), q, j + offsets[b]]) for b, (q, j) in enumerate(indices)],
-            dim=1,
-        )  # (3, M) int64 on the CPU
-        batch_idx, query_idx, target_idx = flat.to(all_targets.device, non_blocking=True).unbind(0)
+        counts = [len(q) for q, _ in indices]
+        flat = np.stack(
+            [
+                np.repeat(np.arange(len(indices)), counts),
+                np.concatenate([q.numpy() for q, _ in indices]),
+                np.concatenate([j.numpy() + offsets[b] for b, (_, j) in enumerate(indices)]),
+            ]
+        ).astype(np.int64)  # (3, M) on the CPU
+        batch_idx, query_idx, target_idx = torch.from_numpy(flat).to(all_targets.device).unbind(0)
         return _Matched(
             batch_idx=batch_idx,
             query_idx=query_idx,
