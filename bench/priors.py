@@ -190,6 +190,49 @@ def _last_eval(run_dir: Path) -> dict[str, Any]:
     return last
 
 
+def _run_dir(work: Path, setting: str, seed: int) -> Path:
+    return work / "runs" / f"{setting.replace('+', '_')}-seed{seed}"
+
+
+LOSSES = ("span_l1", "span_giou", "label", "saliency_rank", "esta_event", "esta_clip", "sge", "lrca")
+
+
+def collect_runs(work: Path, settings: list[str], seeds: int) -> tuple[dict[str, Any], float | None]:
+    """Metrics (last and best evaluation) and final-epoch training losses of every finished run."""
+    per: dict[str, Any] = {}
+    position_r1 = None
+    for name in settings:
+        entry: dict[str, Any] = {
+            "last": {k: [] for k in METRICS},
+            "best": {k: [] for k in METRICS},
+            "final_losses": {k: [] for k in LOSSES},
+            "seconds": [],
+        }
+        for k in range(seeds):
+            run = _run_dir(work, name, k)
+            if not (run / "summary.json").is_file():
+                continue
+            summary = json.loads((run / "summary.json").read_text())
+            last = _last_eval(run)
+            for key in METRICS:
+                entry["last"][key].append(float(last[key]))
+                entry["best"][key].append(float(summary["best_metrics"][key]))
+            ends = [
+                json.loads(x)
+                for x in (run / "train_log.jsonl").read_text().splitlines()
+                if '"epoch_end"' in x
+            ]
+            for key in LOSSES:
+                if ends and f"loss_{key}" in ends[-1]:
+                    entry["final_losses"][key].append(float(ends[-1][f"loss_{key}"]))
+            entry["seconds"].append(summary["wall_seconds"])
+            if summary.get("position_baseline"):
+                position_r1 = summary["position_baseline"]["best_brief"].get("MR-full-R1@0.5")
+        if entry["seconds"]:
+            per[name] = entry
+    return per, position_r1
+
+
 def render(results: dict[str, Any]) -> str:
     """Markdown: machine line, both tables, and the verdicts."""
     per = results["settings"]
@@ -215,6 +258,19 @@ def render(results: dict[str, Any]) -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += [
+        "Training losses at the last epoch (unweighted, mean over seeds): the prior losses show whether the "
+        "model can fit the priors it is given (shuffled priors should stay higher than reference ones).",
+        "",
+        "| setting | " + " | ".join(LOSSES) + " |",
+        "|---|" + "---|" * len(LOSSES),
+    ]
+    for name in SETTINGS:
+        if name in per:
+            fl = per[name].get("final_losses", {})
+            cells = [f"{statistics.fmean(fl[k]):.3f}" if fl.get(k) else "-" for k in LOSSES]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
         "**Verdicts** (last evaluation, R1@0.5 and mAP; a difference counts when it exceeds the sum of the stds):",
         "",
     ]
@@ -273,6 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
     p.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
     p.add_argument("--no-docs", action="store_true")
+    p.add_argument("--render-only", action="store_true", help="only collect and report finished runs")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
@@ -291,38 +348,25 @@ def main(argv: list[str] | None = None) -> None:
     card = load_card("fixture", {"root": fixture})
     base = load_train_config("fixture", args.config, None)
     prior_root = (args.work / "prior_runs").resolve()
-    runs = write_prior_runs(
-        card.prior_dir, prior_root, card.clip_len, base.priors_encoder, 0, args.jitter, args.replace
-    )
-    log.info("prior runs: %s", runs)
+    if not args.render_only:
+        runs = write_prior_runs(
+            card.prior_dir, prior_root, card.clip_len, base.priors_encoder, 0, args.jitter, args.replace
+        )
+        log.info("prior runs: %s", runs)
     overrides = parse_overrides(args.sets)
     settings = [s for s in args.settings.split(",") if s]
-    per: dict[str, Any] = {
-        name: {"last": {k: [] for k in METRICS}, "best": {k: [] for k in METRICS}, "seconds": []}
-        for name in settings
-    }
-    position_r1 = None
-    partial = args.work / "partial.json"
-    for k in range(args.seeds):  # seed-major, so an interrupted run still has whole seeds
-        for name in settings:
-            ov = dict(overrides)
-            ov.update({"seed": base.seed + k, "card.root": fixture, "card.prior_dir": str(prior_root)})
-            if name == "baseline":
-                ov["masra"] = False
-            else:
-                ov["priors_run"] = name.split("+")[1]
-            cfg = load_train_config("fixture", args.config, ov)
-            run_dir = args.work / "runs" / f"{name.replace('+', '_')}-seed{k}"
-            summary = run_training(cfg, run_dir, store_dir=args.work / "store")
-            last = _last_eval(run_dir)
-            for key in METRICS:
-                per[name]["last"][key].append(float(last[key]))
-                per[name]["best"][key].append(float(summary["best_metrics"][key]))
-            per[name]["seconds"].append(summary["wall_seconds"])
-            if summary.get("position_baseline"):
-                position_r1 = summary["position_baseline"]["best_brief"].get("MR-full-R1@0.5")
-            log.info("%s seed %d: last %s", name, k, {m: last[m] for m in METRICS})
-            partial.write_text(json.dumps({"settings": per, "position_r1": position_r1}, indent=2))
+    if not args.render_only:
+        for k in range(args.seeds):  # seed-major, so an interrupted run still has whole seeds
+            for name in settings:
+                ov = dict(overrides)
+                ov.update({"seed": base.seed + k, "card.root": fixture, "card.prior_dir": str(prior_root)})
+                if name == "baseline":
+                    ov["masra"] = False
+                else:
+                    ov["priors_run"] = name.split("+")[1]
+                cfg = load_train_config("fixture", args.config, ov)
+                run_training(cfg, _run_dir(args.work, name, k), store_dir=args.work / "store")
+    per, position_r1 = collect_runs(args.work, settings, args.seeds)
     now = dt.datetime.now(dt.timezone.utc)
     results = {
         "bench": "prior_sensitivity",
@@ -332,7 +376,7 @@ def main(argv: list[str] | None = None) -> None:
         "fixture": fixture,
         "config": str(args.config),
         "overrides": " ".join(args.sets),
-        "seeds": args.seeds,
+        "seeds": max((len(v["seconds"]) for v in per.values()), default=0),
         "jitter": args.jitter,
         "replace": args.replace,
         "position_r1": position_r1,

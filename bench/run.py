@@ -36,6 +36,29 @@ log = logging.getLogger("bench.run")
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = ("qvhighlights", "fixture")
 BENCHES = ("train", "infer", "stage1")
+PARTS = {  # JSON files of bench/gpu.sh's steps -> keys of the result
+    "train.json": "train",
+    "infer.json": "infer",
+    "stage1.json": "stage1",
+}
+GPU_EXTRA = ("fit_masra", "train_compile", "train_batch128")
+
+
+def assemble(folder: Path, dataset: str) -> dict[str, Any]:
+    """One result from the per-benchmark JSON files in ``folder`` (what ``bench/gpu.sh`` leaves)."""
+    result: dict[str, Any] = {"dataset": dataset}
+    for name, key in PARTS.items():
+        p = folder / name
+        if p.is_file():
+            result[key] = json.loads(p.read_text())
+    extra = {
+        n: json.loads((folder / f"{n}.json").read_text())
+        for n in GPU_EXTRA
+        if (folder / f"{n}.json").is_file()
+    }
+    if extra:
+        result["gpu_extra"] = extra
+    return result
 
 
 def prepare_data(
@@ -137,6 +160,9 @@ def main(argv: list[str] | None = None) -> None:
         "--result-name", default=None, help="file name of the result JSON (default <host>-<stamp>.json)"
     )
     p.add_argument("--append-docs", type=Path, default=None, help="only append this result JSON's section")
+    p.add_argument(
+        "--assemble", type=Path, default=None, help="build the result from per-benchmark JSONs here"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
@@ -147,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     only = [b for b in args.only.split(",") if b]
-    unknown = set(only) - set(BENCHES)
+    unknown = set(only) - {*BENCHES, "data"}
     if unknown:
         p.error(f"--only: unknown benchmarks {sorted(unknown)}; choose from {BENCHES}")
     import torch
@@ -170,28 +196,35 @@ def main(argv: list[str] | None = None) -> None:
         tmp.replace(path)
 
     meta_path = None
-    if "train" in only or "infer" in only:
+    if args.assemble is not None:
+        result.update(assemble(args.assemble, args.dataset))
+        if result.get("train"):
+            result["data_description"] = result["train"].get("data")
+    elif "train" in only or "infer" in only or "data" in only:
         meta_path = prepare_data(
             args.dataset, args.work, args.annotations, args.fixture_dir, args.synth_scale
         )
         result["synth_scale"] = args.synth_scale
         meta = json.loads(meta_path.read_text())
         result["data_description"] = meta["description"]
-    if "train" in only and meta_path is not None:
+    if "data" in only and meta_path is not None:
+        print(f"bench data: {meta_path}")
+        return
+    if "train" in only and meta_path is not None and args.assemble is None:
         train_args = ["--data", str(meta_path), "--steps", str(args.steps), "--rounds", str(args.rounds)]
         train_args += ["--warmup", str(args.warmup), "--profile-steps", str(args.profile_steps)]
         train_args += ["--batch-size", str(args.batch_size), *common]
         train_args += ["--compile", "also"] if args.compile else []
         result["train"] = _run_module("bench.train_speed", train_args, out_dir / "train.json")
         save()
-    if "infer" in only and meta_path is not None:
+    if "infer" in only and meta_path is not None and args.assemble is None:
         repeats = args.infer_repeats or (3 if on_cuda else 1)
         infer_args = ["--data", str(meta_path), "--single-queries", str(args.single_queries), *common]
         infer_args += ["--repeats", str(repeats)]
         infer_args += ["--prior-dim", str(meta["prior_dim"])]
         result["infer"] = _run_module("bench.infer_speed", infer_args, out_dir / "infer.json")
         save()
-    if "stage1" in only:
+    if "stage1" in only and args.assemble is None:
         if importlib.util.find_spec("av") is None:
             log.warning("stage-1 benchmark skipped: PyAV (av) is not installed here")
         else:

@@ -21,6 +21,7 @@ import argparse
 import gc
 import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -285,8 +286,13 @@ def profile_phases(run: _Run, batches: list[torch.Tensor], n: int, clock: Clock)
     return {k: round(v / max(n, 1), 6) for k, v in totals.items()}
 
 
-def run_train_speed(data: BenchData, cfg: TrainSpeedConfig) -> dict[str, Any]:
-    """Time every variant (see the module doc) and return the results as a JSON-able dict."""
+def run_train_speed(
+    data: BenchData, cfg: TrainSpeedConfig, on_partial: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Time every variant (see the module doc) and return the results as a JSON-able dict.
+
+    ``on_partial`` receives the result once the timed rounds are done, before the phase profile.
+    """
     device = pick_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     clock = Clock(device)
@@ -294,7 +300,6 @@ def run_train_speed(data: BenchData, cfg: TrainSpeedConfig) -> dict[str, Any]:
     need_priors = "masra" in cfg.variants
     card, split, priors, load_times = open_data(data, device, DTYPES[precision], "train", need_priors)
     batches = _batches(split, cfg, acc)
-    steps_per_epoch = len(batches)
     names = [v for v in VARIANTS if v in cfg.variants]
     if cfg.compile == "also":
         names += [f"{v}+compile" for v in names]
@@ -323,11 +328,32 @@ def run_train_speed(data: BenchData, cfg: TrainSpeedConfig) -> dict[str, Any]:
                 log.info(
                     "round %d %s: median step %.4f s", r + 1, run.name, summarize(run.step_s)["median_s"]
                 )
+        partial = _assemble(data, cfg, device, precision, runs, {}, batches, load_times)
+        if on_partial is not None:
+            on_partial(partial)  # the timed rounds are safe even if the profile is cut short
         profiles = (
             {run.name: profile_phases(run, batches, cfg.profile_steps, clock) for run in runs}
             if (cfg.profile_steps)
             else {}
         )
+        result = _assemble(data, cfg, device, precision, runs, profiles, batches, load_times)
+    del runs, split
+    gc.collect()
+    return result
+
+
+def _assemble(
+    data: BenchData,
+    cfg: TrainSpeedConfig,
+    device: torch.device,
+    precision: str,
+    runs: list[_Run],
+    profiles: dict[str, dict[str, float]],
+    batches: list[torch.Tensor],
+    load_times: dict[str, float],
+) -> dict[str, Any]:
+    """The JSON result from the timings collected so far."""
+    steps_per_epoch = len(batches)
     timed_steps = cfg.steps * cfg.rounds
     variants: dict[str, Any] = {}
     for run in runs:
@@ -349,8 +375,6 @@ def run_train_speed(data: BenchData, cfg: TrainSpeedConfig) -> dict[str, Any]:
         b, m = variants.get(f"baseline{suffix}"), variants.get(f"masra{suffix}")
         if b and m:
             ratios[f"masra_over_baseline{suffix}"] = round(m["step"]["median_s"] / b["step"]["median_s"], 3)
-    del runs, split
-    gc.collect()
     return {
         "bench": "train_speed",
         "env": env_info(device),
@@ -400,7 +424,8 @@ def main(argv: list[str] | None = None) -> None:
         profile_steps=args.profile_steps,
         variants=tuple(v for v in args.variants.split(",") if v),
     )
-    write_json(args.json, run_train_speed(load_bench_data(args.data), cfg))
+    result = run_train_speed(load_bench_data(args.data), cfg, on_partial=lambda r: write_json(args.json, r))
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":
