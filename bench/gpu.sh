@@ -11,7 +11,7 @@
 #   2. synthetic QVHighlights-scale data (7,218 train queries / 7,100 videos, 75 clips x 2,818 dims)
 #   3. training step speed, baseline vs MASRA alternating (bf16, batch 32), then a phase profile
 #   4. inference: batched, single-query latency, val end to end, per-part forward costs
-#   5. a real Trainer.fit of 2 epochs of MASRA, evaluation + checkpoints every epoch, projected to 200
+#   5. a real Trainer.fit of 1 epoch of MASRA with its evaluation + checkpoints, projected to 200 epochs
 #   6. torch.compile'd MASRA training steps (compile time is in the warm-up, not in the timings)
 #   7. MASRA at batch 128 (throughput of large batches)
 # It ends by printing a Markdown section (also in $OUT/gpu_section.md) and writing
@@ -56,14 +56,14 @@ need = ["numpy", "pyarrow", "scipy", "accelerate", "yaml", "tqdm", "safetensors"
 print("missing modules:", [m for m in need if importlib.util.find_spec(m) is None] or "none")
 EOF
 
-step data 90 $PY -m bench.run --dataset qvhighlights --only data --work "$WORK" --synth-scale "$SCALE"
+step data 120 $PY -m bench.run --dataset qvhighlights --only data --work "$WORK" --synth-scale "$SCALE"
 DATA="$WORK/qvh_synth/bench_data.json"
 if [ -f "$DATA" ]; then
     step train 100 $PY -m bench.train_speed --data "$DATA" --device "$DEVICE" --steps "$STEPS" --rounds 2 \
         --warmup 5 --profile-steps 5 --json "$OUT/train.json"
     step infer 60 $PY -m bench.infer_speed --data "$DATA" --device "$DEVICE" --repeats 3 --single-queries 50 \
         --json "$OUT/infer.json"
-    step fit_masra 90 $PY -m bench.fit_speed --data "$DATA" --variant masra --epochs 2 --eval-every 1 \
+    step fit_masra 100 $PY -m bench.fit_speed --data "$DATA" --variant masra --epochs 1 --eval-every 1 \
         --device "$DEVICE" --json "$OUT/fit_masra.json"
     step compile 100 $PY -m bench.train_speed --data "$DATA" --device "$DEVICE" --variants masra \
         --compile only --steps "$STEPS" --rounds 1 --warmup 5 --profile-steps 0 --json "$OUT/train_compile.json"
