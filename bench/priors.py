@@ -330,6 +330,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
     p.add_argument("--no-docs", action="store_true")
     p.add_argument("--render-only", action="store_true", help="only collect and report finished runs")
+    p.add_argument(
+        "--train-seeds",
+        default=None,
+        help="comma list of seed indices to train here (default all); "
+        "lets several processes share one --work folder, then --render-only collects them",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
@@ -356,7 +362,8 @@ def main(argv: list[str] | None = None) -> None:
     overrides = parse_overrides(args.sets)
     settings = [s for s in args.settings.split(",") if s]
     if not args.render_only:
-        for k in range(args.seeds):  # seed-major, so an interrupted run still has whole seeds
+        mine = [int(x) for x in args.train_seeds.split(",")] if args.train_seeds else range(args.seeds)
+        for k in mine:  # seed-major, so an interrupted run still has whole seeds
             for name in settings:
                 ov = dict(overrides)
                 ov.update({"seed": base.seed + k, "card.root": fixture, "card.prior_dir": str(prior_root)})
