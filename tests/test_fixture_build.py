@@ -34,8 +34,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_same_seed_gives_identical_bytes_through_the_cli(built: Path, tmp_path: Path) -> None:
+    """The CLI with 2 worker processes writes the same bytes as the library in one process."""
     out = tmp_path / "again"
     args = ["fixture", "--out", str(out), "--seed", "11", "--train-videos", "4", "--val-videos", "2"]
+    args += ["--workers", "2"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "videos  train 4, val 2" in res.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -29,7 +30,13 @@ from masra.fixture import BuildConfig, WorldConfig, build_fixture
     show_default=True,
     help="A query for every distinct event type of a video, or one per pair.",
 )
-@click.option("--workers", type=int, default=1, show_default=True, help="Processes for rendering/extraction.")
+@click.option(
+    "--workers",
+    type=int,
+    default=min(2, os.cpu_count() or 1),
+    show_default=True,
+    help="Processes for rendering and feature extraction (the output does not depend on it).",
+)
 @click.option(
     "--encoder",
     default="minilm",
