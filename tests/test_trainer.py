@@ -49,9 +49,15 @@ def test_resume_is_exact(tmp_path: Path) -> None:
 
 def test_checkpoint_folder_rebuilds_the_model(tmp_path: Path) -> None:
     card = make_world(tmp_path / "world", num_train=8, num_val=4)
-    cfg = load_train_config(str(card), None, tiny_overrides(card, epochs=1))
-    run_training(cfg, tmp_path / "run")
+    cfg = load_train_config(
+        str(card), None, tiny_overrides(card, epochs=1, postprocess={"saliency_weight": 0.5})
+    )
+    summary = run_training(cfg, tmp_path / "run")
     best = tmp_path / "run" / "best"
+    # With saliency re-scoring on, the plain decoder ranking is reported beside it.
+    line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert set(line["without_saliency_rescore"]) == {"MR-full-R1@0.5", "MR-full-R1@0.7", "MR-full-mAP"}
+    assert summary["best_metrics"]["without_saliency_rescore"] == line["without_saliency_rescore"]
     names = {p.name for p in best.iterdir()}
     assert {"config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json"} <= names
     assert "predictions_val.jsonl" in names

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Scorer", "TrainStep", "Trainer", "build_scheduler"]
 
+_PLAIN_KEYS = ("MR-full-R1@0.5", "MR-full-R1@0.7", "MR-full-mAP")
+
 Scorer = Callable[[list[dict[str, Any]], ResidentSplit], dict[str, Any]]
 """(prediction rows, evaluated split) -> the metrics dict with a ``brief`` mapping."""
 
@@ -205,49 +207,60 @@ class Trainer:
         return self.elapsed_before + time.perf_counter() - self.t_start
 
     # ---- evaluation -----------------------------------------------------------------------------
-    @torch.no_grad()
-    def predict(self, data: ResidentSplit) -> list[dict[str, Any]]:
-        """Prediction rows for every query of ``data`` (sharded over processes, gathered in order)."""
+    def predict_outputs(self, data: ResidentSplit) -> tuple[Tensor, Tensor, Tensor]:
+        """Model outputs for every query of ``data``, sharded over processes and gathered in order.
+
+        Returns foreground probabilities (N, Q), spans (N, Q, 2) and saliency (N, L), on the device.
+        """
         model = self.model
         was_training = model.training
         model.eval()
         probs, spans, sals = [], [], []
+        world = self.acc.num_processes
         batches = epoch_batches(
             len(data),
-            self.cfg.eval_batch_size - self.cfg.eval_batch_size % self.acc.num_processes
-            or self.acc.num_processes,
+            max(1, self.cfg.eval_batch_size // world) * world,
             seed=0,
             epoch=0,
             rank=self.acc.process_index,
-            world=self.acc.num_processes,
+            world=world,
             shuffle=False,
         )
-        for idx in batches:
-            b = data.batch(idx, with_priors=False)
-            with self.acc.autocast():
-                out = model(b.video, b.video_mask, b.text, b.text_mask)
-            probs.append(self.acc.gather_for_metrics(foreground_prob(out["pred_logits"]).float()))
-            spans.append(self.acc.gather_for_metrics(out["pred_spans"].float()))
-            sals.append(self.acc.gather_for_metrics(out["saliency"].float()))
+        with torch.no_grad():
+            for idx in batches:
+                b = data.batch(idx, with_priors=False)
+                with self.acc.autocast():
+                    out = model(b.video, b.video_mask, b.text, b.text_mask)
+                probs.append(self.acc.gather_for_metrics(foreground_prob(out["pred_logits"]).float()))
+                spans.append(self.acc.gather_for_metrics(out["pred_spans"].float()))
+                sals.append(self.acc.gather_for_metrics(out["saliency"].float()))
         model.train(was_training)
         n = len(data)
         prob, span, sal = (torch.cat(x)[:n] for x in (probs, spans, sals))
+        return prob, span, sal
+
+    def _rows(
+        self, outputs: tuple[Tensor, Tensor, Tensor], data: ResidentSplit, saliency_weight: float
+    ) -> list[dict[str, Any]]:
         pp = self.cfg.postprocess
         return predictions_from_outputs(
-            prob,
-            span,
-            sal,
+            *outputs,
             data.meta,
             top_k=pp.top_k,
             snap=pp.snap,
             nms_iou=pp.nms_iou,
-            saliency_weight=pp.saliency_weight,
+            saliency_weight=saliency_weight,
         )
+
+    def predict(self, data: ResidentSplit) -> list[dict[str, Any]]:
+        """Prediction rows for every query of ``data`` with the configured post-processing."""
+        return self._rows(self.predict_outputs(data), data, self.cfg.postprocess.saliency_weight)
 
     def evaluate(self) -> dict[str, Any]:
         """Score the eval split; append one line to metrics.jsonl; returns the full metrics dict."""
         assert self.eval_data is not None
-        rows = self.predict(self.eval_data)
+        outputs = self.predict_outputs(self.eval_data)
+        rows = self._rows(outputs, self.eval_data, self.cfg.postprocess.saliency_weight)
         metrics = self.scorer(rows, self.eval_data)
         brief = metrics["brief"]
         record = {
@@ -257,6 +270,10 @@ class Trainer:
             "elapsed_s": round(self._elapsed(), 3),
             **brief,
         }
+        if self.cfg.postprocess.saliency_weight > 0:  # also the plain decoder ranking, for comparison
+            plain = self.scorer(self._rows(outputs, self.eval_data, 0.0), self.eval_data)["brief"]
+            record["without_saliency_rescore"] = {k: plain[k] for k in _PLAIN_KEYS if k in plain}
+            metrics["without_saliency_rescore"] = record["without_saliency_rescore"]
         self._append("metrics.jsonl", record)
         self.acc.log(
             {f"eval/{k}": v for k, v in brief.items() if isinstance(v, int | float)}, step=self.global_step
@@ -446,5 +463,7 @@ class Trainer:
         )
         if value > self.best_value:
             self.best_value, self.best_epoch, self.best_metrics = value, self.epoch, dict(brief)
+            if "without_saliency_rescore" in metrics:
+                self.best_metrics["without_saliency_rescore"] = metrics["without_saliency_rescore"]
             self.save("best", brief)
         self.save("last", brief)
