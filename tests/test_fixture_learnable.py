@@ -94,5 +94,5 @@ def test_bilinear_probe_learns_the_fixture(tmp_path: Path) -> None:
     with torch.no_grad():
         r1 = _r1(probe(va_v, va_t), va_m, va_q, 0.5)
         blind = _r1(probe(va_v, va_t.mean(0, keepdim=True).expand_as(va_t)), va_m, va_q, 0.5)
-    assert r1 > 0.4, r1  # the best fixed window reaches ~0.03, a random event ~0.2
+    assert r1 > 0.4, r1  # the best fixed window reaches ~0.17, a random event ~0.21
     assert blind < r1 - 0.2, (blind, r1)  # the same probe without the query's words fails
