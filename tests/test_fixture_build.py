@@ -81,6 +81,7 @@ def test_other_seed_gives_other_annotations(built: Path) -> None:
 def test_card_reads_the_fixture(built: Path) -> None:
     card = load_card("fixture", {"root": str(built)})
     marker = json.loads((built / "fixture.json").read_text())
+    assert marker["status"] == "complete"
     for split in ("train", "val"):
         queries, report = load_queries(card, split)
         assert len(queries) == marker["counts"]["queries"][split] >= 4 * SMALL[f"{split}_videos"]
