@@ -141,6 +141,7 @@ class BenchData:
     prior_encoder: str | None
     window_source: str
     description: str
+    prior_dim: int = 384
 
 
 def load_bench_data(meta_path: Path) -> BenchData:
@@ -154,4 +155,5 @@ def load_bench_data(meta_path: Path) -> BenchData:
         prior_encoder=raw.get("prior_encoder"),
         window_source=raw.get("window_source", "unknown"),
         description=raw.get("description", ""),
+        prior_dim=int(raw.get("prior_dim", 384)),
     )

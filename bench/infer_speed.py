@@ -67,7 +67,7 @@ class InferSpeedConfig:
         repeats: timed passes over the split in the batched path (the best is reported).
         single_queries: queries timed one by one through the Grounder (after 3 warm-up calls).
         device / precision: as in :class:`bench.train_speed.TrainSpeedConfig`.
-        prior_dim: prior embedding size the MASRA heads are built for.
+        prior_dim: prior embedding size the MASRA heads are built for (None: the bench data's).
         part_costs: also time the baseline with each MASRA part alone (:func:`part_costs`).
     """
 
@@ -76,13 +76,15 @@ class InferSpeedConfig:
     single_queries: int = 30
     device: str = "auto"
     precision: str = "auto"
-    prior_dim: int = 512
+    prior_dim: int | None = None
     variants: tuple[str, ...] = VARIANTS
     seed: int = 0
     part_costs: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("eval_batch_size", "repeats", "single_queries", "prior_dim"):
+        if self.prior_dim is not None and self.prior_dim < 1:
+            raise ValueError(f"InferSpeedConfig.prior_dim must be >= 1, got {self.prior_dim}")
+        for name in ("eval_batch_size", "repeats", "single_queries"):
             if getattr(self, name) < 1:
                 raise ValueError(f"InferSpeedConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not self.variants or set(self.variants) - set(VARIANTS):
@@ -149,7 +151,7 @@ PARTS = ("sge", "sora", "dai", "esta", "lrca")
 
 
 def part_costs(
-    card: Any, split: ResidentSplit, cfg: InferSpeedConfig, precision: str, clock: Clock, queries: int = 64
+    card: Any, split: ResidentSplit, prior_dim: int, precision: str, clock: Clock, queries: int = 64
 ) -> dict[str, float]:
     """Forward time (ms per query, best of 3, eval mode) of the baseline and of the baseline + one part.
 
@@ -160,10 +162,10 @@ def part_costs(
     use_amp = precision in ("bf16", "fp16")
     out: dict[str, float] = {}
     for name in ("baseline", *PARTS):
-        model_cfg = _model_config("masra", card, cfg.prior_dim)
+        model_cfg = _model_config("masra", card, prior_dim)
         switches = {f"use_{p}": p == name for p in PARTS}
         model_cfg = ModelConfig.from_dict({**model_cfg.to_dict(), **switches})
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(0)
         model = build_model(model_cfg).to(split.device).eval()
         best = float("inf")
         with torch.no_grad(), torch.autocast(split.device.type, dtype=DTYPES[precision], enabled=use_amp):
@@ -184,10 +186,11 @@ def run_infer_speed(data: BenchData, cfg: InferSpeedConfig) -> dict[str, Any]:
     card, split, _, load_times = open_data(data, device, DTYPES[precision], "val", with_priors=False)
     t_loaded = clock.now()
     store = FeatureStore.open(data.store_path)
+    prior_dim = cfg.prior_dim or data.prior_dim
     results: dict[str, Any] = {}
     for k, name in enumerate(v for v in VARIANTS if v in cfg.variants):
         torch.manual_seed(cfg.seed)
-        model = build_model(_model_config(name, card, cfg.prior_dim)).to(device).eval()
+        model = build_model(_model_config(name, card, prior_dim)).to(device).eval()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         predict_split(model, split, cfg.eval_batch_size, precision, max_batches=1)  # warm-up
@@ -231,7 +234,7 @@ def run_infer_speed(data: BenchData, cfg: InferSpeedConfig) -> dict[str, Any]:
         ratios["single_latency_masra_over_baseline"] = round(
             m["single_query_latency"]["median_s"] / b["single_query_latency"]["median_s"], 3
         )
-    costs = part_costs(card, split, cfg, precision, clock) if cfg.part_costs else None
+    costs = part_costs(card, split, prior_dim, precision, clock) if cfg.part_costs else None
     return {
         "bench": "infer_speed",
         "part_costs_ms_per_query": costs,
@@ -256,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--single-queries", type=int, default=InferSpeedConfig.single_queries)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
-    p.add_argument("--prior-dim", type=int, default=InferSpeedConfig.prior_dim)
+    p.add_argument("--prior-dim", type=int, default=None, help="default: the bench data's")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--no-part-costs", action="store_true", help="skip the per-part forward costs")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")

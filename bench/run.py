@@ -221,7 +221,6 @@ def main(argv: list[str] | None = None) -> None:
         repeats = args.infer_repeats or (3 if on_cuda else 1)
         infer_args = ["--data", str(meta_path), "--single-queries", str(args.single_queries), *common]
         infer_args += ["--repeats", str(repeats)]
-        infer_args += ["--prior-dim", str(meta["prior_dim"])]
         result["infer"] = _run_module("bench.infer_speed", infer_args, out_dir / "infer.json")
         save()
     if "stage1" in only and args.assemble is None:

@@ -3,8 +3,8 @@
 The feature *values* are random (speed does not depend on them); the *shapes* are QVHighlights':
 7,218 train queries over 7,100 videos (1,550 val queries over 1,519 videos), 75 clips of 2 s with
 SlowFast (2,304) + CLIP (512) features (+ 2 temporal-endpoint dims added by the loader), query tokens
-of 512 dims, at most 32 of them. Prior embeddings (events + one caption per clip) are 512-d, the CLIP
-text space of the standard query features.
+of 512 dims, at most 32 of them. Prior embeddings (events + one caption per clip) are 384-d, the
+MiniLM space that ``configs/qvhighlights.yaml`` names (``priors_encoder: minilm``).
 
 Window structure (durations, windows, saliency labels) comes from the real annotation files when a
 folder holding ``highlight_{train,val}_release.jsonl`` is given (default ``../shared/datasets/
@@ -17,7 +17,7 @@ Layout of ``out``::
     qvh_synth.yaml                      dataset card (format qvhighlights), root = out
     annotations/highlight_{train,val}_release.jsonl
     store/                              feature store (masra.datasets.store layout; opened by FeatureStore)
-    priors/synth/embeddings/clip/shard-00000.parquet   EMBED_SCHEMA rows of the train videos
+    priors/synth/embeddings/minilm/shard-00000.parquet   EMBED_SCHEMA rows of the train videos
 
 Nothing here reads per-video npz files: the store is written directly, in the layout
 :class:`masra.datasets.store.FeatureStore` opens, so training and evaluation read it through the real
@@ -49,7 +49,7 @@ __all__ = ["PRIOR_ENCODER", "PRIOR_RUN", "SynthConfig", "SynthData", "default_an
 
 CARD_NAME = "qvh_synth.yaml"
 PRIOR_RUN = "synth"
-PRIOR_ENCODER = "clip"
+PRIOR_ENCODER = "minilm"
 _FILES = {"train": "highlight_train_release.jsonl", "val": "highlight_val_release.jsonl"}
 
 
@@ -85,7 +85,7 @@ class SynthConfig:
     slowfast_dim: int = 2304
     clip_dim: int = 512
     text_dim: int = 512
-    prior_dim: int = 512
+    prior_dim: int = 384
     max_tokens: int = 32
     annotations: Path | None = None
     priors: bool = True

@@ -18,6 +18,7 @@ if str(REPO) not in sys.path:  # bench/ is a top-level folder, not installed wit
     sys.path.insert(0, str(REPO))
 
 from bench.common import load_bench_data, summarize  # noqa: E402
+from bench.infer_speed import InferSpeedConfig, run_infer_speed  # noqa: E402
 from bench.report import estimate_full_training, render_markdown  # noqa: E402
 from bench.synth import PRIOR_ENCODER, PRIOR_RUN, SynthConfig, make_synth, num_clips  # noqa: E402
 from bench.train_speed import TrainSpeedConfig, run_train_speed  # noqa: E402
@@ -144,6 +145,22 @@ def test_train_speed_runs_both_variants_and_reports_consistent_numbers(tiny, one
     assert m["params"] > b["params"]  # the MASRA parts add parameters
     ratio = res["ratios"]["masra_over_baseline"]
     assert ratio == pytest.approx(m["step"]["median_s"] / b["step"]["median_s"], rel=1e-2)
+
+
+def test_infer_speed_reports_every_path_and_the_phases_add_up(tiny, one_thread) -> None:  # type: ignore[no-untyped-def]
+    root, data = tiny
+    meta = load_bench_data(_write_meta(root, data))
+    res = run_infer_speed(meta, InferSpeedConfig(repeats=1, single_queries=2, device="cpu"))
+    assert res["val_queries"] == 6
+    assert set(res["part_costs_ms_per_query"]) == {"baseline"} | {
+        f"baseline+{p}" for p in ("sge", "sora", "dai", "esta", "lrca")
+    }
+    for v in res["variants"].values():
+        assert v["single_query_latency"]["n"] == 2
+        phases = v["e2e_phases_s"]
+        assert v["e2e_eval_s"] == pytest.approx(sum(phases.values()), abs=0.01)
+        assert v["batched_queries_per_s"] == pytest.approx(6 / min(v["batched_passes_s"]), rel=0.05)
+    assert res["variants"]["masra"]["e2e_phases_s"]["load_s"] == 0.0  # the load is counted once
 
 
 def test_summarize_and_full_training_estimate() -> None:
