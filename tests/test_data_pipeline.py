@@ -172,3 +172,22 @@ def test_epoch_batches_deterministic_and_sharded() -> None:
     assert torch.equal(merged[:10], torch.cat(a)) and set(merged[10:].tolist()) <= set(range(10))
     with pytest.raises(ValueError, match="not a multiple"):
         epoch_batches(10, 3, seed=0, epoch=0, world=2)
+
+
+def test_prior_events_past_the_cut_are_dropped_and_crossing_ones_clipped(tmp_path: Path) -> None:
+    card, store = _open(tmp_path, num_train=12, num_val=2, num_clips=16)
+    priors = read_prior_table(card.prior_dir, "reference", "toy")
+    queries, _ = load_queries(card, "train")
+    split = build_split(card, queries, store, max_clips=8, max_text_len=8, priors=priors)
+    cut = 8 * CLIP_LEN
+    starts = [q.windows[0][0] for q in queries]  # the toy world's one event per video is the GT window
+    assert split.report.events_dropped == sum(s >= cut for s in starts) > 0
+    assert split.event_mask is not None and split.event_spans is not None and split.caption_mask is not None
+    for i, q in enumerate(queries):
+        (s, e) = q.windows[0]
+        if s >= cut:
+            assert not bool(split.event_mask[i].any())
+        else:
+            expected = torch.tensor([s / cut, min(e, cut) / cut])
+            assert bool(split.event_mask[i, 0]) and torch.allclose(split.event_spans[i, 0], expected)
+    assert split.caption_mask.shape == (12, 8) and bool(split.caption_mask.all())

@@ -215,9 +215,11 @@ def _saliency_row(q: Query, kept: list[tuple[float, float]], length: int, clip_l
     """(length,) float32: mean annotator score when given, else 1 for clips overlapping a window."""
     row = np.zeros(length, np.float32)
     if q.relevant_clip_ids is not None and q.saliency_scores is not None:
-        for cid, scores in zip(q.relevant_clip_ids, q.saliency_scores, strict=True):
-            if 0 <= cid < length:
-                row[cid] = float(np.mean(scores))
+        if q.relevant_clip_ids:
+            ids = np.asarray(q.relevant_clip_ids, dtype=np.int64)
+            means = np.asarray(q.saliency_scores, dtype=np.float32).mean(axis=1)
+            keep = (ids >= 0) & (ids < length)
+            row[ids[keep]] = means[keep]
         return row
     for s, e in kept:
         a = int(np.floor(s / clip_len + _EPS))
@@ -281,40 +283,39 @@ def build_split(
     tef = 2 if card.temporal_endpoint else 0
     dv = store.video_dim
 
-    video = torch.zeros((n_v, l_max, dv + tef), dtype=dtype)
+    video = torch.empty((n_v, l_max, dv + tef), dtype=dtype)  # every entry is written below
     for i, v in enumerate(vids):
         off, n = int(store.video_offsets[vid_rows[v]]), int(vlen[i])
-        x = np.asarray(store.video_data[off : off + n], dtype=np.float32)  # (L, Dv)
+        video[i, :n, :dv] = torch.from_numpy(np.array(store.video_data[off : off + n]))  # (L, Dv), cast
         if tef:
-            x = np.concatenate([x, temporal_endpoint_features(n)], axis=1)
-        video[i, :n] = torch.from_numpy(x).to(dtype)
+            video[i, :n, dv:] = torch.from_numpy(temporal_endpoint_features(n))
+        video[i, n:] = 0
     video_mask = torch.arange(l_max)[None, :] < torch.from_numpy(vlen)[:, None]  # (V, L)
 
     t_len = np.array([int(store.text_lengths[store.text_row(q.qid)]) for q in kept_q], np.int64)
     report.texts_cut = int((t_len > max_text_len).sum())
     t_len = np.minimum(t_len, max_text_len)
-    text = torch.zeros((n_q, int(t_len.max()), store.text_dim), dtype=dtype)
+    t_max = int(t_len.max())
+    text = torch.empty((n_q, t_max, store.text_dim), dtype=dtype)  # every entry is written below
     s_max = max(1, max(len(w) for w in q_windows))
-    spans = torch.zeros((n_q, s_max, 2), dtype=torch.float32)
-    span_count = torch.zeros(n_q, dtype=torch.long)
-    saliency = torch.zeros((n_q, l_max), dtype=torch.float32)
-    q2v = torch.zeros(n_q, dtype=torch.long)
+    spans = np.zeros((n_q, s_max, 2), dtype=np.float32)
+    span_count = np.zeros(n_q, dtype=np.int64)
+    saliency = np.zeros((n_q, l_max), dtype=np.float32)
+    q2v = np.zeros(n_q, dtype=np.int64)
     meta: list[dict[str, Any]] = []
     for j, q in enumerate(kept_q):
-        off = int(store.text_offsets[store.text_row(q.qid)])
-        text[j, : t_len[j]] = torch.from_numpy(
-            np.asarray(store.text_data[off : off + t_len[j]], np.float32)
-        ).to(dtype)
+        off, n_tok = int(store.text_offsets[store.text_row(q.qid)]), int(t_len[j])
+        text[j, :n_tok] = torch.from_numpy(np.array(store.text_data[off : off + n_tok]))  # (T, Dt), cast
+        text[j, n_tok:] = 0
         vi = vindex[q.vid]
         q2v[j] = vi
-        grid = float(vlen[vi]) * clip_len
+        n_clips = int(vlen[vi])
         if q_windows[j]:
-            se = torch.tensor(q_windows[j], dtype=torch.float32) / grid  # (N_j, 2) normalised (start, end)
-            spans[j, : len(se)] = torch.stack([se.mean(-1), se[:, 1] - se[:, 0]], dim=-1)
+            se = np.asarray(q_windows[j], dtype=np.float64) / (n_clips * clip_len)  # (N_j, 2) normalised
+            spans[j, : len(se), 0] = se.mean(axis=1)
+            spans[j, : len(se), 1] = se[:, 1] - se[:, 0]
             span_count[j] = len(se)
-        saliency[j] = torch.from_numpy(
-            np.pad(_saliency_row(q, q_windows[j], int(vlen[vi]), clip_len), (0, l_max - int(vlen[vi])))
-        )
+        saliency[j, :n_clips] = _saliency_row(q, q_windows[j], n_clips, clip_len)
         meta.append(
             {
                 "qid": q.qid,
@@ -322,7 +323,7 @@ def build_split(
                 "vid": q.vid,
                 "duration": q.duration,
                 "clip_len": clip_len,
-                "num_clips": int(vlen[vi]),
+                "num_clips": n_clips,
             }
         )
     text_mask = torch.arange(text.shape[1])[None, :] < torch.from_numpy(t_len)[:, None]  # (N, T)
@@ -332,10 +333,10 @@ def build_split(
         video_mask=video_mask,
         text=text,
         text_mask=text_mask,
-        q2v=q2v,
-        spans=spans,
-        span_count=span_count,
-        saliency=saliency,
+        q2v=torch.from_numpy(q2v),
+        spans=torch.from_numpy(spans),
+        span_count=torch.from_numpy(span_count),
+        saliency=torch.from_numpy(saliency),
         event_spans=None,
         event_emb=None,
         event_mask=None,
@@ -345,7 +346,7 @@ def build_split(
         meta=meta,
         queries=kept_q,
         report=report,
-        span_count_cpu=span_count.tolist(),
+        span_count_cpu=[int(c) for c in span_count],
     )
     if priors is not None:
         _join_priors(
@@ -392,32 +393,39 @@ def _join_priors(
         )
     report.videos_without_priors = len(missing)
     report.missing_prior_ids = missing[:20]
-    n_v, l_max, dp = len(vids), split.video.shape[1], priors.dim
-    e_max = priors.event_emb.shape[1]
-    event_spans = torch.zeros((n_v, e_max, 2), dtype=torch.float32)
-    event_emb = torch.zeros((n_v, e_max, dp), dtype=dtype)
-    event_mask = torch.zeros((n_v, e_max), dtype=torch.bool)
-    caption_emb = torch.zeros((n_v, l_max, dp), dtype=dtype)
-    caption_mask = torch.zeros((n_v, l_max), dtype=torch.bool)
-    has_prior = torch.zeros(n_v, dtype=torch.bool)
-    for i, v in enumerate(vids):
-        r = priors.index.get(v)
-        if r is None:
-            continue
-        n, grid = int(vlen[i]), float(vlen[i]) * clip_len
-        has_prior[i] = True
-        caption_emb[i, :n] = torch.from_numpy(priors.caption_emb[r, :n].astype(np.float32)).to(dtype)
-        caption_mask[i, :n] = torch.from_numpy(priors.caption_valid[r, :n])
-        k = 0
-        for e in range(int(priors.event_count[r])):
-            s, t = float(priors.event_se[r, e, 0]), float(priors.event_se[r, e, 1])
-            if s >= grid - _EPS or t <= s:
-                report.events_dropped += 1
-                continue
-            event_spans[i, k] = torch.tensor([max(s, 0.0) / grid, min(t, grid) / grid])
-            event_emb[i, k] = torch.from_numpy(priors.event_emb[r, e].astype(np.float32)).to(dtype)
-            event_mask[i, k] = True
-            k += 1
+    n_v, l_max = len(vids), split.video.shape[1]
+    has = np.array([v in priors.index for v in vids], dtype=bool)  # (V,)
+    rows = np.array([priors.index.get(v, 0) for v in vids], dtype=np.int64)  # (V,) prior row (0 if none)
+    grid = (vlen * clip_len).astype(np.float64)  # (V,) seconds of each (cut) clip grid
+
+    # Captions: the first L clips of each video's prior row; nothing for videos without priors.
+    l_p = min(l_max, priors.caption_emb.shape[1])
+    clip_ok = np.arange(l_p)[None, :] < vlen[:, None]  # (V, l_p)
+    cap_mask = np.zeros((n_v, l_max), dtype=bool)
+    cap_mask[:, :l_p] = priors.caption_valid[rows, :l_p] & clip_ok & has[:, None]
+    caption_emb = torch.zeros((n_v, l_max, priors.dim), dtype=dtype)
+    caption_emb[:, :l_p] = torch.from_numpy(priors.caption_emb[rows, :l_p]).to(dtype)
+    caption_emb[~torch.from_numpy(cap_mask)] = 0
+
+    # Events: drop those starting past the cut (or empty), clip the rest, then pack the kept ones first.
+    se = priors.event_se[rows].astype(np.float64)  # (V, E, 2) seconds
+    real = (np.arange(se.shape[1])[None, :] < priors.event_count[rows][:, None]) & has[:, None]
+    keep = real & (se[..., 0] < grid[:, None] - _EPS) & (se[..., 1] > se[..., 0])
+    report.events_dropped = int((real & ~keep).sum())
+    order = np.argsort(~keep, axis=1, kind="stable")  # kept events first, in their original order
+    keep = np.take_along_axis(keep, order, axis=1)
+    se = np.take_along_axis(se, order[..., None], axis=1)
+    norm = (
+        np.stack([np.maximum(se[..., 0], 0.0), np.minimum(se[..., 1], grid[:, None])], -1)
+        / grid[:, None, None]
+    )
+    event_spans = torch.from_numpy(np.where(keep[..., None], norm, 0.0).astype(np.float32))  # (V, E, 2)
+    emb = np.take_along_axis(priors.event_emb[rows], order[..., None], axis=1)  # (V, E, Dp)
+    event_emb = torch.from_numpy(emb).to(dtype)
+    event_mask = torch.from_numpy(keep)
+    event_emb[~event_mask] = 0
+    caption_mask = torch.from_numpy(cap_mask)
+    has_prior = torch.from_numpy(has)
     split.event_spans, split.event_emb, split.event_mask = event_spans, event_emb, event_mask
     split.caption_emb, split.caption_mask, split.has_prior = caption_emb, caption_mask, has_prior
 
