@@ -18,7 +18,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo fixture test test-slow lint priors train eval ablate bench bench-priors tiny-models clean help
+.PHONY: setup demo fixture fixture-ready test test-slow lint priors train eval ablate bench bench-priors tiny-models clean help
 
 help:
 	@echo "make demo | test | setup | fixture | lint | priors | train | eval | ablate | bench | bench-priors  [DATASET=$(DATASET)]"
@@ -40,14 +40,15 @@ setup: $(STAMP)
 FIXTURE_STAMP := $(FIXTURE_DIR)/fixture.json
 TINY_QWEN := data/generated/tiny_models/qwen2_5_vl/config.json
 # Targets on the fixture build it (and the tiny test MLLM for stage 1) when it is missing.
-FIXTURE_DEPS := $(if $(filter fixture,$(DATASET)),$(FIXTURE_STAMP))
+FIXTURE_DEPS := $(if $(filter fixture,$(DATASET)),fixture-ready)
 
 # `make fixture` always regenerates; other targets only build a missing fixture.
 fixture: $(STAMP)
 	$(MASRA) fixture --out $(FIXTURE_DIR) --seed $(SEED)
 
-$(FIXTURE_STAMP): | $(STAMP)
-	$(MASRA) fixture --out $(FIXTURE_DIR) --seed $(SEED)
+# fixture.json says "complete" only once a build finished; a killed build is rebuilt.
+fixture-ready: $(STAMP)
+	@grep -qs '"status": "complete"' $(FIXTURE_STAMP) || $(MASRA) fixture --out $(FIXTURE_DIR) --seed $(SEED)
 
 $(TINY_QWEN): scripts/build_tiny_models.py | $(STAMP)
 	$(PY) scripts/build_tiny_models.py --out data/generated/tiny_models
@@ -82,7 +83,7 @@ ablate: $(STAMP) $(FIXTURE_DEPS)
 # The main job on the fixture: stage 1 with the tiny test MLLM (to show the path works; its random
 # weights write no information), then stage 2 on the fixture's reference priors, eval and a report.
 DEMO_RUN ?= runs/demo
-demo: $(STAMP) $(FIXTURE_STAMP) $(TINY_QWEN)
+demo: $(STAMP) fixture-ready $(TINY_QWEN)
 	@echo; echo "== [1/4] stage 1: priors from the tiny test MLLM (random weights) for 8 train videos"
 	$(MASRA) priors generate --dataset fixture --split train --limit 8
 	$(MASRA) priors embed --dataset fixture
