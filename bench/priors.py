@@ -205,6 +205,7 @@ def collect_runs(work: Path, settings: list[str], seeds: int) -> tuple[dict[str,
         entry: dict[str, Any] = {
             "last": {k: [] for k in METRICS},
             "best": {k: [] for k in METRICS},
+            "last_plain": {k: [] for k in METRICS},
             "final_losses": {k: [] for k in LOSSES},
             "seconds": [],
         }
@@ -214,9 +215,12 @@ def collect_runs(work: Path, settings: list[str], seeds: int) -> tuple[dict[str,
                 continue
             summary = json.loads((run / "summary.json").read_text())
             last = _last_eval(run)
+            plain = last.get("without_saliency_rescore") or {}
             for key in METRICS:
                 entry["last"][key].append(float(last[key]))
                 entry["best"][key].append(float(summary["best_metrics"][key]))
+                if key in plain:
+                    entry["last_plain"][key].append(float(plain[key]))
             ends = [
                 json.loads(x)
                 for x in (run / "train_log.jsonl").read_text().splitlines()
@@ -248,11 +252,12 @@ def render(results: dict[str, Any]) -> str:
     for which, title in (
         ("last", "at the last evaluation (no selection on val)"),
         ("best", "at the best epoch by val R1@0.5"),
+        ("last_plain", "at the last evaluation, decoder ranking alone (no saliency rescoring)"),
     ):
         lines += [f"Val metrics {title}, mean ± std over seeds:", ""]
         lines += ["| setting | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
         for name in SETTINGS:
-            if name not in per:
+            if name not in per or not all(per[name].get(which, {}).get(k) for k in METRICS):
                 continue
             cells = [f"{m:.2f} ± {s:.2f}" for m, s in (_mean_std(per[name][which][k]) for k in METRICS)]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
