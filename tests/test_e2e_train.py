@@ -65,8 +65,8 @@ def test_cli_train_writes_best_checkpoint_and_logs(tmp_path: Path) -> None:
 def test_cli_train_missing_priors_is_a_clear_error(tmp_path: Path) -> None:
     card = make_world(tmp_path / "world", num_train=10, prior_videos="train-half")
     res = CliRunner().invoke(main, ["train", "--dataset", str(card), "--out", str(tmp_path / "r"), *_sets(1)])
-    assert res.exit_code != 0
-    assert "5 of 10 videos have no priors" in str(res.exception)
+    assert res.exit_code == 1
+    assert "5 of 10 videos have no priors (e.g. train005" in res.output
     res = CliRunner().invoke(
         main,
         ["train", "--dataset", str(card), "--out", str(tmp_path / "r"), *_sets(1, allow_partial_priors=True)],

@@ -68,7 +68,10 @@ def train(
 
     cfg = _config(dataset, config, sets, priors, no_masra)
     run_dir = Path(out or f"runs/{Path(dataset).stem}")
-    summary = run_training(cfg, run_dir, resume=resume, store_dir=store)
+    try:
+        summary = run_training(cfg, run_dir, resume=resume, store_dir=store)
+    except (FileNotFoundError, ValueError) as e:  # bad data or priors: a message, not a traceback
+        raise click.ClickException(str(e)) from e
     if not PartialState().is_main_process:
         return
     best = summary.get("best_metrics") or {}
@@ -112,7 +115,10 @@ def ablate(dataset: str, config: str | None, sets: tuple[str, ...], priors: str 
             dataset, config, (*sets, *(f"{k}={json.dumps(v)}" for k, v in extra.items())), priors, False
         )
         log.info("ablation: %s", name)
-        summary = run_training(cfg, out_dir / name)
+        try:
+            summary = run_training(cfg, out_dir / name)
+        except (FileNotFoundError, ValueError) as e:
+            raise click.ClickException(f"ablation {name}: {e}") from e
         rows[name] = dict(summary.get("best_metrics") or {})
     table = format_table(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
