@@ -308,13 +308,17 @@ def verdicts(per: dict[str, Any]) -> list[str]:
         for other in ("masra+shuffled", "masra+noisy"):
             if other in per and "masra+reference" in per:
                 r, o, sig = cmp("masra+reference", other, key)
+                kind = other.split("+")[1]
                 if r > o and sig:
+                    out.append(f"{key}: reference priors beat {kind} priors ({r:.2f} vs {o:.2f}).")
+                elif o > r and sig:
                     out.append(
-                        f"{key}: reference priors beat {other.split('+')[1]} priors ({r:.2f} vs {o:.2f})."
+                        f"{key}: {kind} priors do BETTER than reference ones ({o:.2f} vs {r:.2f}): "
+                        "the reference priors' content does not help here."
                     )
                 else:
                     out.append(
-                        f"{key}: {other.split('+')[1]} priors do as well as reference ones ({o:.2f} vs {r:.2f}): "
+                        f"{key}: {kind} priors do as well as reference ones ({o:.2f} vs {r:.2f}): "
                         "the priors' content is not what helps here."
                     )
     return out

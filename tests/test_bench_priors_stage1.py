@@ -91,6 +91,8 @@ def test_verdicts_say_plainly_when_priors_do_not_help() -> None:
     better = {"last": {"MR-full-R1@0.5": [30.0, 31.0, 32.0], "MR-full-mAP": [20.0, 21.0, 22.0]}}
     text = " ".join(verdicts({"baseline": same, "masra+reference": better, "masra+shuffled": same}))
     assert "beats the baseline" in text and "reference priors beat shuffled" in text
+    text = " ".join(verdicts({"baseline": same, "masra+reference": same, "masra+shuffled": better}))
+    assert "shuffled priors do BETTER than reference ones" in text
 
 
 def test_canned_answers_parse_into_full_priors() -> None:
