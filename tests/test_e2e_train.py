@@ -97,7 +97,7 @@ def test_cli_ablate_prints_a_table(tmp_path: Path) -> None:
     assert json.loads((out / "baseline" / "best" / "config.json").read_text())["priors"] is None
 
 
-@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_two_process_accelerate_launch(tmp_path: Path) -> None:
     card = make_world(tmp_path / "world", num_train=16, num_val=6)
     run = tmp_path / "run"
