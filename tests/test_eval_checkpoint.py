@@ -29,7 +29,25 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "run"
 
 
-def test_checkpoint_eval_reproduces_the_trainer(run: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def rescored_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run whose post-processing blends window scores with saliency (postprocess.saliency_weight)."""
+    root = tmp_path_factory.mktemp("world_rescored")
+    card = make_world(root / "data", num_train=8, num_val=6)
+    overrides = tiny_overrides(
+        card, epochs=2, best_metric="MR-full-mAP", postprocess={"saliency_weight": 0.5}
+    )
+    run_training(load_train_config(str(card), None, overrides), root / "run")
+    return root / "run"
+
+
+@pytest.mark.parametrize("which", ["plain", "saliency_rescored"])
+def test_checkpoint_eval_reproduces_the_trainer(
+    which: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    run: Path = request.getfixturevalue("run" if which == "plain" else "rescored_run")
+    weight = json.loads((run / "best" / "config.json").read_text())["train"]["postprocess"]["saliency_weight"]
+    assert weight == (0.0 if which == "plain" else 0.5)
     out = tmp_path / "eval"
     res = CliRunner().invoke(
         main, ["eval", "--checkpoint", str(run / "best"), "--split", "val", "--out", str(out)]

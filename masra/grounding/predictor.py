@@ -45,7 +45,7 @@ from torch import nn
 
 from masra.datasets.card import DatasetCard, load_card
 from masra.datasets.features import l2_normalize, temporal_endpoint_features
-from masra.grounding.postprocess import foreground_prob, spans_to_windows, temporal_nms
+from masra.grounding.postprocess import foreground_prob, saliency_rescore, spans_to_windows, temporal_nms
 from masra.grounding.submission import Prediction
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,9 @@ class GrounderConfig:
         merge_nms_iou: NMS threshold that merges the windows' candidates of a long video.
         off_core_weight: score factor of a long video's candidates centred outside their window's core.
         saliency_rescore: weight a long video's candidates by the video-level saliency they cover.
+        saliency_weight: single-pass videos: blend each window's score with the saliency over it
+            (:func:`~masra.grounding.postprocess.saliency_rescore`; the checkpoint's
+            ``postprocess.saliency_weight``, so predictions match the trainer's; 0 = off).
         batch_size: (query, window) pairs per forward pass.
     """
 
@@ -94,6 +97,7 @@ class GrounderConfig:
     merge_nms_iou: float = 0.7
     off_core_weight: float = 0.5
     saliency_rescore: bool = True
+    saliency_weight: float = 0.0
     batch_size: int = 64
 
     def __post_init__(self) -> None:
@@ -106,6 +110,8 @@ class GrounderConfig:
             raise ValueError(
                 f"window_stride must be in [1, max_clips={self.max_clips}], got {self.window_stride}"
             )
+        if not 0.0 <= self.saliency_weight <= 1.0:
+            raise ValueError(f"saliency_weight must be in [0, 1], got {self.saliency_weight}")
         if not 0.0 <= self.off_core_weight <= 1.0:
             raise ValueError(f"off_core_weight must be in [0, 1], got {self.off_core_weight}")
         for name in ("nms_iou", "merge_nms_iou"):
@@ -274,6 +280,7 @@ class Grounder:
             top_k=int(pp.get("top_k", 10)),
             snap=bool(pp.get("snap", False)),
             nms_iou=pp.get("nms_iou"),
+            saliency_weight=float(pp.get("saliency_weight", 0.0)),
         )
         config = replace(config, **overrides)
         name = text_encoder if isinstance(text_encoder, str) else None
@@ -487,15 +494,17 @@ class Grounder:
             saliency[s : s + span] += sal.numpy()
             counts[s : s + span] += 1
             offset = s * cfg.clip_len
+            single = len(starts) == 1
+            rescore_single = single and cfg.saliency_weight > 0
             local = spans_to_windows(
                 spans,
                 prob,
                 num_clips=span,
                 clip_len=cfg.clip_len,
                 duration=max(duration - offset, 1e-6),
-                top_k=top_k if len(starts) == 1 else prob.shape[0],
+                top_k=top_k if single and not rescore_single else prob.shape[0],
                 snap=cfg.snap,
-                nms_iou=cfg.nms_iou if len(starts) == 1 else None,
+                nms_iou=cfg.nms_iou if single and not rescore_single else None,
             )
             if len(starts) == 1:
                 candidates = local
@@ -506,6 +515,13 @@ class Grounder:
                 weight = 1.0 if lo <= (a + e) / 2 <= hi else cfg.off_core_weight
                 candidates.append([a, e, c * weight])
         saliency = saliency / counts
+        if len(starts) == 1 and cfg.saliency_weight > 0:  # the trainer's post-processing, same order
+            rounded = [round(float(v), 5) for v in saliency]  # as the trainer's saliency lists
+            candidates = saliency_rescore(
+                candidates, rounded, clip_len=cfg.clip_len, weight=cfg.saliency_weight
+            )
+            nms = temporal_nms(candidates, cfg.nms_iou) if cfg.nms_iou is not None else candidates
+            candidates = nms[:top_k]
         if len(starts) > 1:
             if cfg.saliency_rescore:
                 candidates = self._saliency_rescore(candidates, saliency)
