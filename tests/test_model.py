@@ -174,22 +174,25 @@ def test_eval_is_padding_invariant_and_batched_equals_single() -> None:
 @pytest.mark.parametrize("training", [False, True])
 def test_outputs_identical_with_and_without_priors(training: bool) -> None:
     model = build_model(_cfg()).train(training)
-    crit = build_criterion(LossConfig(), model.cfg)
     with_priors, without = _batch(with_priors=True), _batch(with_priors=False)
     torch.manual_seed(1)
     out_a = _run(model, with_priors)
-    losses_a = crit(out_a, with_priors)
     torch.manual_seed(1)
     out_b = _run(model, without)
-    losses_b = crit(out_b, without)
+    assert out_a.keys() == out_b.keys()
     for key, value in out_a.items():
         if key == "aux_outputs":
             for aux_a, aux_b in zip(value, out_b[key], strict=True):
                 assert all(torch.equal(aux_a[k], aux_b[k]) for k in aux_a)
         else:
             assert torch.equal(value, out_b[key]), key
-    assert {"esta_event", "esta_clip", "sge", "lrca"} <= set(losses_a)
-    assert set(losses_b) == set(losses_a) - {"esta_event", "esta_clip", "sge", "lrca"}
+    if training:
+        crit = build_criterion(LossConfig(), model.cfg)
+        losses_a, losses_b = crit(out_a, with_priors), crit(out_b, without)
+        assert {"esta_event", "esta_clip", "sge", "lrca"} <= set(losses_a)
+        assert set(losses_b) == set(losses_a) - {"esta_event", "esta_clip", "sge", "lrca"}
+    else:  # the loss-only heads do not run at inference
+        assert "esta_clip" not in out_a and "lrca_clip" not in out_a
 
 
 # ---- learning -------------------------------------------------------------------------------------------
@@ -240,3 +243,11 @@ def test_dynamo_captures_the_forward_in_one_graph(training: bool) -> None:
     explained = torch._dynamo.explain(model)(batch.video, batch.video_mask, batch.text, batch.text_mask)
     assert explained.graph_break_count == 0, explained.break_reasons
     assert explained.graph_count == 1
+
+
+def test_prior_losses_on_inference_outputs_are_a_clear_error() -> None:
+    model = build_model(_cfg()).eval()
+    crit = build_criterion(LossConfig(), model.cfg)
+    batch = _batch(with_priors=True)
+    with pytest.raises(ValueError, match=r"esta_clip.*training mode"):
+        crit(_run(model, batch), batch)

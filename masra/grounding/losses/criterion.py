@@ -252,10 +252,20 @@ class SetCriterion(nn.Module):
             losses["saliency_neg"] = negative_pair_loss(scores_neg, mask)
 
         if batch.priors is not None and self.prior_map:
+            missing = sorted({_PRIOR_INPUTS[n] for n in self.prior_map} - outputs.keys())
+            if missing:
+                raise ValueError(
+                    f"prior losses need the model outputs {missing}; the loss-only heads run in "
+                    "training mode only: call model.train() before the forward pass"
+                )
             prior_targets = _PriorTargets.from_batch(batch)
             for name, prior_fn in self.prior_map.items():
                 losses[name] = prior_fn(outputs, prior_targets)
         return losses
+
+
+# The model output each prior loss reads.
+_PRIOR_INPUTS = {"esta_event": "esta_clip", "esta_clip": "esta_clip", "sge": "sge_pred", "lrca": "lrca_clip"}
 
 
 def build_criterion(cfg: LossConfig, model_cfg: ModelConfig) -> SetCriterion:

@@ -90,7 +90,7 @@ class MasraModel(nn.Module):
         h = self.clip_encoder(h, video_mask, pos)
         if self.sge is not None:
             h, out["sge_pred"] = self.sge(h, video_mask)
-        if self.lrca_head is not None:
+        if self.lrca_head is not None and self.training:  # read only by the LRCA loss
             out["lrca_clip"] = self.lrca_head(h)
         if self.sora is not None:
             h = self.sora(h, video_mask)[0]
@@ -118,9 +118,10 @@ class MasraModel(nn.Module):
             (center, width) in (0, 1); ``saliency`` (B, L) logits, :data:`SALIENCY_PAD` at padded clips;
             ``aux_outputs``: one dict with ``pred_logits`` / ``pred_spans`` per intermediate decoder
             layer (empty when ``cfg.aux_loss`` is False); ``clip_feats`` (B, L, D) the decoder memory;
-            per enabled part ``esta_clip`` (B, L, Dp), ``sge_pred`` (B, L, Dp), ``lrca_clip``
-            (B, L, Dl) and ``dai_relevance`` (B, L) in [0, 1]; in training mode also
-            ``saliency_neg`` (B, L), the saliency under the query of the previous sample in the batch.
+            per enabled part ``sge_pred`` (B, L, Dp) and ``dai_relevance`` (B, L) in [0, 1]; in
+            training mode also ``saliency_neg`` (B, L), the saliency under the query of the previous
+            sample in the batch, and the loss-only heads ``esta_clip`` (B, L, Dp) and ``lrca_clip``
+            (B, L, Dl), which are not computed at inference.
         """
         if video.shape[:2] != video_mask.shape or text.shape[:2] != text_mask.shape:
             raise ValueError(
@@ -150,7 +151,7 @@ class MasraModel(nn.Module):
         out: dict[str, Any] = dict(enc)
         out.update(layers[-1])
         out["aux_outputs"] = layers[:-1] if self.cfg.aux_loss else []
-        if self.esta_head is not None:
+        if self.esta_head is not None and self.training:  # read only by the ESTA/SGE losses
             out["esta_clip"] = self.esta_head(enc["clip_feats"])
         return out
 
