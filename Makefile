@@ -74,7 +74,14 @@ priors: $(STAMP) $(FIXTURE_DEPS) $(if $(filter fixture,$(DATASET)),$(TINY_QWEN))
 train: $(STAMP) $(FIXTURE_DEPS)
 	$(MASRA) train --dataset $(DATASET) --out $(RUN)
 
-eval: $(STAMP) $(FIXTURE_DEPS)
+# On the fixture, a bare `make eval` trains the checkpoint first when there is none.
+ifeq ($(DATASET),fixture)
+$(RUN)/best/config.json: | fixture-ready
+	$(MASRA) train --dataset fixture --out $(RUN)
+EVAL_DEPS := $(RUN)/best/config.json
+endif
+
+eval: $(STAMP) $(FIXTURE_DEPS) $(EVAL_DEPS)
 	$(MASRA) eval --checkpoint $(RUN)/best --dataset $(DATASET) --split val
 
 ablate: $(STAMP) $(FIXTURE_DEPS)
