@@ -28,7 +28,7 @@ WORK=${BENCH_WORK:-/tmp/masra-bench}
 PY=${PYTHON:-$(command -v python || command -v python3)}
 DEVICE=${BENCH_DEVICE:-cuda}
 SCALE=${BENCH_SCALE:-1}
-STEPS=${BENCH_STEPS:-40}          # timed steps per variant and round of the main training measurement
+STEPS=${BENCH_STEPS:-30}          # timed steps per variant and round of the main training measurement
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 HOST=$($PY -c 'import socket; print(socket.gethostname())')
@@ -59,7 +59,7 @@ EOF
 step data 120 $PY -m bench.run --dataset qvhighlights --only data --work "$WORK" --synth-scale "$SCALE"
 DATA="$WORK/qvh_synth/bench_data.json"
 if [ -f "$DATA" ]; then
-    step train 100 $PY -m bench.train_speed --data "$DATA" --device "$DEVICE" --steps "$STEPS" --rounds 2 \
+    step train 130 $PY -m bench.train_speed --data "$DATA" --device "$DEVICE" --steps "$STEPS" --rounds 2 \
         --warmup 5 --profile-steps 5 --json "$OUT/train.json"
     step infer 60 $PY -m bench.infer_speed --data "$DATA" --device "$DEVICE" --repeats 3 --single-queries 50 \
         --json "$OUT/infer.json"
