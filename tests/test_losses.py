@@ -158,6 +158,22 @@ def test_esta_losses_fall_when_features_agree_with_priors(loss_fn) -> None:
     assert low.item() < mixed.item() < high.item()
 
 
+@pytest.mark.parametrize("loss_fn", [esta_event_loss, esta_clip_loss])
+def test_esta_same_text_across_videos_is_a_positive(loss_fn) -> None:
+    # Every video has the same first description ("the empty background"): with features that agree
+    # with the priors the loss is ~0; counting the copies as negatives (threshold above any cosine)
+    # leaves it at >= log(number of copies) for those events.
+    spans, emb, clip_mask, _, _ = _prior_world(2)
+    emb[:, 0] = emb[0, 0]  # one shared text across the 3 videos
+    event_mask = torch.ones(emb.shape[:2], dtype=torch.bool)
+    member = event_membership(spans, event_mask, clip_mask)
+    agree = torch.einsum("bel,bed->bld", member.float(), emb)
+    merged = loss_fn(agree, member, emb, event_mask, 0.07)
+    separate = loss_fn(agree, member, emb, event_mask, 0.07, same_text_threshold=1.5)
+    assert merged.item() < 0.05
+    assert separate.item() > 0.3 * math.log(3)
+
+
 def test_esta_skips_videos_without_priors() -> None:
     spans, emb, clip_mask, _, random = _prior_world(1)
     event_mask = torch.ones(emb.shape[:2], dtype=torch.bool)

@@ -151,6 +151,8 @@ class LossConfig(_JsonConfig):
         rank_temperature: temperature of the rank-contrastive softmax over clips.
         w_esta_event / w_esta_clip: ESTA event-level and clip-level InfoNCE weights.
         esta_temperature: InfoNCE temperature of both ESTA terms (and SGE).
+        esta_same_text: cosine of two event-description embeddings at or above which they count as
+            the same text; such events are positives of each other in both ESTA terms, not negatives.
         w_sge: weight of SGE's supervision (its prediction against ESTA's clip-level target).
         w_lrca: LRCA weight.
         lrca_window: half-width w of the local window (clips ``|i - j| <= w``, ``i != j``).
@@ -174,6 +176,7 @@ class LossConfig(_JsonConfig):
     w_esta_event: float = 0.5
     w_esta_clip: float = 0.5
     esta_temperature: float = 0.07
+    esta_same_text: float = 0.99
     w_sge: float = 0.5
     w_lrca: float = 1.0
     lrca_window: int = 5
@@ -208,6 +211,10 @@ class LossConfig(_JsonConfig):
             lrca_text_temperature=self.lrca_text_temperature,
             lrca_video_temperature=self.lrca_video_temperature,
         )
+        if not -1.0 <= self.esta_same_text <= 1.0:
+            raise ValueError(
+                f"{owner}.esta_same_text must be a cosine in [-1, 1], got {self.esta_same_text!r}"
+            )
         if not 0.0 < self.eos_coef <= 1.0:
             raise ValueError(f"{owner}.eos_coef must be in (0, 1], got {self.eos_coef!r}")
         if self.cost_class + self.cost_span + self.cost_giou == 0:

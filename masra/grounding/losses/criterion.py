@@ -183,6 +183,7 @@ class SetCriterion(nn.Module):
             priors.event_emb,
             priors.event_mask,
             self.cfg.esta_temperature,
+            self.cfg.esta_same_text,
         )
 
     def _clip_level(self, outputs: Outputs, priors: _PriorTargets, name: str) -> Tensor:
@@ -192,7 +193,12 @@ class SetCriterion(nn.Module):
             keys = {"esta_clip": "esta_clip", "sge": "sge_pred"}
             stacked = torch.stack([outputs[keys[n]] for n in names])  # (V, B, L, Dp)
             values = esta_clip_loss(
-                stacked, priors.member, priors.event_emb, priors.event_mask, self.cfg.esta_temperature
+                stacked,
+                priors.member,
+                priors.event_emb,
+                priors.event_mask,
+                self.cfg.esta_temperature,
+                self.cfg.esta_same_text,
             )  # (V,)
             priors.clip_level.update(zip(names, values.unbind(0), strict=True))
         return priors.clip_level[name]

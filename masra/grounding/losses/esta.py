@@ -8,14 +8,21 @@ Clip ``i`` of a video with ``n`` real clips has center ``(i + 0.5) / n``; it lie
 its center is inside the event span. An event that covers no clip center takes the clip holding its
 midpoint, so every real event has at least one clip. This gives the membership ``M`` (B, E, L).
 
+Events whose descriptions are the same text are one semantic class: ``S_ef = [t_e . t_f >= tau]``
+(``tau`` = ``same_text``, 0.99 by default: identical texts embed identically). Such pairs are
+positives, never negatives, so a description repeated across videos ("the empty background") does
+not push apart the spans it truly describes.
+
 Event level (all events of the batch, so other events of the same video are negatives):
 
     p_e = normalize(sum_i M_ei z_i / sum_i M_ei),  t_e = normalize(d_e)
-    L_event = 1/2 [CE_rows(p t^T / T) + CE_cols(p t^T / T)]       over the N real events
+    L_event = 1/2 mean_e [ lse_f (p_e . t_f / T) - lse_{f: S_ef} (p_e . t_f / T)
+                         + lse_f (t_e . p_f / T) - lse_{f: S_ef} (t_e . p_f / T) ]  over the real events
 
-Clip level (each covered clip against every event of the batch, its covering events positive):
+Clip level (each covered clip against every event of the batch; positives are the events covering
+it and every event with the same text as one of those):
 
-    L_clip = mean_i [ logsumexp_{e in batch} (z_i . t_e / T) - logsumexp_{e covers i} (z_i . t_e / T) ]
+    L_clip = mean_i [ lse_{e in batch} (z_i . t_e / T) - lse_{e in P_i} (z_i . t_e / T) ]
 
 with ``z_i`` normalised. Videos with ``has_prior`` False contribute neither rows nor columns. Shapes stay
 static (padded events are masked, never dropped), and everything runs in float32.
@@ -27,9 +34,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["esta_clip_loss", "esta_event_loss", "event_membership"]
+__all__ = ["esta_clip_loss", "esta_event_loss", "event_membership", "same_text"]
 
 _NEG = -1e4
+SAME_TEXT = 0.99
+
+
+def same_text(t: Tensor, valid: Tensor, threshold: float = SAME_TEXT) -> Tensor:
+    """(N, Dp) normalised event embeddings, (N,) validity -> (N, N) bool: same description.
+
+    The diagonal is True for every valid event.
+    """
+    eye = torch.eye(t.shape[0], dtype=torch.bool, device=t.device)
+    same = ((t @ t.T) >= threshold) | eye  # an event is always its own positive
+    return same & valid[:, None] & valid[None, :]
+
+
+def _multi_positive_nce(logits: Tensor, positives: Tensor) -> Tensor:
+    """Per row: ``logsumexp(all) - logsumexp(positives)``; rows without positives give 0."""
+    has = positives.any(-1)
+    loss = torch.logsumexp(logits, dim=-1) - torch.logsumexp(logits.masked_fill(~positives, _NEG), dim=-1)
+    return loss * has
 
 
 def event_membership(event_spans: Tensor, event_mask: Tensor, clip_mask: Tensor) -> Tensor:
@@ -51,15 +76,24 @@ def _normalised(x: Tensor) -> Tensor:
 
 
 def esta_event_loss(
-    clip_proj: Tensor, member: Tensor, event_emb: Tensor, event_mask: Tensor, temperature: float
+    clip_proj: Tensor,
+    member: Tensor,
+    event_emb: Tensor,
+    event_mask: Tensor,
+    temperature: float,
+    same_text_threshold: float = SAME_TEXT,
 ) -> Tensor:
-    """Symmetric InfoNCE between span-pooled clip projections and event embeddings; scalar.
+    """Symmetric multi-positive InfoNCE between span-pooled clip projections and event embeddings.
 
     Args:
         clip_proj: (B, L, Dp) clip features in the prior space.
         member: (B, E, L) bool :func:`event_membership`.
         event_emb: (B, E, Dp) event-description embeddings.
         event_mask: (B, E) bool, already False for videos without priors.
+        same_text_threshold: cosine at or above which two descriptions count as the same text.
+
+    Returns:
+        A scalar.
     """
     weight = member.float()  # (B, E, L)
     pooled = torch.einsum("bel,bld->bed", weight, clip_proj.float())
@@ -69,14 +103,19 @@ def esta_event_loss(
     valid = event_mask.flatten()  # (B*E,)
     logits = (p @ t.T) / temperature  # (B*E, B*E)
     logits = logits.masked_fill(~(valid[:, None] & valid[None, :]), _NEG)
-    labels = torch.arange(logits.shape[0], device=logits.device)
-    rows = F.cross_entropy(logits, labels, reduction="none")  # video -> text
-    cols = F.cross_entropy(logits.T, labels, reduction="none")  # text -> video
-    return 0.5 * ((rows + cols) * valid).sum() / valid.sum().clamp(min=1)
+    same = same_text(t, valid, same_text_threshold)  # (B*E, B*E), symmetric
+    rows = _multi_positive_nce(logits, same)  # video -> text
+    cols = _multi_positive_nce(logits.T, same)  # text -> video
+    return 0.5 * (rows + cols).sum() / valid.sum().clamp(min=1)
 
 
 def esta_clip_loss(
-    clip_proj: Tensor, member: Tensor, event_emb: Tensor, event_mask: Tensor, temperature: float
+    clip_proj: Tensor,
+    member: Tensor,
+    event_emb: Tensor,
+    event_mask: Tensor,
+    temperature: float,
+    same_text_threshold: float = SAME_TEXT,
 ) -> Tensor:
     """Multi-positive InfoNCE of every covered clip against all events of the batch.
 
@@ -94,5 +133,7 @@ def esta_clip_loss(
     pos = eye[:, None, :, None] & member.permute(0, 2, 1)[:, :, None, :]  # (B, L, B, E)
     pos = pos.flatten(2).flatten(0, 1)  # (B*L, B*E)
     covered = pos.any(-1)  # (B*L,)
-    loss = torch.logsumexp(logits, dim=-1) - torch.logsumexp(logits.masked_fill(~pos, _NEG), dim=-1)
+    same = same_text(t, event_mask.flatten(), same_text_threshold)  # (B*E, B*E)
+    pos = (pos.float() @ same.float()) > 0  # + events sharing a covering event's text
+    loss = _multi_positive_nce(logits, pos)
     return (loss * covered).sum(-1) / covered.sum().clamp(min=1)
