@@ -6,26 +6,21 @@ No timing is asserted anywhere: speed is measured by ``make bench``, never by un
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # bench/ is a top-level folder, not installed with the package
-    sys.path.insert(0, str(REPO))
-
-from bench.common import load_bench_data, summarize  # noqa: E402
-from bench.infer_speed import InferSpeedConfig, run_infer_speed  # noqa: E402
-from bench.report import estimate_full_training, render_markdown  # noqa: E402
-from bench.synth import PRIOR_ENCODER, PRIOR_RUN, SynthConfig, make_synth, num_clips  # noqa: E402
-from bench.train_speed import TrainSpeedConfig, run_train_speed  # noqa: E402
-from masra.datasets.card import load_card  # noqa: E402
-from masra.datasets.readers import load_queries  # noqa: E402
-from masra.datasets.store import FeatureStore  # noqa: E402
-from masra.grounding.priors_io import read_prior_table  # noqa: E402
+from bench.common import load_bench_data, summarize
+from bench.infer_speed import InferSpeedConfig, run_infer_speed
+from bench.report import estimate_full_training, render_markdown
+from bench.synth import PRIOR_ENCODER, PRIOR_RUN, SynthConfig, make_synth, num_clips
+from bench.train_speed import TrainSpeedConfig, run_train_speed
+from masra.datasets.card import load_card
+from masra.datasets.readers import load_queries
+from masra.datasets.store import FeatureStore
+from masra.grounding.priors_io import read_prior_table
 
 TINY = {
     "train_queries": 12,

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # bench/ is a top-level folder, not installed with the package
-    sys.path.insert(0, str(REPO))
-
-from bench.priors import PriorVariant, derangement, noisy, shuffled, verdicts, write_variant  # noqa: E402
-from bench.stage1_speed import CannedEngine, Stage1SpeedConfig, run_stage1_speed  # noqa: E402
-from masra.grounding.priors_io import read_prior_table  # noqa: E402
-from masra.prior_gen import prompts  # noqa: E402
-from masra.prior_gen.engines.base import GenRequest, SamplingConfig  # noqa: E402
-from masra.prior_gen.parsing import ParseConfig, parse_caption, parse_events  # noqa: E402
+from bench.priors import PriorVariant, derangement, noisy, shuffled, verdicts, write_variant
+from bench.stage1_speed import CannedEngine, Stage1SpeedConfig, run_stage1_speed
+from masra.grounding.priors_io import read_prior_table
+from masra.prior_gen import prompts
+from masra.prior_gen.engines.base import GenRequest, SamplingConfig
+from masra.prior_gen.parsing import ParseConfig, parse_caption, parse_events
 
 CLIP = 2.0
 
