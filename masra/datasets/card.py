@@ -118,13 +118,14 @@ def find_card(name_or_path: str | os.PathLike[str]) -> Path:
     )
 
 
-def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``tree["a"]["b"] = value`` for ``key = "a.b"``, creating mappings on the way."""
     parts = key.split(".")
     node = tree
     for part in parts[:-1]:
         nxt = node.setdefault(part, {})
         if not isinstance(nxt, dict):
-            raise ValueError(f"override {key!r}: {part!r} is not a mapping in the card")
+            raise ValueError(f"override {key!r}: {part!r} is not a mapping")
         node = nxt
     node[parts[-1]] = value
 
@@ -148,7 +149,7 @@ def load_card(name_or_path: str | os.PathLike[str], overrides: dict[str, Any] | 
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a dataset card must be a YAML mapping")
     for k, v in (overrides or {}).items():
-        _set_dotted(raw, k, v)
+        set_dotted(raw, k, v)
     try:
         root = Path(raw.get("root", "."))
 

@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from masra.datasets.card import set_dotted
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -214,17 +216,6 @@ def find_train_config(dataset: str) -> Path | None:
     return None
 
 
-def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = tree
-    for part in parts[:-1]:
-        nxt = node.setdefault(part, {})
-        if not isinstance(nxt, dict):
-            raise ValueError(f"override {key!r}: {part!r} is not a mapping")
-        node = nxt
-    node[parts[-1]] = value
-
-
 def load_train_config(
     dataset: str,
     config_path: str | os.PathLike[str] | None = None,
@@ -253,7 +244,7 @@ def load_train_config(
         if key.startswith("card."):
             raw["card"][key[len("card.") :]] = value
         else:
-            _set_dotted(raw, key, value)
+            set_dotted(raw, key, value)
     try:
         return TrainConfig.from_dict(raw)
     except TypeError as e:  # a mapping where a scalar belongs, etc.
