@@ -254,14 +254,16 @@ def render(results: dict[str, Any]) -> str:
         ("best", "at the best epoch by val R1@0.5"),
         ("last_plain", "at the last evaluation, decoder ranking alone (no saliency rescoring)"),
     ):
-        lines += [f"Val metrics {title}, mean ± std over seeds:", ""]
-        lines += ["| setting | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
+        rows = []
         for name in SETTINGS:
             if name not in per or not all(per[name].get(which, {}).get(k) for k in METRICS):
                 continue
             cells = [f"{m:.2f} ± {s:.2f}" for m, s in (_mean_std(per[name][which][k]) for k in METRICS)]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines.append("")
+            rows.append(f"| {name} | " + " | ".join(cells) + " |")
+        if not rows:  # e.g. no saliency rescoring configured: the plain ranking is the one above
+            continue
+        lines += [f"Val metrics {title}, mean ± std over seeds:", ""]
+        lines += ["| setting | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS), *rows, ""]
     lines += [
         "Training losses at the last epoch (unweighted, mean over seeds): the prior losses show whether the "
         "model can fit the priors it is given (shuffled priors should stay higher than reference ones).",
