@@ -77,6 +77,26 @@ def test_checkpoint_folder_rebuilds_the_model(tmp_path: Path) -> None:
     assert any("loss_esta_event" in r and "loss_lrca" in r for r in log)
 
 
+def test_interval_log_means_span_epoch_boundaries(tmp_path: Path) -> None:
+    # 3 steps per epoch, a log line every 2 steps: intervals straddle epochs. Every step is in exactly
+    # one interval, so the interval means weighted by their step counts must add up to the epoch means
+    # weighted by the steps per epoch (an interval that lost the steps of the previous epoch would not).
+    card = make_world(tmp_path / "world", num_train=18, num_val=4)
+    cfg = load_train_config(
+        str(card), None, tiny_overrides(card, epochs=2, eval_every=2, batch_size=6, log_every=2)
+    )
+    run_training(cfg, tmp_path / "run")
+    log = [json.loads(x) for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    intervals = [r for r in log if not r.get("epoch_end")]
+    epochs = [r for r in log if r.get("epoch_end")]
+    assert [r["step"] for r in intervals] == [2, 4, 6] and all(r["steps"] == 2 for r in intervals)
+    assert len(epochs) == 2
+    for key in ("loss", "loss_span_l1", "loss_saliency_rank"):
+        by_interval = sum(r[key] * r["steps"] for r in intervals)
+        by_epoch = sum(r[key] * 3 for r in epochs)
+        assert by_interval == pytest.approx(by_epoch, rel=1e-5)
+
+
 def test_baseline_run_reads_no_priors(tmp_path: Path) -> None:
     card = make_world(tmp_path / "world", num_train=8, num_val=4, prior_videos="none")
     cfg = load_train_config(str(card), None, tiny_overrides(card, epochs=1, masra=False))

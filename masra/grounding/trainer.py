@@ -3,7 +3,8 @@
 Files of a run folder::
 
     train_log.jsonl   one line per ``log_every`` steps and per epoch: epoch, step, lr, loss (weighted
-                      total) and every unweighted named loss as ``loss_<name>`` (means over the interval)
+                      total) and every unweighted named loss as ``loss_<name>`` (means over the interval;
+                      interval lines also give ``steps``, the number of steps averaged)
     metrics.jsonl     one line per evaluation: epoch, step, split, elapsed_s and the metrics' ``brief``
     best/ last/       checkpoint folders (masra.grounding.checkpoint)
     summary.json      written by :func:`masra.grounding.recipe.run_training` at the end
@@ -177,6 +178,10 @@ class Trainer:
         self.step_module, self.optimizer, self.scheduler = accelerator.prepare(step, optimizer, scheduler)
         self.epoch = 0  # epochs completed
         self.global_step = 0
+        # Loss sums of the current log interval; it spans epoch boundaries (log_every need not
+        # divide the steps per epoch), so the sums and their step count live on the trainer.
+        self._interval_sums: dict[str, Tensor] = {}
+        self._interval_steps = 0
         self.best_value = -math.inf
         self.best_epoch = -1
         self.best_metrics: dict[str, Any] = {}
@@ -362,7 +367,6 @@ class Trainer:
         cfg = self.cfg
         module = self.step_module
         module.train()
-        sums: dict[str, Tensor] = {}
         epoch_sums: dict[str, Tensor] = {}
         count = 0
         batches = epoch_batches(
@@ -385,18 +389,21 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.global_step += 1
             count += 1
+            sums = self._interval_sums
             for name, value in [("loss", total), *((f"loss_{k}", v) for k, v in losses.items())]:
                 v = value.detach().float()
                 sums[name] = sums.get(name, 0.0) + v  # type: ignore[assignment, operator]
                 epoch_sums[name] = epoch_sums.get(name, 0.0) + v  # type: ignore[assignment, operator]
+            self._interval_steps += 1
             progress.update(1)
             if self.global_step % cfg.log_every == 0:
-                n_int = (self.global_step - 1) % cfg.log_every + 1
+                n_int = self._interval_steps
                 record = {k: float(v) / n_int for k, v in sums.items()}
-                sums = {}
+                self._interval_sums, self._interval_steps = {}, 0
                 lr = self.scheduler.get_last_lr()[0]
                 self._append(
-                    "train_log.jsonl", {"epoch": self.epoch, "step": self.global_step, "lr": lr, **record}
+                    "train_log.jsonl",
+                    {"epoch": self.epoch, "step": self.global_step, "lr": lr, "steps": n_int, **record},
                 )
                 self.acc.log(
                     {f"train/{k}": v for k, v in record.items()} | {"train/lr": lr}, step=self.global_step
