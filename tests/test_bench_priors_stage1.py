@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bench.priors import PriorVariant, derangement, noisy, shuffled, verdicts, write_variant
+from bench.priors import PriorVariant, derangement, finished_same, noisy, shuffled, verdicts, write_variant
 from bench.stage1_speed import CannedEngine, Stage1SpeedConfig, run_stage1_speed
 from masra.grounding.priors_io import read_prior_table
 from masra.prior_gen import prompts
@@ -113,3 +114,16 @@ def test_stage1_speed_runs_the_real_generator_on_a_short_video(tmp_path: Path) -
     phases = res["phases_s_per_video"]
     assert phases["decode (inside prepare)"] <= phases["prepare (decode + sample + build)"] + 1e-6
     assert (tmp_path / "run").is_dir() and any((tmp_path / "run").glob("*.parquet"))
+
+
+def test_a_finished_run_is_kept_only_for_the_identical_configuration(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cfg = {"epochs": 40, "scheduler": "cosine", "model": {"hidden_dim": 128}, "lrca": None}
+    assert not finished_same(run, cfg)  # nothing there
+    (run / "last").mkdir(parents=True)
+    (run / "last" / "config.json").write_text(json.dumps({"train": cfg, "epoch": 40}))
+    assert not finished_same(run, cfg)  # checkpoint without summary: interrupted, train again
+    (run / "summary.json").write_text("{}")
+    assert finished_same(run, cfg)
+    assert not finished_same(run, {**cfg, "epochs": 20})
+    assert not finished_same(run, {**cfg, "model": {"hidden_dim": 256}})
