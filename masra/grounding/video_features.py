@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from masra.datasets.card import DatasetCard
+from masra.video_io import VideoIOError, frame_times, probe_duration, sample_frames
 
 log = logging.getLogger(__name__)
 
@@ -40,75 +41,34 @@ DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
 CLIP_TYPE = "clip"
 
 
-class VideoReadError(RuntimeError):
+class VideoReadError(VideoIOError):
     """A video that cannot be opened or decoded; the message names the file."""
-
-
-def _duration(container: Any, stream: Any) -> float:
-    if container.duration:
-        return float(container.duration) / 1e6
-    if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
-    return 0.0
 
 
 def sample_clip_frames(path: str | os.PathLike[str], clip_len: float) -> tuple[np.ndarray, float]:
     """The frame nearest each clip centre ``(i + 0.5) * clip_len`` -> ((L, H, W, 3) uint8, duration s).
 
-    ``L = ceil(duration / clip_len)`` (a last partial clip counts). Frames are picked while decoding,
-    so memory holds one frame per clip. When the container states no duration, the last frame's time
-    plus one frame interval is used (and all frame times are kept to pick from).
+    ``L = ceil(duration / clip_len)`` (a last partial clip counts); centres past the last frame get
+    the last frame. Frames keep the video's size. Sampling is :func:`masra.video_io.sample_frames`
+    (nearest timestamp, ties to the later frame; it seeks over stretches no centre needs), so memory
+    holds one frame per clip. When the container states no duration, the last frame's time plus
+    one frame interval (the median gap between frames) is used.
     """
-    import av
-
     path = Path(path)
-    if not path.is_file():
-        raise VideoReadError(f"video file not found: {path}")
+    label = str(path)
     try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as e:
-        raise VideoReadError(f"cannot open {path}: {e}") from None
-    with container:
-        if not container.streams.video:
-            raise VideoReadError(f"no video stream in {path}")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        duration = _duration(container, stream)
-        known = duration > 0
-        centers = (
-            (np.arange(max(1, math.ceil(duration / clip_len - 1e-6))) + 0.5) * clip_len if known else None
-        )
-        picked: list[np.ndarray] = []
-        kept: list[tuple[float, np.ndarray]] = []  # all frames, only when the duration is unknown
-        prev: tuple[float, Any] | None = None
-        n = 0
-        try:
-            for frame in container.decode(stream):
-                t, n = float(frame.time or 0.0), n + 1
-                if centers is None:
-                    kept.append((t, frame.to_ndarray(format="rgb24")))
-                    continue
-                while len(picked) < len(centers) and t >= centers[len(picked)]:
-                    c = centers[len(picked)]
-                    best = frame if prev is None or abs(t - c) <= abs(prev[0] - c) else prev[1]
-                    picked.append(best.to_ndarray(format="rgb24"))
-                if len(picked) == len(centers):
-                    break
-                prev = (t, frame)
-        except av.error.FFmpegError as e:
-            raise VideoReadError(f"decoding failed in {path} after {n} frames: {e}") from None
-        if n == 0:
-            raise VideoReadError(f"no decodable frames in {path}")
-        if centers is not None:
-            while len(picked) < len(centers) and prev is not None:  # centres past the last frame
-                picked.append(prev[1].to_ndarray(format="rgb24"))
-            return np.stack(picked), duration
-    times = np.array([t for t, _ in kept])
-    step = float(np.median(np.diff(times))) if len(times) > 1 else clip_len
-    duration = float(times[-1]) + step
-    centers = (np.arange(max(1, math.ceil(duration / clip_len - 1e-6))) + 0.5) * clip_len
-    picks = np.abs(times[None, :] - centers[:, None]).argmin(axis=1)  # (L,) nearest frame per clip
-    return np.stack([kept[i][1] for i in picks]), duration
+        duration = probe_duration(path, label)
+        if duration <= 0:
+            times = frame_times(path, label)
+            if len(times) == 0:
+                raise VideoIOError(f"no decodable frames in {label}")
+            step = float(np.median(np.diff(times))) if len(times) > 1 else clip_len
+            duration = float(times[-1]) + step
+        centers = (np.arange(max(1, math.ceil(duration / clip_len - 1e-6))) + 0.5) * clip_len
+        sampled = sample_frames(path, centers, require_timestamps=False, label=label)
+    except VideoIOError as e:
+        raise VideoReadError(str(e)) from None
+    return sampled.pixels, duration
 
 
 @dataclass

@@ -1,9 +1,11 @@
-"""Video decoding with PyAV: frames nearest to requested times, resized for the model.
+"""Video decoding for the prior prompts: frames nearest to requested times, resized for the model.
 
-The decoder walks the stream once in presentation order and, for each requested time, keeps the
-frame whose timestamp is nearest (the previous or the current frame). Timestamps come from each
-frame's pts, so variable-frame-rate files sample correctly. Frames are resized by FFmpeg's scaler
-so that the longer side is at most ``max_side`` pixels.
+The sampling itself lives in :mod:`masra.video_io` (shared with stage 2's raw-video features): for
+each requested time the frame with the nearest timestamp (pts) is picked, so variable-frame-rate
+files sample correctly, and frames are resized by FFmpeg's scaler so that the longer side is at most
+``max_side`` pixels. The decoder seeks over stretches no request needs and otherwise decodes
+forward; the picks are those of decoding every frame. ``VideoConfig.skip_nonref`` trades exactness
+for speed on files with B-frames (see :mod:`masra.video_io` for the error it allows).
 
 Any problem (missing, unreadable, corrupt, truncated or zero-length file, no video stream, no
 timestamps) raises :class:`VideoDecodeError` with a one-line reason; the generator records that
@@ -12,7 +14,6 @@ reason as the video's ``failed`` status and goes on with the next video.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from dataclasses import dataclass
@@ -20,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from masra.video_io import VideoIOError, sample_frames
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
 
 
-class VideoDecodeError(RuntimeError):
+class VideoDecodeError(VideoIOError):
     """A video that cannot be used; ``str(err)`` is the reason stored in the prior row."""
 
 
@@ -39,12 +40,17 @@ class VideoConfig:
         frames_per_clip: frames per clip for per-clip captions (rounded up to an even count, as
             Qwen-VL models group 2 frames per temporal patch).
         max_side: longer side of a resized frame in pixels.
+        skip_nonref: do not decode non-reference frames (FFmpeg ``skip_frame=NONREF``). About 2x
+            faster on files with B-frames, no change on files without; a requested time whose
+            nearest frame is skipped gets the nearest decoded one (at most 1.5 frame intervals away
+            with x264's default B-frame layout, see :mod:`masra.video_io`).
     """
 
     fps: float = 1.0
     max_frames: int = 64
     frames_per_clip: int = 2
     max_side: int = 448
+    skip_nonref: bool = False
 
     def __post_init__(self) -> None:
         if not self.fps > 0:
@@ -96,83 +102,35 @@ def find_video(video_dir: str | os.PathLike[str], vid: str) -> Path | None:
     return None
 
 
-def _scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    scale = min(1.0, max_side / max(width, height))
-    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
-
-
-def _why(e: Exception) -> str:
-    """FFmpeg's own message without the file path PyAV appends."""
-    return str(getattr(e, "strerror", None) or e)
-
-
 def decode_at(
-    path: str | os.PathLike[str], times: np.ndarray, max_side: int, tail_tolerance: float = 1.0
+    path: str | os.PathLike[str],
+    times: np.ndarray,
+    max_side: int,
+    tail_tolerance: float = 1.0,
+    *,
+    skip_nonref: bool = False,
+    threads: int = 0,
+    strategy: str = "auto",
 ) -> Frames:
     """Decode the frames of ``path`` nearest to each of ``times`` (seconds, any order).
 
     Returns ``Frames`` with ``pixels`` (T, H, W, 3) uint8 in the order of ``times``. Requested times
     past the last decodable frame get the last frame if it lies within ``tail_tolerance`` seconds
     (or two frame intervals) of them: annotation durations and container durations often differ by
-    a fraction of a second. A larger gap means the file is truncated.
+    a fraction of a second. A larger gap means the file is truncated. ``skip_nonref``, ``threads``
+    and ``strategy`` are those of :func:`masra.video_io.sample_frames`.
     """
-    import av
-
-    path = Path(path)
-    if not path.is_file():
-        raise VideoDecodeError(f"video file not found: {path}")
-    if path.stat().st_size == 0:
-        raise VideoDecodeError(f"zero-length file: {path.name}")
     times = np.asarray(times, dtype=np.float64)
-    order = np.argsort(times, kind="stable")
-    picked: list[np.ndarray | None] = [None] * len(times)
     try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as e:
-        raise VideoDecodeError(f"cannot open {path.name}: {_why(e)}") from None
-    with container:
-        if not container.streams.video:
-            raise VideoDecodeError(f"no video stream in {path.name}")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        size = _scaled_size(stream.codec_context.width or 2, stream.codec_context.height or 2, max_side)
-        rate = float(stream.average_rate) if stream.average_rate else 0.0
-        step = 1.0 / rate if rate > 0 else 0.5
-        prev: tuple[float, av.VideoFrame] | None = None
-        k = 0
-        n_frames = 0
-
-        def rgb(frame: av.VideoFrame) -> np.ndarray:
-            return frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
-
-        try:
-            for frame in container.decode(stream):
-                if frame.time is None:
-                    raise VideoDecodeError(f"frame without timestamp in {path.name}")
-                t, n_frames = float(frame.time), n_frames + 1
-                while k < len(order) and t >= times[order[k]]:
-                    target = times[order[k]]
-                    best = frame if prev is None or abs(t - target) <= abs(prev[0] - target) else prev[1]
-                    picked[order[k]] = rgb(best)
-                    k += 1
-                if k == len(order):
-                    break
-                prev = (t, frame)
-        except av.error.FFmpegError as e:
-            raise VideoDecodeError(
-                f"decoding failed in {path.name} after {n_frames} frames: {_why(e)}"
-            ) from None
-        if n_frames == 0:
-            raise VideoDecodeError(f"no decodable frames in {path.name}")
-        if k < len(order):
-            last_t, last = prev if prev is not None else (0.0, None)
-            missing = times[order[k:]]
-            if last is None or missing.max() > last_t + max(2 * step, tail_tolerance):
-                raise VideoDecodeError(
-                    f"truncated: {path.name} ends at {last_t:.2f} s but frames up to {missing.max():.2f} s "
-                    "were requested"
-                )
-            arr = rgb(last)
-            for j in order[k:]:
-                picked[j] = arr
-    return Frames(np.stack([p for p in picked if p is not None]), times.copy())
+        sampled = sample_frames(
+            path,
+            times,
+            max_side=max_side,
+            tail_tolerance=tail_tolerance,
+            strategy=strategy,
+            skip_nonref=skip_nonref,
+            threads=threads,
+        )
+    except VideoIOError as e:
+        raise VideoDecodeError(str(e)) from None
+    return Frames(sampled.pixels, times.copy())
