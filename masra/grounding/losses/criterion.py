@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from masra.grounding.batch import Batch
 from masra.grounding.config import LossConfig, ModelConfig
-from masra.grounding.losses.esta import esta_clip_loss, esta_event_loss, event_membership
+from masra.grounding.losses.esta import EstaTargets, clip_term, event_membership, event_term
 from masra.grounding.losses.lrca import lrca_loss
 from masra.grounding.losses.saliency import (
     negative_pair_loss,
@@ -61,28 +61,29 @@ class _Matched:
 class _PriorTargets:
     """What the prior losses read, derived once per call; videos without priors already masked out.
 
-    Attributes: event_emb (B, E, Dp); event_mask (B, E); member (B, E, L) clip-in-event membership;
-    caption_emb (B, L, Dp); caption_valid (B, L) clip real, captioned and from a video with priors;
-    clip_level: ESTA's and SGE's clip-level losses once computed (they share one pass).
+    Attributes: esta: ESTA's targets (membership-derived masks, normalised texts, same-text classes),
+    None when neither ESTA nor SGE is on; caption_emb (B, L, Dp); caption_valid (B, L) clip real,
+    captioned and from a video with priors; clip_level: ESTA's and SGE's clip-level losses once
+    computed (they share one pass).
     """
 
-    event_emb: Tensor
-    event_mask: Tensor
-    member: Tensor
+    esta: EstaTargets | None
     caption_emb: Tensor
     caption_valid: Tensor
     clip_level: dict[str, Tensor] = field(default_factory=dict)
 
     @classmethod
-    def from_batch(cls, batch: Batch) -> _PriorTargets:
+    def from_batch(cls, batch: Batch, same_text_threshold: float, with_esta: bool) -> _PriorTargets:
         priors = batch.priors
         assert priors is not None
         has = priors.has_prior[:, None]  # (B, 1)
-        event_mask = priors.event_mask & has
+        esta = None
+        if with_esta:
+            event_mask = priors.event_mask & has
+            member = event_membership(priors.event_spans, event_mask, batch.video_mask)
+            esta = EstaTargets.build(member, priors.event_emb, event_mask, same_text_threshold)
         return cls(
-            event_emb=priors.event_emb,
-            event_mask=event_mask,
-            member=event_membership(priors.event_spans, event_mask, batch.video_mask),
+            esta=esta,
             caption_emb=priors.caption_emb,
             caption_valid=batch.video_mask & priors.caption_mask & has,
         )
@@ -177,29 +178,17 @@ class SetCriterion(nn.Module):
     # Each prior loss reads the outputs through masks, so it stays attached to the graph (zero
     # gradient) even when no video of the batch has priors.
     def loss_esta_event(self, outputs: Outputs, priors: _PriorTargets) -> Tensor:
-        return esta_event_loss(
-            outputs["esta_clip"],
-            priors.member,
-            priors.event_emb,
-            priors.event_mask,
-            self.cfg.esta_temperature,
-            self.cfg.esta_same_text,
-        )
+        assert priors.esta is not None
+        return event_term(outputs["esta_clip"], priors.esta, self.cfg.esta_temperature)
 
     def _clip_level(self, outputs: Outputs, priors: _PriorTargets, name: str) -> Tensor:
         """ESTA's clip term and SGE's supervision share one target; compute both in one pass."""
         if not priors.clip_level:
+            assert priors.esta is not None
             names = [n for n in ("esta_clip", "sge") if n in self.prior_map]
             keys = {"esta_clip": "esta_clip", "sge": "sge_pred"}
             stacked = torch.stack([outputs[keys[n]] for n in names])  # (V, B, L, Dp)
-            values = esta_clip_loss(
-                stacked,
-                priors.member,
-                priors.event_emb,
-                priors.event_mask,
-                self.cfg.esta_temperature,
-                self.cfg.esta_same_text,
-            )  # (V,)
+            values = clip_term(stacked, priors.esta, self.cfg.esta_temperature)  # (V,)
             priors.clip_level.update(zip(names, values.unbind(0), strict=True))
         return priors.clip_level[name]
 
@@ -264,7 +253,8 @@ class SetCriterion(nn.Module):
                     f"prior losses need the model outputs {missing}; the loss-only heads run in "
                     "training mode only: call model.train() before the forward pass"
                 )
-            prior_targets = _PriorTargets.from_batch(batch)
+            with_esta = bool({"esta_event", "esta_clip", "sge"} & self.prior_map.keys())
+            prior_targets = _PriorTargets.from_batch(batch, self.cfg.esta_same_text, with_esta)
             for name, prior_fn in self.prior_map.items():
                 losses[name] = prior_fn(outputs, prior_targets)
         return losses

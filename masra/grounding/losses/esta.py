@@ -26,15 +26,30 @@ it and every event with the same text as one of those):
 
 with ``z_i`` normalised. Videos with ``has_prior`` False contribute neither rows nor columns. Shapes stay
 static (padded events are masked, never dropped), and everything runs in float32.
+
+Everything the two terms read from the priors (normalised texts, the same-text classes, the masks and
+the clip positives) is a fixed target: :meth:`EstaTargets.build` derives it once per batch and both
+terms (and SGE's supervision) share it. :func:`esta_event_loss` and :func:`esta_clip_loss` build the
+targets and call the terms, for callers that need only one of them.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["esta_clip_loss", "esta_event_loss", "event_membership", "same_text"]
+__all__ = [
+    "EstaTargets",
+    "clip_term",
+    "esta_clip_loss",
+    "esta_event_loss",
+    "event_membership",
+    "event_term",
+    "same_text",
+]
 
 _NEG = -1e4
 SAME_TEXT = 0.99
@@ -48,13 +63,6 @@ def same_text(t: Tensor, valid: Tensor, threshold: float = SAME_TEXT) -> Tensor:
     eye = torch.eye(t.shape[0], dtype=torch.bool, device=t.device)
     same = ((t @ t.T) >= threshold) | eye  # an event is always its own positive
     return same & valid[:, None] & valid[None, :]
-
-
-def _multi_positive_nce(logits: Tensor, positives: Tensor) -> Tensor:
-    """Per row: ``logsumexp(all) - logsumexp(positives)``; rows without positives give 0."""
-    has = positives.any(-1)
-    loss = torch.logsumexp(logits, dim=-1) - torch.logsumexp(logits.masked_fill(~positives, _NEG), dim=-1)
-    return loss * has
 
 
 def event_membership(event_spans: Tensor, event_mask: Tensor, clip_mask: Tensor) -> Tensor:
@@ -71,8 +79,98 @@ def event_membership(event_spans: Tensor, event_mask: Tensor, clip_mask: Tensor)
     return inside & event_mask[..., None]
 
 
+@dataclass(frozen=True)
+class EstaTargets:
+    """What ESTA's terms read from the priors, derived once per batch (no gradient flows through it).
+
+    ``N = B * E`` events of the batch, flattened video-major; ``B * L`` clips likewise.
+
+    Attributes:
+        text: (N, Dp) L2-normalised event-description embeddings ``t``.
+        span_mean: (B, E, L) float membership rows divided by their clip count (at least 1): the
+            weights of the span means.
+        event_count: () int64, number of real events, at least 1.
+        pair_blocked: (N, N) bool, True where either event is padding (logit masked).
+        not_same: (N, N) bool, True where two events are not the same text (not a positive).
+        event_blocked: (N,) bool, True for padded events (masked as clip-level logits' columns).
+        clip_not_pos: (B*L, N) bool, True where an event is not a positive of the clip.
+        covered: (B*L,) bool, the clip lies in at least one real event.
+        clip_count: () int64, number of covered clips, at least 1.
+    """
+
+    text: Tensor
+    span_mean: Tensor
+    event_count: Tensor
+    pair_blocked: Tensor
+    not_same: Tensor
+    event_blocked: Tensor
+    clip_not_pos: Tensor
+    covered: Tensor
+    clip_count: Tensor
+
+    @classmethod
+    def build(
+        cls, member: Tensor, event_emb: Tensor, event_mask: Tensor, same_text_threshold: float = SAME_TEXT
+    ) -> EstaTargets:
+        """From the membership (B, E, L) bool, the event embeddings (B, E, Dp) and the event mask (B, E)
+        (already False for videos without priors)."""
+        batch, events, _ = member.shape
+        weight = member.float()  # (B, E, L)
+        text = _normalised(event_emb).flatten(0, 1)  # (N, Dp)
+        valid = event_mask.flatten()  # (N,)
+        same = same_text(text, valid, same_text_threshold)  # (N, N), symmetric
+        # Positives of clip (b, i): the events covering it, and every event sharing one of their texts.
+        covering = torch.bmm(weight.transpose(1, 2), same.view(batch, events, -1).float())  # (B, L, N)
+        covered = member.any(1).flatten()  # (B*L,)
+        return cls(
+            text=text,
+            span_mean=weight / weight.sum(-1, keepdim=True).clamp(min=1),
+            event_count=valid.sum().clamp(min=1),
+            pair_blocked=~(valid[:, None] & valid[None, :]),
+            not_same=~same,
+            event_blocked=~valid,
+            clip_not_pos=(covering <= 0).flatten(0, 1),
+            covered=covered,
+            clip_count=covered.sum().clamp(min=1),
+        )
+
+
 def _normalised(x: Tensor) -> Tensor:
     return F.normalize(x.float(), dim=-1)
+
+
+def event_term(clip_proj: Tensor, targets: EstaTargets, temperature: float) -> Tensor:
+    """Symmetric multi-positive InfoNCE between span-pooled clip projections and event embeddings.
+
+    Args:
+        clip_proj: (B, L, Dp) clip features in the prior space.
+        targets: the batch's :class:`EstaTargets`.
+
+    Returns:
+        A scalar.
+    """
+    pooled = torch.bmm(targets.span_mean, clip_proj.float())  # (B, E, Dp) span means
+    p = _normalised(pooled).flatten(0, 1)  # (N, Dp)
+    logits = ((p @ targets.text.T) / temperature).masked_fill(targets.pair_blocked, _NEG)  # (N, N)
+    both = torch.stack([logits, logits.T])  # (2, N, N): video -> text rows, text -> video rows
+    # ``same`` is symmetric, so one positive mask serves both directions. A row without positives is
+    # a padded event, all of whose logits are masked: its two logsumexps are equal and it gives 0.
+    loss = torch.logsumexp(both, dim=-1) - torch.logsumexp(both.masked_fill(targets.not_same, _NEG), dim=-1)
+    return 0.5 * loss.sum() / targets.event_count
+
+
+def clip_term(clip_proj: Tensor, targets: EstaTargets, temperature: float) -> Tensor:
+    """Multi-positive InfoNCE of every covered clip against all events of the batch.
+
+    ``clip_proj`` is (..., B, L, Dp): leading dims (e.g. ESTA's projection and SGE's prediction
+    stacked to share one pass) give a result of shape (...), else a scalar. Clips covered by no
+    event are skipped.
+    """
+    z = _normalised(clip_proj).flatten(-3, -2)  # (..., B*L, Dp)
+    logits = ((z @ targets.text.T) / temperature).masked_fill(targets.event_blocked, _NEG)  # (..., B*L, N)
+    positives = logits.masked_fill(targets.clip_not_pos, _NEG)
+    loss = torch.logsumexp(logits, dim=-1) - torch.logsumexp(positives, dim=-1)  # (..., B*L)
+    return (loss * targets.covered).sum(-1) / targets.clip_count
 
 
 def esta_event_loss(
@@ -83,7 +181,7 @@ def esta_event_loss(
     temperature: float,
     same_text_threshold: float = SAME_TEXT,
 ) -> Tensor:
-    """Symmetric multi-positive InfoNCE between span-pooled clip projections and event embeddings.
+    """:func:`event_term` with the targets built from the priors.
 
     Args:
         clip_proj: (B, L, Dp) clip features in the prior space.
@@ -95,18 +193,8 @@ def esta_event_loss(
     Returns:
         A scalar.
     """
-    weight = member.float()  # (B, E, L)
-    pooled = torch.einsum("bel,bld->bed", weight, clip_proj.float())
-    pooled = pooled / weight.sum(-1, keepdim=True).clamp(min=1)  # (B, E, Dp) span means
-    p = _normalised(pooled).flatten(0, 1)  # (B*E, Dp)
-    t = _normalised(event_emb).flatten(0, 1)  # (B*E, Dp)
-    valid = event_mask.flatten()  # (B*E,)
-    logits = (p @ t.T) / temperature  # (B*E, B*E)
-    logits = logits.masked_fill(~(valid[:, None] & valid[None, :]), _NEG)
-    same = same_text(t, valid, same_text_threshold)  # (B*E, B*E), symmetric
-    rows = _multi_positive_nce(logits, same)  # video -> text
-    cols = _multi_positive_nce(logits.T, same)  # text -> video
-    return 0.5 * (rows + cols).sum() / valid.sum().clamp(min=1)
+    targets = EstaTargets.build(member, event_emb, event_mask, same_text_threshold)
+    return event_term(clip_proj, targets, temperature)
 
 
 def esta_clip_loss(
@@ -117,23 +205,8 @@ def esta_clip_loss(
     temperature: float,
     same_text_threshold: float = SAME_TEXT,
 ) -> Tensor:
-    """Multi-positive InfoNCE of every covered clip against all events of the batch.
-
-    Arguments as in :func:`esta_event_loss`, except that ``clip_proj`` may carry leading dims,
-    (..., B, L, Dp), e.g. ESTA's projection and SGE's prediction stacked to share one pass; the result
-    then has shape (...), else it is a scalar. Clips covered by no event are skipped.
-    """
-    batch = member.shape[0]
-    z = _normalised(clip_proj).flatten(-3, -2)  # (..., B*L, Dp)
-    t = _normalised(event_emb).flatten(0, 1)  # (B*E, Dp)
-    logits = (z @ t.T) / temperature  # (..., B*L, B*E)
-    logits = logits.masked_fill(~event_mask.flatten(), _NEG)
-    # Positives: the events of the clip's own video that cover it (block-diagonal in the batch).
-    eye = torch.eye(batch, dtype=torch.bool, device=member.device)  # (B, B)
-    pos = eye[:, None, :, None] & member.permute(0, 2, 1)[:, :, None, :]  # (B, L, B, E)
-    pos = pos.flatten(2).flatten(0, 1)  # (B*L, B*E)
-    covered = pos.any(-1)  # (B*L,)
-    same = same_text(t, event_mask.flatten(), same_text_threshold)  # (B*E, B*E)
-    pos = (pos.float() @ same.float()) > 0  # + events sharing a covering event's text
-    loss = _multi_positive_nce(logits, pos)
-    return (loss * covered).sum(-1) / covered.sum().clamp(min=1)
+    """:func:`clip_term` with the targets built from the priors; arguments as in
+    :func:`esta_event_loss`, except that ``clip_proj`` may carry leading dims (..., B, L, Dp) and the
+    result then has shape (...)."""
+    targets = EstaTargets.build(member, event_emb, event_mask, same_text_threshold)
+    return clip_term(clip_proj, targets, temperature)

@@ -25,10 +25,10 @@ _NEG = -1e4
 
 def local_window(valid: Tensor, window: int) -> Tensor:
     """(B, L) bool -> (B, L, L) bool: both clips valid and ``0 < |i - j| <= window``."""
-    idx = torch.arange(valid.shape[1], device=valid.device)
-    dist = (idx[:, None] - idx[None, :]).abs()
-    band = (dist > 0) & (dist <= window)  # (L, L)
-    return band[None] & valid[:, :, None] & valid[:, None, :]
+    length = valid.shape[1]
+    band = torch.ones(length, length, dtype=torch.bool, device=valid.device).triu(-window).tril(window)
+    band.fill_diagonal_(False)  # (L, L)
+    return band & valid[:, :, None] & valid[:, None, :]
 
 
 def lrca_loss(
@@ -46,12 +46,15 @@ def lrca_loss(
         valid: (B, L) bool, clip real, captioned and from a video with priors.
     """
     allowed = local_window(valid, window)  # (B, L, L)
+    blocked = ~allowed
     c = F.normalize(caption_emb.float(), dim=-1)
     f = F.normalize(clip_feats.float(), dim=-1)
-    text_rel = (c @ c.transpose(1, 2) / text_temperature).masked_fill(~allowed, _NEG)
-    video_rel = (f @ f.transpose(1, 2) / video_temperature).masked_fill(~allowed, _NEG)
+    text_rel = (torch.bmm(c, c.transpose(1, 2)) / text_temperature).masked_fill(blocked, _NEG)
+    video_rel = (torch.bmm(f, f.transpose(1, 2)) / video_temperature).masked_fill(blocked, _NEG)
     log_p = text_rel.log_softmax(-1)
     log_q = video_rel.log_softmax(-1)
+    # A row without neighbours is all masked: ``* allowed`` makes its KL exactly 0, so the sum runs
+    # over the rows that have one.
     kl = (log_p.exp() * (log_p - log_q) * allowed).sum(-1)  # (B, L)
     rows = allowed.any(-1)
-    return (kl * rows).sum() / rows.sum().clamp(min=1)
+    return kl.sum() / rows.sum().clamp(min=1)

@@ -46,25 +46,33 @@ class SecondOrderRelationalAttention(nn.Module):
         self.log_temperature = nn.Parameter(torch.tensor(math.log(init_temperature)))
         self.scale = dim**-0.5
 
-    def _key_mask(self, mask: Tensor) -> Tensor:
-        """(B, L) clip mask -> (B, L, L) allowed (query, key) pairs."""
-        allowed = mask[:, None, :].expand(-1, mask.shape[1], -1)
+    def _blocked(self, mask: Tensor) -> Tensor:
+        """(B, L) clip mask -> (B, 1, L), or (B, L, L) with a window: True where a key is not allowed."""
+        blocked = ~mask[:, None, :]
         if self.window > 0:
-            idx = torch.arange(mask.shape[1], device=mask.device)
-            allowed = allowed & ((idx[:, None] - idx[None, :]).abs() <= self.window)
-        return allowed
+            length = mask.shape[1]
+            band = torch.ones(length, length, dtype=torch.bool, device=mask.device)
+            blocked = blocked | ~band.triu(-self.window).tril(self.window)  # |i - j| > window
+        return blocked
+
+    def _qkv(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The three projections of (B, L, D) as one matmul over the packed weights: q, k, v (B, L, D)."""
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])  # (3D, D)
+        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])  # (3D,)
+        q, k, v = nn.functional.linear(h, weight, bias).chunk(3, dim=-1)
+        return q, k, v
 
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """x (B, L, D), mask (B, L) -> updated features (B, L, D) and the attention (B, L, L)."""
-        allowed = self._key_mask(mask)
+        blocked = self._blocked(mask)
         h = self.norm(x)
-        q, k = self.query(h).float(), self.key(h).float()
+        q, k, v = self._qkv(h)
         with torch.autocast(x.device.type, enabled=False):  # relations in float32
-            first = torch.einsum("bid,bjd->bij", q, k) * self.scale
-            first = first.masked_fill(~allowed, _NEG).softmax(-1)  # (B, L, L) first-order profiles
+            first = torch.bmm(q.float(), k.float().transpose(1, 2)) * self.scale
+            first = first.masked_fill(blocked, _NEG).softmax(-1)  # (B, L, L) first-order profiles
             profile = nn.functional.normalize(first, dim=-1)
-            second = torch.einsum("bik,bjk->bij", profile, profile)  # (B, L, L) cosine of profiles
+            second = torch.bmm(profile, profile.transpose(1, 2))  # (B, L, L) cosine of profiles
             logits = second / self.log_temperature.float().exp()
-            attn = logits.masked_fill(~allowed, _NEG).softmax(-1)  # (B, L, L)
-        out = torch.einsum("bij,bjd->bid", attn.to(h.dtype), self.value(h))  # (B, L, D)
+            attn = logits.masked_fill(blocked, _NEG).softmax(-1)  # (B, L, L)
+        out = torch.bmm(attn.to(v.dtype), v)  # (B, L, D)
         return x + self.dropout(self.out(out)), attn
