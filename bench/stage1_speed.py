@@ -8,8 +8,12 @@ shards. It goes through the real :func:`masra.prior_gen.generate.generate_priors
 threads and batching. ``--tiny-model DIR`` swaps in the tiny random Qwen2.5-VL (transformers engine)
 instead, which then dominates the time on CPU.
 
-Test videos are rendered once (moving gradients and noise, H.264) into ``--work`` and reused.
-Phase times are summed over the decoding threads, so they can exceed the wall time.
+Test videos are rendered once (moving gradients and noise, H.264) into ``--work`` and reused. The
+default encoding is x264 ``ultrafast`` (only I and P frames, a keyframe every 250 frames);
+``--x264-preset veryfast`` gives the layout of typical downloaded videos (3 B-frames, deblocking).
+Phase times are summed over the decoding threads, so they can exceed the wall time. The decoder's
+options (``--strategy``, ``--skip-nonref``, ``--decode-threads``) are passed to
+:func:`masra.prior_gen.video.decode_at` for this run only.
 
 Run: ``python -m bench.stage1_speed --videos 6 --json out.json``.
 """
@@ -17,6 +21,7 @@ Run: ``python -m bench.stage1_speed --videos 6 --json out.json``.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import logging
@@ -35,6 +40,7 @@ from bench.common import env_info, peak_rss_mib, write_json
 from masra.prior_gen import prompts
 from masra.prior_gen.engines.base import GenRequest, GenResult, SamplingConfig
 from masra.prior_gen.generate import GenerateConfig, PriorGenerator, VideoItem, generate_priors
+from masra.video_io import STRATEGIES
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,9 @@ class Stage1SpeedConfig:
         clip_len / max_clips: the dataset's clip grid (QVHighlights: 2 s, 75 clips).
         caption_mode: ``per_clip`` (one request per clip) or ``dense``.
         batch_videos / decode_workers: the generator's batching and decoding threads.
+        x264_preset: how the test videos are encoded (``ultrafast``: I and P frames only).
+        strategy / skip_nonref / decode_threads: the decoder's options (see
+            :func:`masra.video_io.sample_frames`).
     """
 
     videos: int = 6
@@ -62,10 +71,16 @@ class Stage1SpeedConfig:
     caption_mode: str = "per_clip"
     batch_videos: int = 4
     decode_workers: int = 2
+    x264_preset: str = "ultrafast"
+    strategy: str = "auto"
+    skip_nonref: bool = False
+    decode_threads: int = 0
 
     def __post_init__(self) -> None:
         if self.videos < 1 or self.duration <= 0 or self.fps < 1:
             raise ValueError("Stage1SpeedConfig: videos, duration and fps must be positive")
+        if self.strategy not in STRATEGIES or self.decode_threads < 0:
+            raise ValueError(f"Stage1SpeedConfig: strategy must be one of {STRATEGIES}, decode_threads >= 0")
         if self.width < 32 or self.height < 32 or self.width % 2 or self.height % 2:
             raise ValueError("Stage1SpeedConfig: width and height must be even and >= 32")
 
@@ -122,7 +137,7 @@ def render_video(path: Path, cfg: Stage1SpeedConfig, seed: int) -> None:
     with av.open(str(tmp), mode="w") as container:
         stream = container.add_stream("libx264", rate=cfg.fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"preset": "ultrafast", "crf": "28"}
+        stream.options = {"preset": cfg.x264_preset, "crf": "28"}
         for i in range(int(cfg.duration * cfg.fps)):
             off = (3 * i) % w
             frame = np.ascontiguousarray(texture[:, off : off + w])
@@ -153,6 +168,8 @@ def _timed(fn: Callable[..., Any], store: dict[str, float], key: str) -> Callabl
 def run_stage1_speed(cfg: Stage1SpeedConfig, work: Path, tiny_model: Path | None = None) -> dict[str, Any]:
     """Render (or reuse) the videos, run the generator over them and time it (see the module doc)."""
     video_dir = work / f"videos-{int(cfg.duration)}s-{cfg.width}x{cfg.height}-{cfg.fps}fps"
+    if cfg.x264_preset != "ultrafast":
+        video_dir = video_dir.with_name(f"{video_dir.name}-{cfg.x264_preset}")
     video_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     for i in range(cfg.videos):
@@ -184,7 +201,10 @@ def run_stage1_speed(cfg: Stage1SpeedConfig, work: Path, tiny_model: Path | None
     generator.prepare = _timed(generator.prepare, phases, "prepare (decode + sample + build)")  # type: ignore[method-assign]
     generator.to_row = _timed(generator.to_row, phases, "parse + row")  # type: ignore[method-assign]
     originals = (gen_mod.decode_at, gen_mod.write_table_atomic)
-    gen_mod.decode_at = _timed(gen_mod.decode_at, phases, "decode (inside prepare)")  # type: ignore[assignment]
+    decode = functools.partial(
+        gen_mod.decode_at, strategy=cfg.strategy, skip_nonref=cfg.skip_nonref, threads=cfg.decode_threads
+    )
+    gen_mod.decode_at = _timed(decode, phases, "decode (inside prepare)")  # type: ignore[assignment]
     gen_mod.write_table_atomic = _timed(gen_mod.write_table_atomic, phases, "write")  # type: ignore[assignment]
     run_dir = work / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -202,7 +222,8 @@ def run_stage1_speed(cfg: Stage1SpeedConfig, work: Path, tiny_model: Path | None
         "engine": engine_name,
         "videos": cfg.videos,
         "duration_s": cfg.duration,
-        "video_format": f"{cfg.width}x{cfg.height} {cfg.fps} fps H.264",
+        "video_format": f"{cfg.width}x{cfg.height} {cfg.fps} fps H.264 (x264 {cfg.x264_preset})",
+        "decoder": {"strategy": cfg.strategy, "skip_nonref": cfg.skip_nonref, "threads": cfg.decode_threads},
         "caption_mode": cfg.caption_mode,
         "decode_workers": cfg.decode_workers,
         "batch_videos": cfg.batch_videos,
@@ -225,6 +246,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--height", type=int, default=Stage1SpeedConfig.height)
     p.add_argument("--caption-mode", default=Stage1SpeedConfig.caption_mode, choices=("per_clip", "dense"))
     p.add_argument("--decode-workers", type=int, default=Stage1SpeedConfig.decode_workers)
+    p.add_argument("--x264-preset", default=Stage1SpeedConfig.x264_preset, help="encoding of the test videos")
+    p.add_argument("--strategy", default=Stage1SpeedConfig.strategy, choices=STRATEGIES)
+    p.add_argument("--skip-nonref", action="store_true", help="skip non-reference frames while decoding")
+    p.add_argument("--decode-threads", type=int, default=0, help="FFmpeg threads per video (0: its choice)")
     p.add_argument("--tiny-model", type=Path, default=None, help="time the tiny model instead of canned text")
     p.add_argument("--work", type=Path, default=Path("data/generated/bench/stage1"))
     p.add_argument("--json", type=Path, required=True)
@@ -238,6 +263,10 @@ def main(argv: list[str] | None = None) -> None:
         height=args.height,
         caption_mode=args.caption_mode,
         decode_workers=args.decode_workers,
+        x264_preset=args.x264_preset,
+        strategy=args.strategy,
+        skip_nonref=args.skip_nonref,
+        decode_threads=args.decode_threads,
     )
     write_json(args.json, run_stage1_speed(cfg, args.work, args.tiny_model))
 
