@@ -39,6 +39,19 @@ def _ref_nce(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
     return (torch.logsumexp(logits, dim=-1) - lse_pos) * has
 
 
+def _ref_membership(event_spans, event_mask, clip_mask):  # type: ignore[no-untyped-def]
+    n = clip_mask.sum(1).clamp(min=1).to(torch.float32)
+    steps = torch.arange(clip_mask.shape[1], dtype=torch.float32)
+    centers = (steps[None, :] + 0.5) / n[:, None]
+    start, end = event_spans.float().unbind(-1)
+    inside = (centers[:, None, :] >= start[..., None]) & (centers[:, None, :] <= end[..., None])
+    inside = inside & clip_mask[:, None, :]
+    mid_idx = torch.minimum(((start + end) / 2 * n[:, None]).floor(), n[:, None] - 1).clamp(min=0).long()
+    fallback = F.one_hot(mid_idx, clip_mask.shape[1]).bool()
+    inside = torch.where(inside.any(-1, keepdim=True), inside, fallback)
+    return inside & event_mask[..., None]
+
+
 def _ref_event(z, member, emb, event_mask, temperature, threshold):  # type: ignore[no-untyped-def]
     weight = member.float()
     pooled = torch.einsum("bel,bld->bed", weight, z.float()) / weight.sum(-1, keepdim=True).clamp(min=1)
@@ -127,6 +140,21 @@ def test_esta_terms_match_the_reference_with_gradients(seed: int, threshold: flo
         _ref_clip(z, member, emb, event_mask, 0.1, threshold),
         **TIGHT,
     )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_event_membership_matches_the_reference(seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    clip_mask = (
+        torch.arange(11)[None] < torch.randint(0, 12, (6,), generator=gen)[:, None]
+    )  # one may be empty
+    spans = torch.rand(6, 5, 2, generator=gen).sort(-1).values
+    spans[:, 0] = torch.tensor([0.0, 0.0])  # empty span at the start
+    spans[:, 1] = torch.tensor([0.98, 1.0])  # short span at the end
+    spans[:, 2, 1] = spans[:, 2, 0] + 1e-3  # too short to hold a clip center
+    event_mask = torch.rand(6, 5, generator=gen) < 0.8
+    got = event_membership(spans, event_mask, clip_mask)
+    assert torch.equal(got, _ref_membership(spans, event_mask, clip_mask))
 
 
 @pytest.mark.parametrize("seed", [0, 1])

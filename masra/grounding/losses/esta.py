@@ -60,22 +60,26 @@ def same_text(t: Tensor, valid: Tensor, threshold: float = SAME_TEXT) -> Tensor:
 
     The diagonal is True for every valid event.
     """
+    return _same_text(t, valid[:, None] & valid[None, :], threshold)
+
+
+def _same_text(t: Tensor, pair_valid: Tensor, threshold: float) -> Tensor:
+    """:func:`same_text` given the (N, N) mask of pairs of valid events."""
     eye = torch.eye(t.shape[0], dtype=torch.bool, device=t.device)
-    same = ((t @ t.T) >= threshold) | eye  # an event is always its own positive
-    return same & valid[:, None] & valid[None, :]
+    return (((t @ t.T) >= threshold) | eye) & pair_valid  # an event is always its own positive
 
 
 def event_membership(event_spans: Tensor, event_mask: Tensor, clip_mask: Tensor) -> Tensor:
     """(B, E, 2) spans, (B, E) event mask, (B, L) clip mask -> (B, E, L) bool: clip i lies in event e."""
-    n = clip_mask.sum(1).clamp(min=1).to(torch.float32)  # (B,)
-    steps = torch.arange(clip_mask.shape[1], device=clip_mask.device, dtype=torch.float32)
-    centers = (steps[None, :] + 0.5) / n[:, None]  # (B, L)
-    start, end = event_spans.float().unbind(-1)  # (B, E)
-    inside = (centers[:, None, :] >= start[..., None]) & (centers[:, None, :] <= end[..., None])
-    inside = inside & clip_mask[:, None, :]
-    mid_idx = torch.minimum(((start + end) / 2 * n[:, None]).floor(), n[:, None] - 1).clamp(min=0).long()
-    fallback = steps.long() == mid_idx[..., None]  # (B, E, L); no one_hot: it syncs to check indices
-    inside = torch.where(inside.any(-1, keepdim=True), inside, fallback)
+    n = clip_mask.sum(1, keepdim=True).clamp(min=1).to(torch.float32)[:, None]  # (B, 1, 1)
+    steps = torch.arange(clip_mask.shape[1], device=clip_mask.device, dtype=torch.float32)  # (L,)
+    centers = (steps + 0.5) / n  # (B, 1, L)
+    spans = event_spans.float()
+    start, end = spans[..., :1], spans[..., 1:]  # (B, E, 1)
+    inside = (centers >= start) & (centers <= end) & clip_mask[:, None, :]  # (B, E, L)
+    # The clip holding the midpoint, an exact integer kept in float32 (no one_hot: it syncs).
+    mid = torch.minimum(((start + end) / 2 * n).floor(), n - 1).clamp(min=0)  # (B, E, 1)
+    inside = torch.where(inside.any(-1, keepdim=True), inside, steps == mid)
     return inside & event_mask[..., None]
 
 
@@ -118,7 +122,8 @@ class EstaTargets:
         weight = member.float()  # (B, E, L)
         text = _normalised(event_emb).flatten(0, 1)  # (N, Dp)
         valid = event_mask.flatten()  # (N,)
-        same = same_text(text, valid, same_text_threshold)  # (N, N), symmetric
+        pair_valid = valid[:, None] & valid[None, :]  # (N, N)
+        same = _same_text(text, pair_valid, same_text_threshold)  # (N, N), symmetric
         # Positives of clip (b, i): the events covering it, and every event sharing one of their texts.
         covering = torch.bmm(weight.transpose(1, 2), same.view(batch, events, -1).float())  # (B, L, N)
         covered = member.any(1).flatten()  # (B*L,)
@@ -126,7 +131,7 @@ class EstaTargets:
             text=text,
             span_mean=weight / weight.sum(-1, keepdim=True).clamp(min=1),
             event_count=valid.sum().clamp(min=1),
-            pair_blocked=~(valid[:, None] & valid[None, :]),
+            pair_blocked=~pair_valid,
             not_same=~same,
             event_blocked=~valid,
             clip_not_pos=(covering <= 0).flatten(0, 1),
