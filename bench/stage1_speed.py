@@ -11,7 +11,9 @@ instead, which then dominates the time on CPU.
 Test videos are rendered once (moving gradients and noise, H.264) into ``--work`` and reused. The
 default encoding is x264 ``ultrafast`` (only I and P frames, a keyframe every 250 frames);
 ``--x264-preset veryfast`` gives the layout of typical downloaded videos (3 B-frames, deblocking).
-Phase times are summed over the decoding threads, so they can exceed the wall time. The decoder's
+Phase times are summed over the decoding threads, so they can exceed the wall time.
+``cpu_s_per_video`` is the process's CPU time (all threads) per video: on a shared machine it
+varies less with other jobs than wall time does, which also rewards using more threads. The decoder's
 options (``--strategy``, ``--skip-nonref``, ``--decode-threads``) are passed to
 :func:`masra.prior_gen.video.decode_at` for this run only.
 
@@ -209,9 +211,9 @@ def run_stage1_speed(cfg: Stage1SpeedConfig, work: Path, tiny_model: Path | None
     run_dir = work / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
     try:
-        t1 = time.perf_counter()
+        t1, cpu1 = time.perf_counter(), time.process_time()
         summary = generate_priors(items, generator=generator, engine_factory=lambda: engine, run_dir=run_dir)
-        wall = time.perf_counter() - t1
+        wall, cpu = time.perf_counter() - t1, time.process_time() - cpu1
     finally:
         gen_mod.decode_at, gen_mod.write_table_atomic = originals
     n_clips = gen_mod.num_clips_for(cfg.duration, cfg.clip_len, cfg.max_clips)
@@ -229,6 +231,7 @@ def run_stage1_speed(cfg: Stage1SpeedConfig, work: Path, tiny_model: Path | None
         "batch_videos": cfg.batch_videos,
         "requests_per_video": n_req,
         "wall_s": round(wall, 3),
+        "cpu_s_per_video": round(cpu / cfg.videos, 3),
         "videos_per_s": round(cfg.videos / wall, 3),
         "phases_s_per_video": {k: round(v / cfg.videos, 4) for k, v in phases.items()},
         "status_counts": summary.status_counts,

@@ -291,7 +291,7 @@ def _sample(
         def rgb(frame: Any) -> np.ndarray:
             nonlocal converted
             if converted is None or converted[0] is not frame:
-                out = scaler.reformat(frame, width=size[0], height=size[1], format="rgb24")
+                out = scaler.reformat(frame, width=size[0], height=size[1], format="rgb24", threads=1)
                 converted = (frame, out.to_ndarray())
             return converted[1]
 
