@@ -22,8 +22,10 @@ counts every ATen op and attributes it to a part:
 
 "compute" ops leave out views and aliases (``view``, ``transpose``, ``detach``, ...), which launch
 no kernel on a GPU. ``syncs`` counts ``aten._local_scalar_dense`` (``.item()``, ``float(t)``,
-``bool(t)``): a host sync on a GPU. With ``--device cuda`` the GPU kernels (and memcpy/memset) of
-one more step are counted with ``torch.profiler``. ``--time-rounds N`` also times both variants
+``bool(t)``): a host sync on a GPU; it cannot see device-to-host copies, which are no-ops on a CPU.
+With ``--device cuda`` the GPU kernels (and memcpy/memset) of one more step are counted with
+``torch.profiler``, and the synchronising calls of another (``cuda_syncs``, e.g. the matcher's copy
+of its cost matrix to the host) with ``torch.cuda.set_sync_debug_mode``. ``--time-rounds N`` also times both variants
 in alternating rounds (medians; the load average is reported beside them).
 
 Run: ``python -m bench.op_count --json out.json`` (about a minute on 2 CPU cores).
@@ -37,6 +39,7 @@ import os
 import statistics
 import sys
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -349,6 +352,19 @@ def count_cuda_kernels(variant: Variant, batch: Batch) -> int:
     return sum(1 for e in prof.events() if e.device_type == DeviceType.CUDA)
 
 
+def count_cuda_syncs(variant: Variant, batch: Batch) -> int:
+    """Host syncs of one step, as ``torch.cuda.set_sync_debug_mode`` warns about them (calling thread)."""
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            variant.run(batch)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return sum(1 for w in caught if "synchroniz" in str(w.message))
+
+
 def time_steps(variants: list[Variant], batch: Batch, rounds: int, steps: int) -> dict[str, Any]:
     """Alternating rounds of ``steps`` steps per variant; per-step seconds summarised by the median."""
     cuda = batch.video.device.type == "cuda"
@@ -400,6 +416,7 @@ def run_op_count(cfg: OpCountConfig) -> dict[str, Any]:
         counts = count_step_ops(v, batch)
         if device.type == "cuda":
             counts["cuda_kernels"] = count_cuda_kernels(v, batch)
+            counts["cuda_syncs"] = count_cuda_syncs(v, batch)
         result["variants"][v.name] = counts
         log.info("%s: %d aten ops per step (%d compute)", v.name, counts["ops"], counts["compute_ops"])
     found = result["variants"]
@@ -416,7 +433,7 @@ def format_table(result: dict[str, Any]) -> str:
     found = result["variants"]
     names = list(found)
     lines = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    keys = ["ops", "compute_ops", "forward_ops", "backward_ops", "syncs", "cuda_kernels"]
+    keys = ["ops", "compute_ops", "forward_ops", "backward_ops", "syncs", "cuda_kernels", "cuda_syncs"]
     for key in (k for k in keys if any(k in found[n] for n in names)):
         lines.append(f"| {key} | " + " | ".join(str(found[n].get(key, "-")) for n in names) + " |")
     for key, value in result.get("ratios", {}).items():

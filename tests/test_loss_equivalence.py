@@ -18,6 +18,7 @@ from masra.grounding.losses.esta import (
     clip_term,
     esta_clip_loss,
     esta_event_loss,
+    esta_terms,
     event_membership,
     event_term,
 )
@@ -140,6 +141,25 @@ def test_esta_terms_match_the_reference_with_gradients(seed: int, threshold: flo
         _ref_clip(z, member, emb, event_mask, 0.1, threshold),
         **TIGHT,
     )
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_one_pass_of_both_terms_matches_the_reference_with_gradients(seed: int) -> None:
+    z, member, emb, event_mask, _ = _world(seed)
+    sge = torch.randn(z.shape, generator=torch.Generator().manual_seed(seed + 7))
+    targets = EstaTargets.build(member, emb, event_mask, 0.99)
+    args = (member, emb, event_mask, 0.07, 0.99)
+    z1, s1 = z.clone().requires_grad_(), sge.clone().requires_grad_()
+    event, (clip, sge_clip) = esta_terms(targets, 0.07, event_proj=z1, clip_projs=[z1, s1])
+    assert event is not None
+    grads = torch.autograd.grad(event + 2 * clip + 3 * sge_clip, (z1, s1))
+    z2, s2 = z.clone().requires_grad_(), sge.clone().requires_grad_()
+    want = (_ref_event(z2, *args), _ref_clip(z2, *args), _ref_clip(s2, *args))
+    ref_grads = torch.autograd.grad(want[0] + 2 * want[1] + 3 * want[2], (z2, s2))
+    for got, ref in zip((event, clip, sge_clip, *grads), (*want, *ref_grads), strict=True):
+        torch.testing.assert_close(got, ref, **TIGHT)
+    with pytest.raises(ValueError, match="event_proj or clip_projs"):
+        esta_terms(targets, 0.07)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])

@@ -32,11 +32,12 @@ def _ref_sora(m: SecondOrderRelationalAttention, x: torch.Tensor, mask: torch.Te
         allowed = allowed & ((idx[:, None] - idx[None, :]).abs() <= m.window)
     h = m.norm(x)
     q, k = m.query(h).float(), m.key(h).float()
-    first = torch.einsum("bid,bjd->bij", q, k) * m.scale
-    first = first.masked_fill(~allowed, -1e4).softmax(-1)
-    profile = nn.functional.normalize(first, dim=-1)
-    second = torch.einsum("bik,bjk->bij", profile, profile)
-    attn = (second / m.log_temperature.float().exp()).masked_fill(~allowed, -1e4).softmax(-1)
+    with torch.autocast(x.device.type, enabled=False):
+        first = torch.einsum("bid,bjd->bij", q, k) * m.scale
+        first = first.masked_fill(~allowed, -1e4).softmax(-1)
+        profile = nn.functional.normalize(first, dim=-1)
+        second = torch.einsum("bik,bjk->bij", profile, profile)
+        attn = (second / m.log_temperature.float().exp()).masked_fill(~allowed, -1e4).softmax(-1)
     out = torch.einsum("bij,bjd->bid", attn.to(h.dtype), m.value(h))
     return x + m.dropout(m.out(out)), attn
 
@@ -80,3 +81,17 @@ def test_sora_checkpoint_names_are_unchanged() -> None:
             for kind in ("weight", "bias")
         ),
     }
+
+
+def test_sora_under_bf16_autocast_keeps_the_reference_dtypes() -> None:
+    torch.manual_seed(1)
+    m = SecondOrderRelationalAttention(16, dropout=0.0).eval()
+    x = torch.randn(2, 7, 16)
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[0, 5:] = False
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, attn = m(x, mask)
+        ref_out, ref_attn = _ref_sora(m, x, mask)
+    assert (out.dtype, attn.dtype) == (ref_out.dtype, ref_attn.dtype) == (torch.float32, torch.float32)
+    torch.testing.assert_close(attn, ref_attn, rtol=1e-3, atol=1e-4)  # relations run in float32
+    torch.testing.assert_close(out, ref_out, rtol=1e-3, atol=1e-3)  # bf16 matmuls

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from masra.grounding.batch import Batch
 from masra.grounding.config import LossConfig, ModelConfig
-from masra.grounding.losses.esta import EstaTargets, clip_term, event_membership, event_term
+from masra.grounding.losses.esta import EstaTargets, esta_terms, event_membership
 from masra.grounding.losses.lrca import lrca_loss
 from masra.grounding.losses.saliency import (
     negative_pair_loss,
@@ -63,14 +63,14 @@ class _PriorTargets:
 
     Attributes: esta: ESTA's targets (membership-derived masks, normalised texts, same-text classes),
     None when neither ESTA nor SGE is on; caption_emb (B, L, Dp); caption_valid (B, L) clip real,
-    captioned and from a video with priors; clip_level: ESTA's and SGE's clip-level losses once
-    computed (they share one pass).
+    captioned and from a video with priors; esta_losses: ESTA's and SGE's losses once computed
+    (they share one pass).
     """
 
     esta: EstaTargets | None
     caption_emb: Tensor
     caption_valid: Tensor
-    clip_level: dict[str, Tensor] = field(default_factory=dict)
+    esta_losses: dict[str, Tensor] = field(default_factory=dict)
 
     @classmethod
     def from_batch(cls, batch: Batch, same_text_threshold: float, with_esta: bool) -> _PriorTargets:
@@ -177,27 +177,33 @@ class SetCriterion(nn.Module):
     # ---- prior losses ------------------------------------------------------------------------------
     # Each prior loss reads the outputs through masks, so it stays attached to the graph (zero
     # gradient) even when no video of the batch has priors.
-    def loss_esta_event(self, outputs: Outputs, priors: _PriorTargets) -> Tensor:
-        assert priors.esta is not None
-        return event_term(outputs["esta_clip"], priors.esta, self.cfg.esta_temperature)
-
-    def _clip_level(self, outputs: Outputs, priors: _PriorTargets, name: str) -> Tensor:
-        """ESTA's clip term and SGE's supervision share one target; compute both in one pass."""
-        if not priors.clip_level:
+    def _esta_pass(self, outputs: Outputs, priors: _PriorTargets, name: str) -> Tensor:
+        """ESTA's event and clip terms and SGE's supervision (the clip term on ``sge_pred``) share
+        their targets; the first of them to be asked for computes all in one pass."""
+        if not priors.esta_losses:
             assert priors.esta is not None
-            names = [n for n in ("esta_clip", "sge") if n in self.prior_map]
+            clip_names = [n for n in ("esta_clip", "sge") if n in self.prior_map]
             keys = {"esta_clip": "esta_clip", "sge": "sge_pred"}
-            stacked = torch.stack([outputs[keys[n]] for n in names])  # (V, B, L, Dp)
-            values = clip_term(stacked, priors.esta, self.cfg.esta_temperature)  # (V,)
-            priors.clip_level.update(zip(names, values.unbind(0), strict=True))
-        return priors.clip_level[name]
+            event, clips = esta_terms(
+                priors.esta,
+                self.cfg.esta_temperature,
+                event_proj=outputs["esta_clip"] if "esta_event" in self.prior_map else None,
+                clip_projs=[outputs[keys[n]] for n in clip_names],
+            )
+            priors.esta_losses.update(zip(clip_names, clips, strict=True))
+            if event is not None:
+                priors.esta_losses["esta_event"] = event
+        return priors.esta_losses[name]
+
+    def loss_esta_event(self, outputs: Outputs, priors: _PriorTargets) -> Tensor:
+        return self._esta_pass(outputs, priors, "esta_event")
 
     def loss_esta_clip(self, outputs: Outputs, priors: _PriorTargets) -> Tensor:
-        return self._clip_level(outputs, priors, "esta_clip")
+        return self._esta_pass(outputs, priors, "esta_clip")
 
     def loss_sge(self, outputs: Outputs, priors: _PriorTargets) -> Tensor:
         """SGE's prediction against ESTA's clip-level target (the same InfoNCE as ``esta_clip``)."""
-        return self._clip_level(outputs, priors, "sge")
+        return self._esta_pass(outputs, priors, "sge")
 
     def loss_lrca(self, outputs: Outputs, priors: _PriorTargets) -> Tensor:
         return lrca_loss(

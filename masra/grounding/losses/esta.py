@@ -30,11 +30,13 @@ static (padded events are masked, never dropped), and everything runs in float32
 Everything the two terms read from the priors (normalised texts, the same-text classes, the masks and
 the clip positives) is a fixed target: :meth:`EstaTargets.build` derives it once per batch and both
 terms (and SGE's supervision) share it. :func:`esta_event_loss` and :func:`esta_clip_loss` build the
-targets and call the terms, for callers that need only one of them.
+targets and call the terms, for callers that need only one of them; :func:`esta_terms` computes
+both terms in one pass.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +48,7 @@ __all__ = [
     "clip_term",
     "esta_clip_loss",
     "esta_event_loss",
+    "esta_terms",
     "event_membership",
     "event_term",
     "same_text",
@@ -144,38 +147,78 @@ def _normalised(x: Tensor) -> Tensor:
     return F.normalize(x.float(), dim=-1)
 
 
-def event_term(clip_proj: Tensor, targets: EstaTargets, temperature: float) -> Tensor:
-    """Symmetric multi-positive InfoNCE between span-pooled clip projections and event embeddings.
+def esta_terms(
+    targets: EstaTargets,
+    temperature: float,
+    event_proj: Tensor | None = None,
+    clip_projs: Sequence[Tensor] = (),
+) -> tuple[Tensor | None, list[Tensor]]:
+    """ESTA's event term on ``event_proj`` and its clip term on each of ``clip_projs``, in one pass.
+
+    Every row of both terms (the span means of ``event_proj``, then the clips of each ``clip_projs``)
+    is scored against the same normalised event texts, so all rows share one normalisation, one
+    matmul, one masking and one pair of logsumexps; the rows are then summed per term.
 
     Args:
-        clip_proj: (B, L, Dp) clip features in the prior space.
         targets: the batch's :class:`EstaTargets`.
+        event_proj: (B, L, Dp) clip features in the prior space for the event term, or None.
+        clip_projs: (B, L, Dp) clip features for the clip term, one term each (ESTA's projection and
+            SGE's prediction share one pass this way).
 
     Returns:
-        A scalar.
+        The event term (a scalar, None without ``event_proj``) and one clip term (scalar) per entry
+        of ``clip_projs``.
     """
-    pooled = torch.bmm(targets.span_mean, clip_proj.float())  # (B, E, Dp) span means
-    p = _normalised(pooled).flatten(0, 1)  # (N, Dp)
-    logits = ((p @ targets.text.T) / temperature).masked_fill(targets.pair_blocked, _NEG)  # (N, N)
-    both = torch.stack([logits, logits.T])  # (2, N, N): video -> text rows, text -> video rows
-    # ``same`` is symmetric, so one positive mask serves both directions. A row without positives is
-    # a padded event, all of whose logits are masked: its two logsumexps are equal and it gives 0.
-    loss = torch.logsumexp(both, dim=-1) - torch.logsumexp(both.masked_fill(targets.not_same, _NEG), dim=-1)
-    return 0.5 * loss.sum() / targets.event_count
+    if event_proj is None and not clip_projs:
+        raise ValueError("esta_terms needs event_proj or clip_projs")
+    n = targets.text.shape[0]  # events of the batch
+    rows = [z.float().flatten(0, 1) for z in clip_projs]  # (B*L, Dp) each
+    blocked = [targets.event_blocked.expand(len(rows) * targets.covered.shape[0], n)]
+    not_pos = [targets.clip_not_pos] * len(rows)
+    if event_proj is not None:
+        rows.insert(0, torch.bmm(targets.span_mean, event_proj.float()).flatten(0, 1))  # (N, Dp) means
+        blocked.insert(0, targets.pair_blocked)
+        # Event rows are scored both ways (video -> text, then text -> video, i.e. the transpose);
+        # ``same`` is symmetric, so one positive mask serves both.
+        not_pos[:0] = [targets.not_same, targets.not_same]
+    logits = (_normalised(torch.cat(rows)) @ targets.text.T) / temperature  # (R, N)
+    logits = logits.masked_fill(torch.cat(blocked), _NEG)
+    if event_proj is not None:
+        events, clips = logits.split([n, logits.shape[0] - n])  # split, not slices: one op backward
+        logits = torch.cat([events, events.T, clips])  # (N + R, N)
+    positives = logits.masked_fill(torch.cat(not_pos), _NEG)
+    # A row without positives is a padded event, all of whose logits are masked: its two logsumexps
+    # are equal and it gives 0; clips covered by no event are skipped through ``covered``.
+    loss = torch.logsumexp(logits, dim=-1) - torch.logsumexp(positives, dim=-1)  # (N + R,)
+    event = None
+    if event_proj is not None:
+        event_rows, loss = loss.split([2 * n, loss.shape[0] - 2 * n])
+        event = 0.5 * event_rows.sum() / targets.event_count
+    if not clip_projs:
+        return event, []
+    per_clip = loss.view(len(clip_projs), -1) * targets.covered  # (V, B*L)
+    return event, list((per_clip.sum(-1) / targets.clip_count).unbind(0))
+
+
+def event_term(clip_proj: Tensor, targets: EstaTargets, temperature: float) -> Tensor:
+    """Symmetric multi-positive InfoNCE between span-pooled clip projections (B, L, Dp) and the event
+    embeddings; a scalar. See :func:`esta_terms`."""
+    event, _ = esta_terms(targets, temperature, event_proj=clip_proj)
+    assert event is not None
+    return event
 
 
 def clip_term(clip_proj: Tensor, targets: EstaTargets, temperature: float) -> Tensor:
     """Multi-positive InfoNCE of every covered clip against all events of the batch.
 
-    ``clip_proj`` is (..., B, L, Dp): leading dims (e.g. ESTA's projection and SGE's prediction
-    stacked to share one pass) give a result of shape (...), else a scalar. Clips covered by no
-    event are skipped.
+    ``clip_proj`` is (..., B, L, Dp): leading dims give a result of shape (...), else a scalar.
+    Clips covered by no event are skipped. See :func:`esta_terms`.
     """
-    z = _normalised(clip_proj).flatten(-3, -2)  # (..., B*L, Dp)
-    logits = ((z @ targets.text.T) / temperature).masked_fill(targets.event_blocked, _NEG)  # (..., B*L, N)
-    positives = logits.masked_fill(targets.clip_not_pos, _NEG)
-    loss = torch.logsumexp(logits, dim=-1) - torch.logsumexp(positives, dim=-1)  # (..., B*L)
-    return (loss * targets.covered).sum(-1) / targets.clip_count
+    lead = clip_proj.shape[:-3]
+    _, values = esta_terms(
+        targets, temperature, clip_projs=clip_proj.reshape(-1, *clip_proj.shape[-3:]).unbind(0)
+    )
+    return torch.stack(values).reshape(lead)
 
 
 def esta_event_loss(
