@@ -51,10 +51,10 @@ def lrca_loss(
     f = F.normalize(clip_feats.float(), dim=-1)
     text_rel = (torch.bmm(c, c.transpose(1, 2)) / text_temperature).masked_fill(blocked, _NEG)
     video_rel = (torch.bmm(f, f.transpose(1, 2)) / video_temperature).masked_fill(blocked, _NEG)
-    log_p = text_rel.log_softmax(-1)
+    log_p = text_rel.log_softmax(-1)  # the target: no gradient
     log_q = video_rel.log_softmax(-1)
-    # A row without neighbours is all masked: ``* allowed`` makes its KL exactly 0, so the sum runs
-    # over the rows that have one.
-    kl = (log_p.exp() * (log_p - log_q) * allowed).sum(-1)  # (B, L)
+    # A row without neighbours is all masked: the ``allowed`` factor makes its KL exactly 0, so the
+    # sum runs over the rows that have one.
+    kl = ((log_p.exp() * allowed) * (log_p - log_q)).sum(-1)  # (B, L)
     rows = allowed.any(-1)
     return kl.sum() / rows.sum().clamp(min=1)
