@@ -18,10 +18,12 @@ Speed. Decoding dominates; three things keep it down without changing which fram
   reused FFmpeg scaler context; a fresh context per frame cost more than the conversion itself.
 - Opt-in *skipping of non-reference frames* (``skip_nonref=True``, FFmpeg's ``skip_frame=NONREF``):
   frames no other frame depends on (most B-frames) are not decoded at all, which roughly halves the
-  work on files with B-frames and changes nothing on files without. A requested time whose nearest
-  frame was skipped gets the nearest decoded frame instead: an error of at most half a run of
-  consecutive non-reference frames plus half a frame interval (with x264's defaults, three
-  B-frames with a reference B in the middle: at most 1.5 frame intervals, 50 ms at 30 fps).
+  decoded frames on files with B-frames and changes nothing on files without. A requested time
+  whose nearest frame was skipped gets the nearest decoded frame instead. With ``r`` the longest run
+  of consecutive non-reference frames, the picked frame lies at most ``(r + 1) / 2`` frame intervals
+  from the requested time (exact sampling: 1/2) and at most ``1 + r // 2`` frames from the exact
+  pick. x264's default layout (3 B-frames, the middle one a reference) has ``r = 1``: at most one
+  frame interval (33 ms at 30 fps) from the requested time, one frame from the exact pick.
 
 Only numpy is imported at module level; PyAV is imported when a video is opened. Problems
 (missing, zero-length, unreadable, corrupt or truncated file, no video stream, frames without

@@ -40,10 +40,10 @@ class VideoConfig:
         frames_per_clip: frames per clip for per-clip captions (rounded up to an even count, as
             Qwen-VL models group 2 frames per temporal patch).
         max_side: longer side of a resized frame in pixels.
-        skip_nonref: do not decode non-reference frames (FFmpeg ``skip_frame=NONREF``). About 2x
-            faster on files with B-frames, no change on files without; a requested time whose
-            nearest frame is skipped gets the nearest decoded one (at most 1.5 frame intervals away
-            with x264's default B-frame layout, see :mod:`masra.video_io`).
+        skip_nonref: do not decode non-reference frames (FFmpeg ``skip_frame=NONREF``): about half
+            the frames of a file with B-frames are not decoded; no change on files without. A
+            requested time whose nearest frame is skipped gets the nearest decoded one, at most one
+            frame away with x264's default B-frame layout (the bound is in :mod:`masra.video_io`).
     """
 
     fps: float = 1.0
