@@ -59,6 +59,7 @@ class Stage1SpeedConfig:
         caption_mode: ``per_clip`` (one request per clip) or ``dense``.
         batch_videos / decode_workers: the generator's batching and decoding threads.
         x264_preset: how the test videos are encoded (``ultrafast``: I and P frames only).
+        keyint: frames between keyframes (x264's ``keyint``; 0: x264's default, 250).
         strategy / skip_nonref / decode_threads: the decoder's options (see
             :func:`masra.video_io.sample_frames`).
     """
@@ -74,6 +75,7 @@ class Stage1SpeedConfig:
     batch_videos: int = 4
     decode_workers: int = 2
     x264_preset: str = "ultrafast"
+    keyint: int = 0
     strategy: str = "auto"
     skip_nonref: bool = False
     decode_threads: int = 0
@@ -81,8 +83,10 @@ class Stage1SpeedConfig:
     def __post_init__(self) -> None:
         if self.videos < 1 or self.duration <= 0 or self.fps < 1:
             raise ValueError("Stage1SpeedConfig: videos, duration and fps must be positive")
-        if self.strategy not in STRATEGIES or self.decode_threads < 0:
-            raise ValueError(f"Stage1SpeedConfig: strategy must be one of {STRATEGIES}, decode_threads >= 0")
+        if self.strategy not in STRATEGIES or self.decode_threads < 0 or self.keyint < 0:
+            raise ValueError(
+                f"Stage1SpeedConfig: strategy must be one of {STRATEGIES}; decode_threads, keyint >= 0"
+            )
         if self.width < 32 or self.height < 32 or self.width % 2 or self.height % 2:
             raise ValueError("Stage1SpeedConfig: width and height must be even and >= 32")
 
@@ -139,7 +143,10 @@ def render_video(path: Path, cfg: Stage1SpeedConfig, seed: int) -> None:
     with av.open(str(tmp), mode="w") as container:
         stream = container.add_stream("libx264", rate=cfg.fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"preset": cfg.x264_preset, "crf": "28"}
+        options = {"preset": cfg.x264_preset, "crf": "28"}
+        if cfg.keyint:
+            options["x264-params"] = f"keyint={cfg.keyint}"
+        stream.options = options
         for i in range(int(cfg.duration * cfg.fps)):
             off = (3 * i) % w
             frame = np.ascontiguousarray(texture[:, off : off + w])
@@ -172,6 +179,8 @@ def run_stage1_speed(cfg: Stage1SpeedConfig, work: Path, tiny_model: Path | None
     video_dir = work / f"videos-{int(cfg.duration)}s-{cfg.width}x{cfg.height}-{cfg.fps}fps"
     if cfg.x264_preset != "ultrafast":
         video_dir = video_dir.with_name(f"{video_dir.name}-{cfg.x264_preset}")
+    if cfg.keyint:
+        video_dir = video_dir.with_name(f"{video_dir.name}-keyint{cfg.keyint}")
     video_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     for i in range(cfg.videos):
@@ -224,7 +233,8 @@ def run_stage1_speed(cfg: Stage1SpeedConfig, work: Path, tiny_model: Path | None
         "engine": engine_name,
         "videos": cfg.videos,
         "duration_s": cfg.duration,
-        "video_format": f"{cfg.width}x{cfg.height} {cfg.fps} fps H.264 (x264 {cfg.x264_preset})",
+        "video_format": f"{cfg.width}x{cfg.height} {cfg.fps} fps H.264 (x264 {cfg.x264_preset}, "
+        f"keyint {cfg.keyint or 250})",
         "decoder": {"strategy": cfg.strategy, "skip_nonref": cfg.skip_nonref, "threads": cfg.decode_threads},
         "caption_mode": cfg.caption_mode,
         "decode_workers": cfg.decode_workers,
@@ -250,6 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--caption-mode", default=Stage1SpeedConfig.caption_mode, choices=("per_clip", "dense"))
     p.add_argument("--decode-workers", type=int, default=Stage1SpeedConfig.decode_workers)
     p.add_argument("--x264-preset", default=Stage1SpeedConfig.x264_preset, help="encoding of the test videos")
+    p.add_argument("--keyint", type=int, default=0, help="frames between keyframes (0: x264's 250)")
     p.add_argument("--strategy", default=Stage1SpeedConfig.strategy, choices=STRATEGIES)
     p.add_argument("--skip-nonref", action="store_true", help="skip non-reference frames while decoding")
     p.add_argument("--decode-threads", type=int, default=0, help="FFmpeg threads per video (0: its choice)")
@@ -267,6 +278,7 @@ def main(argv: list[str] | None = None) -> None:
         caption_mode=args.caption_mode,
         decode_workers=args.decode_workers,
         x264_preset=args.x264_preset,
+        keyint=args.keyint,
         strategy=args.strategy,
         skip_nonref=args.skip_nonref,
         decode_threads=args.decode_threads,

@@ -116,3 +116,14 @@ def test_sampling_times() -> None:
     np.testing.assert_allclose(ct[1], [2.25, 2.75, 3.25, 3.75])
     with pytest.raises(ValueError, match="fps"):
         VideoConfig(fps=0)
+
+
+def test_decoder_options_keep_the_picks_on_a_file_without_b_frames(tmp_path: Path) -> None:
+    """``make_mp4`` files have only I and P frames: skipping non-reference frames skips nothing."""
+    path = make_mp4(tmp_path / "a.mp4", cfr_times(3.0, 10))
+    times = np.array([2.04, 0.0, 0.26, 1.5])
+    for kw in ({"skip_nonref": True}, {"threads": 1}, {"strategy": "seek"}, {"strategy": "walk"}):
+        assert frame_index(decode_at(path, times, max_side=32, **kw).pixels) == [20, 0, 3, 15], kw
+    with pytest.raises(ValueError, match="strategy"):
+        decode_at(path, times, max_side=32, strategy="jump")
+    assert VideoConfig(skip_nonref=True).skip_nonref

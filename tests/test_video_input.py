@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +127,27 @@ def test_predict_from_a_video_file(world: dict[str, Path]) -> None:
     assert len(ranks) == 3
     ends = [float(line.split()[4]) for line in ranks]
     assert max(ends) <= 9.5 + 1e-6
+
+
+def test_sample_clip_frames_without_a_stated_duration(
+    world: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No container duration: the last frame's time plus one frame interval, from the packets."""
+    import masra.grounding.video_features as vf
+
+    frames, _ = sample_clip_frames(world["video"], 2.0)
+    monkeypatch.setattr(vf, "probe_duration", lambda path, label: 0.0)
+    frames2, duration2 = vf.sample_clip_frames(world["video"], 2.0)
+    assert duration2 == pytest.approx(9.5)  # 95 frames at 10 fps: last at 9.4 s, plus 0.1 s
+    np.testing.assert_array_equal(frames2, frames)
+
+
+def test_sample_clip_frames_errors_name_the_file(tmp_path: Path) -> None:
+    from masra.grounding.video_features import VideoReadError
+
+    with pytest.raises(VideoReadError, match="video file not found"):
+        sample_clip_frames(tmp_path / "missing.mp4", 2.0)
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00junk" * 100)
+    with pytest.raises(VideoReadError, match=re.escape(str(bad))):
+        sample_clip_frames(bad, 2.0)
