@@ -143,7 +143,7 @@ def render_video(path: Path, cfg: Stage1SpeedConfig, seed: int) -> None:
     with av.open(str(tmp), mode="w") as container:
         stream = container.add_stream("libx264", rate=cfg.fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        options = {"preset": cfg.x264_preset, "crf": "28"}
+        options: dict[str, object] = {"preset": cfg.x264_preset, "crf": "28"}
         if cfg.keyint:
             options["x264-params"] = f"keyint={cfg.keyint}"
         stream.options = options
