@@ -42,7 +42,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -177,6 +177,7 @@ class _Regions:
         self.stack: list[str] = ["step"]
         self._handles: list[Any] = []
         self._frames: list[FrameType] = []
+        self._previous: Any = None
         self._modules: list[tuple[nn.Module, str]] = [(model, "model"), (criterion, "criterion")]
         self._modules += [(child, f"model.{name}") for name, child in model.named_children()]
         self._modules += [(child, f"criterion.{name}") for name, child in criterion.named_children()]
@@ -209,11 +210,12 @@ class _Regions:
         for module, label in self._modules:
             self._handles.append(module.register_forward_pre_hook(self._push(label)))
             self._handles.append(module.register_forward_hook(self._pop, always_call=True))
+        self._previous = sys.getprofile()
         sys.setprofile(self._profile)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        sys.setprofile(None)
+        sys.setprofile(self._previous)
         for h in self._handles:
             h.remove()
         self._handles.clear()
@@ -291,7 +293,7 @@ class Variant:
     def run(self, batch: Batch, regions: _Regions | None = None) -> None:
         """forward + criterion + weighted total + backward; gradients dropped afterwards."""
         _, losses = self.step(batch)
-        with regions.region("weighted_total") if regions is not None else ExitStack():
+        with regions.region("weighted_total") if regions is not None else nullcontext():
             total = weighted_total(losses, self.weights)
         self.acc.backward(total)
         self.step.zero_grad(set_to_none=True)
