@@ -167,11 +167,12 @@ def _index(path: Path) -> StreamIndex | None:
         return None
     if tb is None or not keys or not pts:
         return None
-    scale = tb.numerator / tb.denominator
     key_pts = np.unique(np.asarray(keys, dtype=np.int64))
-    return StreamIndex(
-        np.sort(np.asarray(pts, dtype=np.int64)) * scale, key_pts.astype(np.float64) * scale, key_pts
-    )
+
+    def seconds(p: np.ndarray) -> np.ndarray:  # as PyAV's ``frame.time``: float(pts) * num / den
+        return p.astype(np.float64) * tb.numerator / tb.denominator
+
+    return StreamIndex(seconds(np.sort(np.asarray(pts, dtype=np.int64))), seconds(key_pts), key_pts)
 
 
 def probe_duration(path: str | os.PathLike[str], label: str | None = None) -> float:
@@ -200,7 +201,8 @@ def frame_times(path: str | os.PathLike[str], label: str | None = None) -> np.nd
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         try:
-            out = [float(f.time or 0.0) for f in container.decode(stream)]
+            for frame in container.decode(stream):
+                out.append(float(frame.time or 0.0))
         except av.error.FFmpegError as e:
             raise VideoIOError(f"decoding failed in {label} after {len(out)} frames: {_why(e)}") from None
     return np.sort(np.asarray(out, dtype=np.float64))
