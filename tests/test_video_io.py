@@ -238,3 +238,19 @@ def test_index_helpers_and_probes(videos: dict) -> None:
     np.testing.assert_array_equal(frame_times(path), decoded)  # the index's times, bit for bit
     assert probe_duration(path) == pytest.approx(ft[-1], abs=0.15)
     assert video_io.scaled_size(640, 360, 448) == (448, 252)
+
+
+FIXTURE_VIDEOS = Path(__file__).resolve().parents[1] / "data" / "generated" / "fixture" / "videos"
+
+
+@pytest.mark.skipif(not FIXTURE_VIDEOS.is_dir(), reason="no generated fixture (make fixture)")
+def test_seek_matches_walk_on_generated_fixture_videos() -> None:
+    """The fixture world's own mp4s (4 fps, scene-cut keyframes), when they have been generated."""
+    for path in sorted(FIXTURE_VIDEOS.glob("*.mp4"))[:3]:
+        end = float(frame_times(path)[-1])
+        for times in (np.array([0.3, 0.55, 0.9]) * end, np.arange(0.1, end, 0.7)):
+            walk = sample_frames(path, times, strategy="walk")
+            for strategy in ("auto", "seek"):
+                got = sample_frames(path, times, strategy=strategy)
+                np.testing.assert_array_equal(got.pixels, walk.pixels, err_msg=f"{path.name} {strategy}")
+                np.testing.assert_array_equal(got.frame_times, walk.frame_times)
