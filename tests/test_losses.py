@@ -35,7 +35,7 @@ def test_matched_losses_golden() -> None:
         "pred_spans": torch.tensor([[[0.4, 0.2], [0.9, 0.05]]]),
     }
     targets = [torch.tensor([[0.5, 0.2]])]
-    matched = crit._match(outputs, [(torch.tensor([0]), torch.tensor([0]))], torch.cat(targets), [0, 1])
+    (matched,) = crit._match([outputs], [(torch.tensor([0]), torch.tensor([0]))], torch.cat(targets), [0, 1])
     # |0.4 - 0.5| + |0.2 - 0.2| = 0.1
     assert crit.loss_span_l1(outputs, matched).item() == pytest.approx(0.1, abs=1e-6)
     # (0.3, 0.5) vs (0.4, 0.6): IoU = gIoU = 0.1 / 0.3
@@ -286,3 +286,45 @@ def test_esta_clip_loss_stacked_equals_separate() -> None:
     assert stacked.shape == (2,)
     torch.testing.assert_close(stacked[0], esta_clip_loss(agree, member, emb, event_mask, 0.1))
     torch.testing.assert_close(stacked[1], esta_clip_loss(random, member, emb, event_mask, 0.1))
+
+
+def test_all_decoder_layers_matched_in_one_call_equal_layer_by_layer() -> None:
+    gen = torch.Generator().manual_seed(7)
+    crit = _criterion(**ALL_OFF)
+    bsz, queries, clips = 4, 5, 6
+
+    def layer() -> dict[str, torch.Tensor]:
+        return {
+            "pred_logits": torch.randn(bsz, queries, 2, generator=gen),
+            "pred_spans": torch.rand(bsz, queries, 2, generator=gen) * 0.5 + 0.1,
+        }
+
+    outputs: dict = {**layer(), "aux_outputs": [layer(), layer()]}
+    outputs["saliency"] = torch.randn(bsz, clips, generator=gen)
+    spans = [torch.rand(n, 2, generator=gen) * 0.4 + 0.2 for n in (1, 3, 0, 2)]
+    batch = Batch(
+        video=torch.zeros(bsz, clips, 4),
+        video_mask=torch.ones(bsz, clips, dtype=torch.bool),
+        text=torch.zeros(bsz, 3, 4),
+        text_mask=torch.ones(bsz, 3, dtype=torch.bool),
+        spans=spans,
+        saliency=torch.rand(bsz, clips, generator=gen),
+    )
+    losses = crit(outputs, batch)
+    all_targets = torch.cat(spans)
+    offsets = [0, 1, 4, 4, 6]
+    stages = [("", outputs)] + [(f"_{i}", aux) for i, aux in enumerate(outputs["aux_outputs"])]
+    for suffix, out in stages:
+        indices = crit.matcher(out["pred_logits"], out["pred_spans"], spans)
+        (matched,) = crit._match([out], indices, all_targets, offsets)
+        assert losses["span_l1" + suffix].item() == pytest.approx(
+            crit.loss_span_l1(out, matched).item(), rel=1e-6
+        )
+        assert losses["span_giou" + suffix].item() == pytest.approx(
+            crit.loss_span_giou(out, matched).item(), rel=1e-6
+        )
+        assert losses["label" + suffix].item() == pytest.approx(
+            crit.loss_label(out, matched).item(), rel=1e-6
+        )
+    # the layers differ, so equal losses above are not one layer's numbers repeated
+    assert losses["span_l1"].item() != pytest.approx(losses["span_l1_0"].item())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -78,3 +80,35 @@ def test_mismatched_batch_and_bad_costs_raise() -> None:
         matcher(logits, spans, targets[:1])
     with pytest.raises(ValueError, match="matching costs"):
         HungarianMatcher(cost_class=0.0, cost_span=0.0, cost_giou=0.0)
+
+
+def _stated_cost(logits: torch.Tensor, spans: torch.Tensor, tgt: torch.Tensor, cfg: LossConfig) -> float:
+    """The module docstring's cost of one (query, target) pair, written out in plain Python."""
+    p_fg = torch.softmax(logits.double(), -1)[0].item()
+    (c, w), (tc, tw) = spans.double().tolist(), tgt.double().tolist()
+    a, b = (c - w / 2, c + w / 2), (tc - tw / 2, tc + tw / 2)
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = (a[1] - a[0]) + (b[1] - b[0]) - inter
+    hull = max(a[1], b[1]) - min(a[0], b[0])
+    giou = inter / union - (hull - union) / hull
+    return -cfg.cost_class * p_fg + cfg.cost_span * (abs(c - tc) + abs(w - tw)) - cfg.cost_giou * giou
+
+
+def test_matches_minimise_the_stated_cost_by_brute_force() -> None:
+    cfg = LossConfig()
+    matcher = build_matcher(cfg)
+    logits, spans, targets = _random_batch(3, batch=6, queries=4)
+    for b, (q, t) in enumerate(matcher(logits, spans, targets)):
+        n = len(targets[b])
+        if n == 0:
+            assert len(q) == 0
+            continue
+        cost = [
+            [_stated_cost(logits[b, i], spans[b, i], targets[b][j], cfg) for j in range(n)] for i in range(4)
+        ]
+        best = min(
+            sum(cost[i][j] for j, i in enumerate(rows)) for rows in itertools.permutations(range(4), n)
+        )
+        got = sum(cost[i][j] for i, j in zip(q.tolist(), t.tolist(), strict=True))
+        assert got == pytest.approx(best, abs=1e-5)  # float32 costs in the matcher
+        assert sorted(t.tolist()) == list(range(n))

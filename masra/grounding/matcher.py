@@ -5,8 +5,11 @@ The cost of assigning query ``q`` to target ``j`` is
     C[q, j] = -cost_class * p_fg[q] + cost_span * |span_q - span_j|_1 - cost_giou * gIoU(span_q, span_j)
 
 with spans in normalised (center, width) form (the gIoU is computed in (start, end) form). The costs
-of the whole batch are computed in one go against the concatenated targets; only the small
-(Q, N_i) block of each sample goes to :func:`scipy.optimize.linear_sum_assignment`.
+of the whole batch are computed in one go, each target against the Q queries of its own sample only
+(a (sum N_i, Q) matrix, not the (B*Q, sum N_i) cross product), copied to the host once, and each
+sample's (Q, N_i) block goes to :func:`scipy.optimize.linear_sum_assignment`. Several decoder layers
+are matched in one call by stacking them along the batch (the criterion does), so a training step
+waits on the device once for matching, whatever the number of layers.
 """
 
 from __future__ import annotations
@@ -16,12 +19,24 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from masra.grounding.config import LossConfig
-from masra.grounding.span_ops import generalized_temporal_iou, span_cxw_to_xx
+from masra.grounding.span_ops import paired_generalized_iou, span_cxw_to_xx
 
-__all__ = ["HungarianMatcher", "MatchIndices", "build_matcher"]
+__all__ = ["HungarianMatcher", "MatchIndices", "build_matcher", "host_to_device"]
 
 MatchIndices = list[tuple[Tensor, Tensor]]
 """Per sample, (query indices, target indices): two int64 tensors of equal length min(Q, N_i)."""
+
+
+def host_to_device(x: Tensor, device: torch.device) -> Tensor:
+    """Copy a small host tensor to ``device`` without making the host wait for the device.
+
+    A copy from pageable host memory waits for the work queued before it; from pinned memory with
+    ``non_blocking`` it is queued like a kernel (PyTorch's caching host allocator keeps the pinned
+    buffer alive until the copy has run).
+    """
+    if device.type != "cuda":
+        return x.to(device)
+    return x.pin_memory().to(device, non_blocking=True)
 
 
 class HungarianMatcher(nn.Module):
@@ -50,7 +65,7 @@ class HungarianMatcher(nn.Module):
         Returns:
             For each sample, (query indices, target indices) on the CPU, sorted by query index.
         """
-        batch, num_queries = pred_logits.shape[:2]
+        batch = pred_logits.shape[0]
         if len(targets) != batch:
             raise ValueError(f"matcher: {batch} predictions but {len(targets)} target lists")
         sizes = [int(t.shape[0]) for t in targets]
@@ -58,22 +73,25 @@ class HungarianMatcher(nn.Module):
         if sum(sizes) == 0:
             return [(empty, empty) for _ in range(batch)]
 
-        prob_fg = pred_logits.flatten(0, 1).float().softmax(-1)[:, 0]  # (B*Q,)
-        spans = pred_spans.flatten(0, 1).float()  # (B*Q, 2)
-        tgt = torch.cat(targets).to(spans)  # (sum N, 2)
+        device = pred_spans.device
+        owner = host_to_device(torch.repeat_interleave(torch.arange(batch), torch.as_tensor(sizes)), device)
+        # owner: (sum N,) the sample of each target
+        prob_fg = pred_logits.float().softmax(-1)[..., 0]  # (B, Q)
+        spans = pred_spans.float()[owner]  # (sum N, Q, 2): each target's own sample's queries
+        tgt = torch.cat(targets).to(spans)[:, None, :]  # (sum N, 1, 2)
         cost = (
-            self.cost_span * torch.cdist(spans, tgt, p=1)
-            - self.cost_giou * generalized_temporal_iou(span_cxw_to_xx(spans), span_cxw_to_xx(tgt))
-            - self.cost_class * prob_fg[:, None]
-        )  # (B*Q, sum N)
-        cost = cost.view(batch, num_queries, -1).cpu()
+            self.cost_span * (spans - tgt).abs().sum(-1)
+            - self.cost_giou * paired_generalized_iou(span_cxw_to_xx(spans), span_cxw_to_xx(tgt))
+            - self.cost_class * prob_fg[owner]
+        )  # (sum N, Q)
+        cost = cost.cpu()  # the one wait on the device per call
 
         indices: MatchIndices = []
-        for b, block in enumerate(cost.split(sizes, dim=-1)):
+        for b, block in enumerate(cost.split(sizes, dim=0)):
             if sizes[b] == 0:
                 indices.append((empty, empty))
                 continue
-            rows, cols = linear_sum_assignment(block[b].numpy())
+            rows, cols = linear_sum_assignment(block.T.numpy())
             indices.append(
                 (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
             )

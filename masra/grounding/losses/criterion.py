@@ -33,7 +33,7 @@ from masra.grounding.losses.saliency import (
     saliency_margin_loss,
     saliency_rank_contrastive_loss,
 )
-from masra.grounding.matcher import HungarianMatcher, MatchIndices, build_matcher
+from masra.grounding.matcher import HungarianMatcher, MatchIndices, build_matcher, host_to_device
 from masra.grounding.span_ops import paired_generalized_iou, span_cxw_to_xx
 
 __all__ = ["SetCriterion", "build_criterion", "weighted_total"]
@@ -139,24 +139,38 @@ class SetCriterion(nn.Module):
 
     # ---- matched-moment losses -------------------------------------------------------------------
     @staticmethod
-    def _match(outputs: Outputs, indices: MatchIndices, all_targets: Tensor, offsets: list[int]) -> _Matched:
-        """Flatten one layer's per-sample matches (built on the CPU, sent in one copy)."""
+    def _match(
+        stages: list[Outputs], indices: MatchIndices, all_targets: Tensor, offsets: list[int]
+    ) -> list[_Matched]:
+        """Flatten the per-sample matches of every stage (``indices``: stage-major, B per stage).
+
+        The (batch, query, target) index triples are built on the CPU and sent in one copy for all
+        stages, from pinned memory on CUDA so that the host does not wait for the device.
+        """
+        batch = len(offsets) - 1
         counts = [len(q) for q, _ in indices]
         flat = np.stack(
             [
-                np.repeat(np.arange(len(indices)), counts),
+                np.repeat(np.tile(np.arange(batch), len(stages)), counts),
                 np.concatenate([q.numpy() for q, _ in indices]),
-                np.concatenate([j.numpy() + offsets[b] for b, (_, j) in enumerate(indices)]),
+                np.concatenate([j.numpy() + offsets[i % batch] for i, (_, j) in enumerate(indices)]),
             ]
-        ).astype(np.int64)  # (3, M) on the CPU
-        batch_idx, query_idx, target_idx = torch.from_numpy(flat).to(all_targets.device).unbind(0)
-        return _Matched(
-            batch_idx=batch_idx,
-            query_idx=query_idx,
-            pred=outputs["pred_spans"][batch_idx, query_idx].float(),
-            target=all_targets[target_idx].float(),
-            num_spans=float(max(offsets[-1], 1)),
-        )
+        ).astype(np.int64)  # (3, sum of matches over stages) on the CPU
+        per_stage = [sum(counts[k * batch : (k + 1) * batch]) for k in range(len(stages))]
+        on_device = host_to_device(torch.from_numpy(flat), all_targets.device).split(per_stage, dim=1)
+        out = []
+        for outputs, triple in zip(stages, on_device, strict=True):
+            batch_idx, query_idx, target_idx = triple.unbind(0)
+            out.append(
+                _Matched(
+                    batch_idx=batch_idx,
+                    query_idx=query_idx,
+                    pred=outputs["pred_spans"][batch_idx, query_idx].float(),
+                    target=all_targets[target_idx].float(),
+                    num_spans=float(max(offsets[-1], 1)),
+                )
+            )
+        return out
 
     def loss_span_l1(self, outputs: Outputs, matched: _Matched) -> Tensor:
         """Sum of |pred - target|_1 over matched (center, width) pairs / number of targets."""
@@ -234,9 +248,15 @@ class SetCriterion(nn.Module):
             offsets.append(offsets[-1] + int(t.shape[0]))
         losses: dict[str, Tensor] = {}
         stages = [("", outputs)] + [(f"_{i}", aux) for i, aux in enumerate(outputs.get("aux_outputs", []))]
-        for suffix, out in stages:
-            indices = self.matcher(out["pred_logits"], out["pred_spans"], targets)
-            matched = self._match(out, indices, all_targets, offsets)
+        # Every decoder layer is matched in one matcher call (layers stacked along the batch), so
+        # the step waits on the device once for matching instead of once per layer.
+        stacked = self.matcher(
+            torch.cat([out["pred_logits"] for _, out in stages]),
+            torch.cat([out["pred_spans"] for _, out in stages]),
+            list(targets) * len(stages),
+        )
+        matches = self._match([out for _, out in stages], stacked, all_targets, offsets)
+        for (suffix, out), matched in zip(stages, matches, strict=True):
             for name, fn in self.matched_map.items():
                 losses[name + suffix] = fn(out, matched)
 
