@@ -251,3 +251,21 @@ def test_prior_losses_on_inference_outputs_are_a_clear_error() -> None:
     batch = _batch(with_priors=True)
     with pytest.raises(ValueError, match=r"esta_clip.*training mode"):
         crit(_run(model, batch), batch)
+
+
+def test_criterion_inputs_name_everything_the_criterion_reads() -> None:
+    # The trainer hands the criterion only CRITERION_INPUTS; optional outputs are read with .get(),
+    # so a missing name would silently drop a loss term rather than fail. Same losses, same names:
+    from masra.grounding.losses.criterion import CRITERION_INPUTS
+
+    torch.manual_seed(0)
+    model = build_model(_cfg()).train()
+    crit = build_criterion(LossConfig(), model.cfg)
+    batch = _batch()
+    torch.manual_seed(1)
+    out = _run(model, batch)
+    assert set(out) - CRITERION_INPUTS  # there are outputs the criterion does not read
+    full = crit(out, batch)
+    kept = crit({k: v for k, v in out.items() if k in CRITERION_INPUTS}, batch)
+    assert full.keys() == kept.keys() and {"saliency_neg", "lrca", "esta_event", "sge"} <= full.keys()
+    assert all(torch.equal(full[k], kept[k]) for k in full)

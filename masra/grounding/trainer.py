@@ -41,6 +41,7 @@ from masra.grounding.checkpoint import (
 )
 from masra.grounding.data import ResidentSplit, epoch_batches
 from masra.grounding.losses import weighted_total
+from masra.grounding.losses.criterion import CRITERION_INPUTS
 from masra.grounding.postprocess import foreground_prob, predictions_from_outputs
 from masra.grounding.train_config import TrainConfig
 
@@ -99,7 +100,10 @@ class TrainStep(nn.Module):
                 priors=_float_priors(batch.priors),
                 meta=batch.meta,
             )
-            losses = self.criterion(_to_float(out), fbatch)
+            # Only what the criterion reads is cast (under bf16 the other outputs would cost a cast each).
+            losses = self.criterion(
+                _to_float({k: v for k, v in out.items() if k in CRITERION_INPUTS}), fbatch
+            )
         return out, losses
 
 

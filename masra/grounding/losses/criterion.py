@@ -289,6 +289,11 @@ class SetCriterion(nn.Module):
 # The model output each prior loss reads.
 _PRIOR_INPUTS = {"esta_event": "esta_clip", "esta_clip": "esta_clip", "sge": "sge_pred", "lrca": "lrca_clip"}
 
+CRITERION_INPUTS = frozenset(
+    {"pred_logits", "pred_spans", "aux_outputs", "saliency", "saliency_neg", *_PRIOR_INPUTS.values()}
+)
+"""Every model output the criterion reads (the rest, e.g. clip features for analysis, it ignores)."""
+
 
 def build_criterion(cfg: LossConfig, model_cfg: ModelConfig) -> SetCriterion:
     """The criterion for a model built from ``model_cfg``: its MASRA switches decide the prior losses."""
