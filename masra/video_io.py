@@ -315,7 +315,7 @@ class _Picker:
 
     def _take(self, t: float, frame: Any) -> None:
         if self._converted is None or self._converted[0] is not frame:
-            # single-threaded: a scaler's slice threads wait on busy cores when videos decode in parallel
+            # one scaler thread: the decoder threads and parallel videos already use the cores
             out = self._scaler.reformat(
                 frame, width=self.size[0], height=self.size[1], format="rgb24", threads=1
             )
