@@ -14,6 +14,7 @@
 #   5. a real Trainer.fit of 1 epoch of MASRA with its evaluation + checkpoints, projected to 200 epochs
 #   6. torch.compile'd MASRA training steps (compile time is in the warm-up, not in the timings)
 #   7. MASRA at batch 128 (throughput of large batches)
+#   8. ops, GPU kernels and host syncs per training step, baseline vs MASRA (bench/op_count.py)
 # It ends by printing a Markdown section (also in $OUT/gpu_section.md) and writing
 # $OUT/<host>-<stamp>.json; append the section to the docs with
 #   python -m bench.run --append-docs $OUT/<host>-<stamp>.json
@@ -72,6 +73,9 @@ if [ -f "$DATA" ]; then
 else
     echo "no benchmark data was written; see $OUT/data.log"
 fi
+# Needs no benchmark data (one random batch at QVHighlights shapes).
+step ops 60 $PY -m bench.op_count --device "$DEVICE" --precision bf16 --json "$OUT/ops.json"
+grep -E "^\| [a-z_ /]+ \|" "$OUT/ops.log" | grep -v "^| model\|^| criterion\|^| step\|^| weighted" || true
 
 echo "== summary ($(( $(date +%s) - T0 ))s total)"
 $PY -m bench.run --dataset qvhighlights --assemble "$OUT" --results-dir "$OUT" \
