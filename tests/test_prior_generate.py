@@ -237,3 +237,24 @@ def test_engine_error_on_one_request_is_a_partial_row(tmp_path: Path) -> None:
     row = read_shards(tmp_path / "r", PRIOR_SCHEMA).to_pylist()[0]
     assert row["status"] == "partial" and row["clip_captions"] == ["", "v clip 1"]
     assert "clip: generation failed: boom" in row["error"]
+
+
+def test_skip_nonref_reaches_the_decoder(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import masra.prior_gen.generate as gen_mod
+
+    seen: list[bool] = []
+    real = gen_mod.decode_at
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs.get("skip_nonref", False))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gen_mod, "decode_at", spy)
+    items = [it for it in videos_from_card(load_card(world), ["train"]) if it.vid in GOOD][:1]
+    for flag in (False, True):
+        cfg = GenerateConfig(video=VideoConfig(fps=1.0, max_frames=8, skip_nonref=flag), batch_videos=1)
+        gen = PriorGenerator(family=prompts.FAMILIES["qwen2_5_vl"], clip_len=2.0, max_clips=16, cfg=cfg)
+        generate_priors(items, generator=gen, engine_factory=ScriptedEngine, run_dir=tmp_path / f"run{flag}")
+    assert seen == [False, True]

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 _CARD_KEYS = {
     "model", "backend", "prompt_family", "splits", "encoder", "run",  # `run`: stage 2's prior run
-    "caption_mode", "fps", "max_frames", "frames_per_clip", "max_side", "max_events",
+    "caption_mode", "fps", "max_frames", "frames_per_clip", "max_side", "skip_nonref", "max_events",
     "event_max_tokens", "caption_max_tokens", "dense_tokens_per_clip", "batch_videos", "batch_size", "decode_workers",
     "max_model_len", "mm_processor_kwargs", "vllm_options",
 }  # fmt: skip
@@ -202,6 +202,7 @@ def generate(**kw: Any) -> None:
             max_frames=pick("max_frames", 64),
             frames_per_clip=st.get("frames_per_clip", 2),
             max_side=st.get("max_side", 448),
+            skip_nonref=bool(st.get("skip_nonref", False)),
         )
         cfg = GenerateConfig(
             video=video,

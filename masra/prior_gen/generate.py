@@ -162,7 +162,7 @@ class PriorGenerator:
         cl_t = clip_times(n, self.clip_len, vc) if self.cfg.caption_mode == "per_clip" else np.zeros((0, 2))
         all_t = np.clip(np.concatenate([ev_t, cl_t.reshape(-1)]), 0.0, max(item.duration - 1e-3, 0.0))
         try:
-            frames = decode_at(item.path, all_t, vc.max_side)
+            frames = decode_at(item.path, all_t, vc.max_side, skip_nonref=vc.skip_nonref)
         except VideoDecodeError as e:
             prep.error = str(e)
             return prep
