@@ -8,6 +8,9 @@ seeds:
 * ``masra+reference``: MASRA with the fixture's reference priors;
 * ``masra+shuffled``: MASRA where every video carries *another* video's priors (a derangement; the
   donor's captions and events are stretched onto the receiving video's clip grid);
+* ``masra+ignored``: MASRA with the reference priors but every prior-loss weight 0 (ESTA, SGE's
+  supervision, LRCA): the architecture parts without the priors' gradients, a control for how much
+  of MASRA's gain comes from the priors at all;
 * ``masra+noisy``: the reference priors with event spans jittered (start and end moved by a normal
   of ``--jitter`` x the event length) and a share ``--replace`` of clip captions replaced by the
   caption of a random clip of a random video.
@@ -44,7 +47,15 @@ from masra.prior_gen.shards import write_table_atomic
 log = logging.getLogger("bench.priors")
 
 REPO = Path(__file__).resolve().parents[1]
-SETTINGS = ("baseline", "masra+reference", "masra+shuffled", "masra+noisy")
+SETTINGS = ("baseline", "masra+reference", "masra+shuffled", "masra+noisy", "masra+ignored")
+# masra+ignored: the MASRA model and the reference priors, every prior-loss weight 0, so the priors
+# reach no gradient: what MASRA's architecture (SGE, SORA, DAI) gives without them.
+IGNORED_PRIOR_WEIGHTS = {
+    "loss.w_esta_event": 0.0,
+    "loss.w_esta_clip": 0.0,
+    "loss.w_sge": 0.0,
+    "loss.w_lrca": 0.0,
+}
 # The comparison's training schedule on top of configs/fixture.yaml (whose 20 constant-LR epochs are
 # sized for a quick `make train`): with them every setting was still climbing at the last evaluation
 # and the seed spread swamped the differences. 40 epochs with a cosine decay let the baseline level off
@@ -324,10 +335,10 @@ def verdicts(per: dict[str, Any]) -> list[str]:
                 out.append(
                     f"{key}: MASRA with reference priors does NOT beat the baseline ({r:.2f} vs {b:.2f})."
                 )
-        for other in ("masra+shuffled", "masra+noisy"):
+        for other in ("masra+shuffled", "masra+noisy", "masra+ignored"):
             if other in per and "masra+reference" in per:
                 r, o, sig = cmp("masra+reference", other, key)
-                kind = other.split("+")[1]
+                kind = other.split("+")[1] + (" (prior-loss weights 0)" if other == "masra+ignored" else "")
                 if r > o and sig:
                     out.append(f"{key}: reference priors beat {kind} priors ({r:.2f} vs {o:.2f}).")
                 elif o > r and sig:
@@ -397,6 +408,8 @@ def main(argv: list[str] | None = None) -> None:
                 ov.update({"seed": base.seed + k, "card.root": fixture, "card.prior_dir": str(prior_root)})
                 if name == "baseline":
                     ov["masra"] = False
+                elif name == "masra+ignored":
+                    ov.update({"priors_run": "reference", **IGNORED_PRIOR_WEIGHTS})
                 else:
                     ov["priors_run"] = name.split("+")[1]
                 cfg = load_train_config("fixture", args.config, ov)
