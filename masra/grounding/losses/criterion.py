@@ -197,12 +197,12 @@ class SetCriterion(nn.Module):
         if not priors.esta_losses:
             assert priors.esta is not None
             clip_names = [n for n in ("esta_clip", "sge") if n in self.prior_map]
-            keys = {"esta_clip": "esta_clip", "sge": "sge_pred"}
+            event_proj = outputs[_PRIOR_INPUTS["esta_event"]] if "esta_event" in self.prior_map else None
             event, clips = esta_terms(
                 priors.esta,
                 self.cfg.esta_temperature,
-                event_proj=outputs["esta_clip"] if "esta_event" in self.prior_map else None,
-                clip_projs=[outputs[keys[n]] for n in clip_names],
+                event_proj=event_proj,
+                clip_projs=[outputs[_PRIOR_INPUTS[n]] for n in clip_names],
             )
             priors.esta_losses.update(zip(clip_names, clips, strict=True))
             if event is not None:
