@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from bench.common import load_bench_data, summarize
 from bench.infer_speed import InferSpeedConfig, run_infer_speed
@@ -108,15 +107,6 @@ def test_synth_config_rejects_bad_sizes(tmp_path: Path) -> None:
         SynthConfig(out=tmp_path, train_queries=3, train_videos=4)
     with pytest.raises(ValueError, match="lacks"):
         SynthConfig(out=tmp_path, annotations=tmp_path)
-
-
-@pytest.fixture
-def one_thread():  # type: ignore[no-untyped-def]
-    """One torch thread: on a shared 2-core machine two threads are several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_train_speed_runs_both_variants_and_reports_consistent_numbers(tiny, one_thread) -> None:  # type: ignore[no-untyped-def]

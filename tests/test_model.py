@@ -16,13 +16,7 @@ PARTS = ("use_esta", "use_lrca", "use_sge", "use_sora", "use_dai")
 B, L, T, DV, DT, DP = 3, 10, 5, 20, 12, 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny shapes run fastest on one thread, and much faster than two when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(**overrides: object) -> ModelConfig:

@@ -16,12 +16,7 @@ from masra.grounding.model.sora import SecondOrderRelationalAttention
 TIGHT = {"rtol": 1e-5, "atol": 1e-6}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _ref_sora(m: SecondOrderRelationalAttention, x: torch.Tensor, mask: torch.Tensor):  # type: ignore[no-untyped-def]

@@ -28,12 +28,7 @@ PRIOR_LOSSES = ("criterion.loss_esta_event", "criterion.loss_lrca")
 TINY_MODEL = {"hidden_dim": 32, "num_heads": 4, "ffn_dim": 64, "lrca_dim": 8, "dai_codebook_size": 3}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(**kw: object) -> OpCountConfig:
