@@ -6,11 +6,11 @@ tells which source frame it came from.
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _video import write_timed_h264
 
 from masra.prior_gen.video import (
     VideoConfig,
@@ -24,25 +24,9 @@ from masra.prior_gen.video import (
 
 def make_mp4(path: Path, times: list[float], size: tuple[int, int] = (64, 48)) -> Path:
     """Write an H.264 mp4 whose frame ``i`` (gray level 10*i mod 256) has pts ``times[i]`` seconds."""
-    import av
-
     w, h = size
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=10)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        s.time_base = Fraction(1, 1000)
-        s.codec_context.time_base = Fraction(1, 1000)
-        s.options = {"crf": "10", "preset": "ultrafast"}
-        for i, t in enumerate(times):
-            frame = av.VideoFrame.from_ndarray(
-                np.full((h, w, 3), (i * 10) % 256, dtype=np.uint8), format="rgb24"
-            )
-            frame.pts, frame.time_base = round(t * 1000), Fraction(1, 1000)
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
+    frames = [np.full((h, w, 3), (i * 10) % 256, dtype=np.uint8) for i in range(len(times))]
+    return write_timed_h264(path, frames, times, rate=10, options={"crf": "10", "preset": "ultrafast"})
 
 
 def cfr_times(duration: float, fps: float) -> list[float]:

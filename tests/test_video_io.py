@@ -8,11 +8,11 @@ ties to the later one.
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _video import write_timed_h264
 
 from masra import video_io
 from masra.fixture.render import write_mp4
@@ -49,21 +49,14 @@ def index_of(pixels: np.ndarray) -> list[int]:
 
 def encode(path: Path, times: list[float], params: str, faststart: bool = False) -> Path:
     """An H.264 mp4 whose frame ``i`` is ``pattern(i)`` at pts ``times[i]`` s (millisecond time base)."""
-    import av
-
-    with av.open(str(path), "w", options={"movflags": "+faststart"} if faststart else {}) as c:
-        s = c.add_stream("libx264", rate=30)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        s.time_base = s.codec_context.time_base = Fraction(1, 1000)
-        s.options = {"crf": "18", "preset": "veryfast", "x264-params": params}
-        for i, t in enumerate(times):
-            frame = av.VideoFrame.from_ndarray(pattern(i), format="rgb24")
-            frame.pts, frame.time_base = round(t * 1000), Fraction(1, 1000)
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
+    return write_timed_h264(
+        path,
+        [pattern(i) for i in range(len(times))],
+        times,
+        rate=30,
+        options={"crf": "18", "preset": "veryfast", "x264-params": params},
+        container_options={"movflags": "+faststart"} if faststart else None,
+    )
 
 
 def cfr(n: int, fps: float = 30.0) -> list[float]:
