@@ -90,3 +90,15 @@ class Batch:
 
     def without_priors(self) -> Batch:
         return replace(self, priors=None)
+
+
+def host_to_device(x: Tensor, device: torch.device) -> Tensor:
+    """Copy a small host tensor to ``device`` without making the host wait for the device.
+
+    A copy from pageable host memory waits for the work queued before it; from pinned memory with
+    ``non_blocking`` it is queued like a kernel (PyTorch's caching host allocator keeps the pinned
+    buffer alive until the copy has run).
+    """
+    if device.type != "cuda":
+        return x.to(device)
+    return x.pin_memory().to(device, non_blocking=True)

@@ -33,7 +33,7 @@ from masra.datasets.card import DatasetCard
 from masra.datasets.features import temporal_endpoint_features
 from masra.datasets.store import FeatureStore
 from masra.datasets.types import Query
-from masra.grounding.batch import Batch, PriorBatch
+from masra.grounding.batch import Batch, PriorBatch, host_to_device
 from masra.grounding.priors_io import PriorTable
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class ResidentSplit:
     def batch(self, idx: Tensor, with_priors: bool = True) -> Batch:
         """Gather the queries ``idx`` ((B,) int64, on the CPU) into a Batch on this split's device."""
         rows = idx.tolist()
-        i = idx.to(self.device, non_blocking=True)
+        i = host_to_device(idx, self.device)
         v = self.q2v[i]  # (B,)
         sp = self.spans[i]  # (B, S, 2)
         priors = None

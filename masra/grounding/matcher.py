@@ -18,25 +18,14 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
+from masra.grounding.batch import host_to_device
 from masra.grounding.config import LossConfig
 from masra.grounding.span_ops import paired_generalized_iou, span_cxw_to_xx
 
-__all__ = ["HungarianMatcher", "MatchIndices", "build_matcher", "host_to_device"]
+__all__ = ["HungarianMatcher", "MatchIndices", "build_matcher"]
 
 MatchIndices = list[tuple[Tensor, Tensor]]
 """Per sample, (query indices, target indices): two int64 tensors of equal length min(Q, N_i)."""
-
-
-def host_to_device(x: Tensor, device: torch.device) -> Tensor:
-    """Copy a small host tensor to ``device`` without making the host wait for the device.
-
-    A copy from pageable host memory waits for the work queued before it; from pinned memory with
-    ``non_blocking`` it is queued like a kernel (PyTorch's caching host allocator keeps the pinned
-    buffer alive until the copy has run).
-    """
-    if device.type != "cuda":
-        return x.to(device)
-    return x.pin_memory().to(device, non_blocking=True)
 
 
 class HungarianMatcher(nn.Module):
