@@ -62,6 +62,14 @@ IGNORED_PRIOR_WEIGHTS = {
 # (val R1@0.5 56 -> 61 over its last 16 epochs, seed 0). The same schedule is used for every setting;
 # `--set` overrides it.
 PROTOCOL = {"epochs": 40, "scheduler": "cosine", "eval_every": 4}
+# Diagnostic settings (not run by default; name them in --settings): MASRA with the reference priors
+# and one prior loss switched off, to find which prior loss helps or costs accuracy.
+DROPS = {
+    "masra+ref-no-esta": {"loss.w_esta_event": 0.0, "loss.w_esta_clip": 0.0},
+    "masra+ref-no-sge": {"loss.w_sge": 0.0},
+    "masra+ref-no-lrca": {"loss.w_lrca": 0.0},
+}
+ALL_SETTINGS = SETTINGS + tuple(DROPS)
 METRICS = ("MR-full-R1@0.5", "MR-full-R1@0.7", "MR-full-mAP")
 
 
@@ -199,6 +207,30 @@ def write_prior_runs(
     return paths
 
 
+def write_holdout(train_path: Path, out: Path, frac: float, seed: int = 0) -> tuple[Path, Path]:
+    """Split a QVHighlights-format train file by video: ``fit.jsonl`` (1 - ``frac``), ``heldout.jsonl``.
+
+    All queries of a video land on the same side, so the held-out part shares no video with the part
+    trained on; it is the place to compare settings without looking at val.
+    """
+    if not 0.0 < frac < 1.0:
+        raise ValueError(f"--holdout must be in (0, 1), got {frac}")
+    lines = [x for x in train_path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    vids = sorted({json.loads(x)["vid"] for x in lines})
+    rng = np.random.default_rng(seed)
+    n_held = max(1, round(frac * len(vids)))
+    held = set(rng.permutation(vids)[:n_held].tolist())
+    if n_held >= len(vids):
+        raise ValueError(f"--holdout {frac} leaves no training video out of {len(vids)}")
+    out.mkdir(parents=True, exist_ok=True)
+    fit_path, held_path = out / "fit.jsonl", out / "heldout.jsonl"
+    fit_path.write_text(
+        "".join(x + "\n" for x in lines if json.loads(x)["vid"] not in held), encoding="utf-8"
+    )
+    held_path.write_text("".join(x + "\n" for x in lines if json.loads(x)["vid"] in held), encoding="utf-8")
+    return fit_path, held_path
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -272,6 +304,7 @@ def render(results: dict[str, Any]) -> str:
         f"### Prior sensitivity · {results['date']} · host `{results['host']}` · {results['machine']}",
         "",
         f"Fixture at {results['fixture']}, config {results['config']} ({results['overrides'] or 'no overrides'}), "
+        f"evaluated on {results.get('eval_on', 'val')}, "
         f"seeds {results['seeds']}; noisy priors: jitter {results['jitter']} x event length, "
         f"{100 * results['replace']:.0f} % of captions replaced. Position-only baseline R1@0.5: "
         f"{results.get('position_r1', '-')}.",
@@ -283,14 +316,15 @@ def render(results: dict[str, Any]) -> str:
         ("last_plain", "at the last evaluation, decoder ranking alone (no saliency rescoring)"),
     ):
         rows = []
-        for name in SETTINGS:
+        for name in ALL_SETTINGS:
             if name not in per or not all(per[name].get(which, {}).get(k) for k in METRICS):
                 continue
             cells = [f"{m:.2f} ± {s:.2f}" for m, s in (_mean_std(per[name][which][k]) for k in METRICS)]
             rows.append(f"| {name} | " + " | ".join(cells) + " |")
         if not rows:  # e.g. no saliency rescoring configured: the plain ranking is the one above
             continue
-        lines += [f"Val metrics {title}, mean ± std over seeds:", ""]
+        where = "Val" if results.get("eval_on", "val") == "val" else "Held-out"
+        lines += [f"{where} metrics {title.replace('val ', where.lower() + ' ')}, mean ± std over seeds:", ""]
         lines += ["| setting | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS), *rows, ""]
     lines += [
         "Training losses at the last epoch (unweighted, mean over seeds): the prior losses show whether the "
@@ -299,7 +333,7 @@ def render(results: dict[str, Any]) -> str:
         "| setting | " + " | ".join(LOSSES) + " |",
         "|---|" + "---|" * len(LOSSES),
     ]
-    for name in SETTINGS:
+    for name in ALL_SETTINGS:
         if name in per:
             fl = per[name].get("final_losses", {})
             cells = [f"{statistics.fmean(fl[k]):.3f}" if fl.get(k) else "-" for k in LOSSES]
@@ -351,6 +385,20 @@ def verdicts(per: dict[str, Any]) -> list[str]:
                         f"{key}: {kind} priors do as well as reference ones ({o:.2f} vs {r:.2f}): "
                         "the priors' content is not what helps here."
                     )
+        for drop in DROPS:
+            if drop in per and "masra+reference" in per:
+                r, d, sig = cmp("masra+reference", drop, key)
+                loss = drop.rsplit("-", 1)[1].upper()
+                if d > r and sig:
+                    out.append(
+                        f"{key}: switching {loss} off IMPROVES on all prior losses ({d:.2f} vs {r:.2f})."
+                    )
+                elif r > d and sig:
+                    out.append(f"{key}: switching {loss} off costs accuracy ({d:.2f} vs {r:.2f}).")
+                else:
+                    out.append(
+                        f"{key}: switching {loss} off changes nothing beyond seed noise ({d:.2f} vs {r:.2f})."
+                    )
     return out
 
 
@@ -364,6 +412,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], help="config override KEY=VALUE")
     p.add_argument("--jitter", type=float, default=0.5)
     p.add_argument("--replace", type=float, default=0.5)
+    p.add_argument(
+        "--holdout",
+        type=float,
+        default=None,
+        metavar="F",
+        help="train on the videos of train but a share F, evaluate on that held-out share (not val); "
+        "for choosing settings without looking at val. Runs go to {work}/holdout-F",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
     p.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
@@ -399,7 +455,19 @@ def main(argv: list[str] | None = None) -> None:
         )
         log.info("prior runs: %s", runs)
     overrides = {**PROTOCOL, **parse_overrides(args.sets)}
+    runs_root, eval_on = args.work, "val"
+    if args.holdout is not None:
+        runs_root = args.work / f"holdout-{args.holdout:g}"
+        fit, held = write_holdout(card.annotation_path("train"), runs_root / "splits", args.holdout)
+        overrides.update(
+            {"card.annotations.fit": str(fit), "card.annotations.heldout": str(held),
+             "train_split": "fit", "eval_split": "heldout"}
+        )  # fmt: skip
+        eval_on = f"a held-out {args.holdout:g} of train's videos ({held})"
     settings = [s for s in args.settings.split(",") if s]
+    unknown = sorted(set(settings) - set(ALL_SETTINGS))
+    if unknown:
+        raise SystemExit(f"unknown --settings {unknown}; known: {', '.join(ALL_SETTINGS)}")
     if not args.render_only:
         mine = [int(x) for x in args.train_seeds.split(",")] if args.train_seeds else range(args.seeds)
         for k in mine:  # seed-major, so an interrupted run still has whole seeds
@@ -410,15 +478,17 @@ def main(argv: list[str] | None = None) -> None:
                     ov["masra"] = False
                 elif name == "masra+ignored":
                     ov.update({"priors_run": "reference", **IGNORED_PRIOR_WEIGHTS})
+                elif name in DROPS:
+                    ov.update({"priors_run": "reference", **DROPS[name]})
                 else:
                     ov["priors_run"] = name.split("+")[1]
                 cfg = load_train_config("fixture", args.config, ov)
-                run = _run_dir(args.work, name, k)
+                run = _run_dir(runs_root, name, k)
                 if finished_same(run, cfg.to_dict()):
                     log.info("%s: finished run of the same configuration kept", run)
                     continue
-                run_training(cfg, run, store_dir=args.work / "store")
-    per, position_r1 = collect_runs(args.work, settings, args.seeds)
+                run_training(cfg, run, store_dir=runs_root / "store")
+    per, position_r1 = collect_runs(runs_root, settings, args.seeds)
     now = dt.datetime.now(dt.timezone.utc)
     results = {
         "bench": "prior_sensitivity",
@@ -427,6 +497,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": f"CPU only, {__import__('os').cpu_count()} cores, torch threads {args.threads}",
         "fixture": fixture,
         "config": str(args.config),
+        "eval_on": eval_on,
         "overrides": " ".join([f"{k}={v}" for k, v in PROTOCOL.items()] + args.sets),
         "seeds": max((len(v["seconds"]) for v in per.values()), default=0),
         "jitter": args.jitter,

@@ -8,7 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.priors import PriorVariant, derangement, finished_same, noisy, shuffled, verdicts, write_variant
+from bench.priors import (
+    PriorVariant,
+    derangement,
+    finished_same,
+    noisy,
+    shuffled,
+    verdicts,
+    write_holdout,
+    write_variant,
+)
 from bench.stage1_speed import CannedEngine, Stage1SpeedConfig, run_stage1_speed
 from masra.grounding.priors_io import read_prior_table
 from masra.prior_gen import prompts
@@ -89,6 +98,39 @@ def test_verdicts_say_plainly_when_priors_do_not_help() -> None:
     assert "beats the baseline" in text and "reference priors beat shuffled" in text
     text = " ".join(verdicts({"baseline": same, "masra+reference": same, "masra+shuffled": better}))
     assert "shuffled priors do BETTER than reference ones" in text
+
+
+def test_verdicts_name_the_prior_loss_whose_removal_helps_or_costs() -> None:
+    ref = {"MR-full-R1@0.5": [70.0, 71.0, 72.0], "MR-full-mAP": [40.0, 41.0, 42.0]}
+    per = {
+        "masra+reference": {"last": ref},
+        "masra+ref-no-esta": {
+            "last": {"MR-full-R1@0.5": [80.0, 81.0, 82.0], "MR-full-mAP": [50.0, 51.0, 52.0]}
+        },
+        "masra+ref-no-lrca": {
+            "last": {"MR-full-R1@0.5": [60.0, 61.0, 62.0], "MR-full-mAP": [41.0, 42.0, 40.0]}
+        },
+    }
+    text = "\n".join(verdicts(per))
+    assert "switching ESTA off IMPROVES on all prior losses (81.00 vs 71.00)" in text
+    assert "switching LRCA off costs accuracy (61.00 vs 71.00)" in text
+    assert "MR-full-mAP: switching LRCA off changes nothing beyond seed noise" in text
+
+
+def test_holdout_split_keeps_every_query_and_shares_no_video(tmp_path: Path) -> None:
+    lines = [{"qid": q, "vid": f"v{q // 3}", "query": "x"} for q in range(60)]  # 20 videos, 3 queries each
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    fit, held = write_holdout(train, tmp_path / "split", 0.25)
+    fit_rows = [json.loads(x) for x in fit.read_text().splitlines()]
+    held_rows = [json.loads(x) for x in held.read_text().splitlines()]
+    assert sorted(r["qid"] for r in fit_rows + held_rows) == list(range(60))
+    assert len({r["vid"] for r in held_rows}) == 5
+    assert not {r["vid"] for r in fit_rows} & {r["vid"] for r in held_rows}
+    again = write_holdout(train, tmp_path / "again", 0.25)[1]
+    assert again.read_text() == held.read_text()  # the same split every time
+    with pytest.raises(ValueError, match="in \\(0, 1\\)"):
+        write_holdout(train, tmp_path / "bad", 1.0)
 
 
 def test_canned_answers_parse_into_full_priors() -> None:
