@@ -1,0 +1,834 @@
+"""The commands in README.md, docs/*.md and .ci/run match the code, checked without running any work.
+
+Commands are read from shell-like fenced blocks (no info string, ``bash``, ``sh``, ``shell``,
+``console``, ``text``; a comment that starts with a command, e.g. ``# = masra train ...``, counts too)
+and from inline code spans that start with a command. Checked:
+
+- ``masra ...`` (also ``python -m masra.pipelines[.cli]`` and ``accelerate launch ... -m ...``): the
+  group/subcommand path resolves in the click CLI and every option exists on that command; values of
+  ``click.Choice`` options (``a|b`` alternatives each) are valid choices.
+- ``make TARGET [VAR=VALUE]``: the target is a rule of the Makefile and VAR a Makefile variable.
+- ``python -m bench.X ...``, ``bench/X.py ...``, ``scripts/X.py ...``: the module or file exists and
+  every flag is one of its argparse parser's (the parser is taken from ``build_parser()`` or caught
+  when ``main`` calls ``parse_args``; nothing runs after that).
+- ``--set KEY=VALUE`` on ``masra train`` / ``masra ablate`` / ``bench.priors``: KEY is a TrainConfig
+  field (``model.*``, ``loss.*``, ``postprocess.*`` sub-fields of their configs, ``card.*`` a card
+  key); on the other commands KEY is a dataset-card key (``priors.*`` one of the card's prior
+  settings).
+
+Placeholders are tolerated: ``<run>``, ``...``, ``$VAR``, ``{x}``, ``key=value`` and upper-case words
+such as ``NAME`` or ``DIR`` in command positions. A failure names the file and line of each broken
+command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import importlib.util
+import inspect
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import click
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+SHELL_FILES = [REPO / ".ci" / "run"]
+SHELL_FENCES = {"", "bash", "sh", "shell", "console", "text"}
+PYTHONS = {"python", "python3", "$(PY)"}
+SEPARATORS = {"|", "||", "&&", ";"}
+MASRA_MODULES = {"masra.pipelines", "masra.pipelines.cli"}
+TRAIN_SET_COMMANDS = {("train",), ("ablate",)}  # their --set keys are TrainConfig keys
+TRAIN_SET_MODULES = {"bench.priors"}
+SCRIPT = re.compile(r"^(?:\./)?(?:bench|scripts)/[\w/]+\.(?:py|sh)$")
+FENCE = re.compile(r"^\s*(`{3,}|~{3,})\s*([\w+-]*)")
+INLINE = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command found in a document: where it is, its text and its shell words."""
+
+    where: str  # "docs/training.md:8"
+    text: str
+    tokens: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OptSpec:
+    """What the checks need to know of one option."""
+
+    takes_value: bool
+    choices: tuple[str, ...] | None = None
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+def _is_placeholder(token: str) -> bool:
+    """``<run>``, ``...``, ``$VAR``, ``{x}``, ``NAME``, ``KEY=VALUE``: text a reader replaces."""
+    return (
+        any(c in token for c in "<>{}$…")
+        or "..." in token
+        or bool(re.fullmatch(r"[A-Z][A-Z0-9_]*(=[A-Z][A-Z0-9_]*)?", token))
+    )
+
+
+def _words(text: str) -> list[str]:
+    """Shell words of ``text``; ``<a b>`` stays one word, brackets and parens of usage lines go."""
+    text = re.sub(r"<[^<>\n]*>", lambda m: m.group(0).replace(" ", "_"), text)
+    try:
+        words = shlex.split(text)
+    except ValueError:  # an unbalanced quote in prose-like text
+        words = text.split()
+    return [w.strip("[]()") for w in words if w.strip("[]()")]
+
+
+def _split_comment(line: str) -> tuple[str, str]:
+    """``code  # comment`` -> (code, comment); a ``#`` inside quotes or a word is not a comment."""
+    quote = ""
+    for i, c in enumerate(line):
+        if quote:
+            quote = "" if c == quote else quote
+        elif c in "'\"":
+            quote = c
+        elif c == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i], line[i + 1 :]
+    return line, ""
+
+
+def _starts_command(words: list[str], i: int) -> bool:
+    w = words[i]
+    nxt = words[i + 1] if i + 1 < len(words) else ""
+    return (
+        w in ("masra", "make")
+        or w.endswith("/masra")
+        or ((w in PYTHONS or w.endswith(("/python", "/python3"))) and nxt == "-m")
+        or (w == "accelerate" and nxt == "launch")
+        or bool(SCRIPT.match(w))
+    )
+
+
+def _split_commands(words: list[str]) -> list[list[str]]:
+    """The commands in a list of words: each runs from a command word to the next one or to ``;``,
+    ``&&`` or ``||`` (a lone ``|`` stays: in usage lines it separates alternatives)."""
+    out: list[list[str]] = []
+    current: list[str] | None = None
+    for i, w in enumerate(words):
+        if _starts_command(words, i):
+            current = [w]
+            out.append(current)
+        elif w in SEPARATORS - {"|"}:
+            current = None
+        elif current is not None:
+            current.append(w)
+    return out
+
+
+def _pipe_is_alternative(text: str, pos: int) -> bool:
+    before = text[:pos]
+    return before.count("[") + before.count("(") > before.count("]") + before.count(")")
+
+
+def _commands_in_code_line(text: str, where: str) -> list[Command]:
+    code, comment = _split_comment(text.strip().removeprefix("$ "))
+    # A shell pipe ends a command; `a | b` inside a usage list's brackets does not.
+    parts, start = [], 0
+    for m in re.finditer(r"(?<!\S)(?:\|\|?|&&)(?!\S)|;", code):
+        if m.group(0) == "|" and _pipe_is_alternative(code, m.start()):
+            continue
+        parts.append(code[start : m.start()])
+        start = m.end()
+    parts.append(code[start:])
+    found = [Command(where, " ".join(c), tuple(c)) for part in parts for c in _split_commands(_words(part))]
+    words = _words(comment)
+    if words[:1] == ["="]:
+        words = words[1:]
+    if words and _starts_command(words, 0):
+        found += [Command(where, " ".join(c), tuple(c)) for c in _split_commands(words)]
+    elif len(words) > 1 and words[0] == "or" and words[1].startswith("-") and found:
+        last = found.pop()  # "# or --video clip.mp4": another option of the same command
+        found.append(
+            Command(last.where, f"{last.text} {' '.join(words[1:])}", last.tokens + tuple(words[1:]))
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class Block:
+    """A fenced block: its info string, the line number of its first content line, its lines."""
+
+    info: str
+    first: int
+    lines: tuple[str, ...]
+
+
+def split_markdown(text: str) -> tuple[list[Block], str]:
+    """The fenced blocks of a document, and its other text with fenced lines blanked (so that line
+    numbers stay those of the file)."""
+    lines = text.splitlines()
+    prose = list(lines)
+    blocks: list[Block] = []
+    open_fence: tuple[str, str, int] | None = None  # marker, info, line number of the opening
+    for n, line in enumerate(lines, 1):
+        m = FENCE.match(line)
+        if open_fence is None and m:
+            open_fence = (m.group(1), m.group(2).lower(), n)
+        elif open_fence is not None and re.fullmatch(rf"\s*{re.escape(open_fence[0][0])}{{3,}}\s*", line):
+            _, info, start = open_fence
+            blocks.append(Block(info, start + 1, tuple(lines[start : n - 1])))
+            open_fence = None
+        elif open_fence is None:
+            continue
+        prose[n - 1] = ""
+    return blocks, "\n".join(prose)
+
+
+def inline_spans(prose: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each inline code span; a span may wrap lines but not a paragraph."""
+    for m in INLINE.finditer(prose):
+        if "\n\n" not in m.group(2):
+            yield prose.count("\n", 0, m.start()) + 1, " ".join(m.group(2).split())
+
+
+def commands_in_markdown(text: str, label: str) -> list[Command]:
+    """Every command in shell-like fenced blocks and in inline code spans that start with one."""
+    blocks, prose = split_markdown(text)
+    found: list[Command] = []
+    for block in blocks:
+        if block.info not in SHELL_FENCES:
+            continue
+        # Logical lines: a line continued after a backslash, or an indented usage line that goes
+        # on with options, joins the line before it.
+        logical: list[list[Any]] = []  # [line number, text]
+        continued = False
+        for n, line in enumerate(block.lines, block.first):
+            if continued or (logical and re.match(r"\s+[\[(]*-", line)):
+                logical[-1][1] += " " + line
+            else:
+                logical.append([n, line])
+            continued = line.rstrip().endswith("\\")
+            if continued:
+                logical[-1][1] = logical[-1][1].rstrip()[:-1]
+        for start, body in logical:
+            found += _commands_in_code_line(body, f"{label}:{start}")
+    for n, span in inline_spans(prose):
+        words = _words(span)
+        if words and _starts_command(words, 0):
+            found += [Command(f"{label}:{n}", " ".join(c), tuple(c)) for c in _split_commands(words)]
+    return found
+
+
+def commands_in_shell_file(text: str, label: str) -> list[Command]:
+    found: list[Command] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        found += _commands_in_code_line(line, f"{label}:{n}")
+    return found
+
+
+# --------------------------------------------------------------------------- the code's side
+
+
+@functools.cache
+def _cli() -> click.Group:
+    from masra.pipelines.cli import main
+
+    return main
+
+
+def _click_specs(cmd: click.Command, ctx: click.Context) -> dict[str, OptSpec]:
+    specs: dict[str, OptSpec] = {}
+    for p in cmd.get_params(ctx):
+        if not isinstance(p, click.Option):
+            continue
+        choices = tuple(str(c) for c in p.type.choices) if isinstance(p.type, click.Choice) else None
+        for name in p.opts:
+            specs[name] = OptSpec(takes_value=not (p.is_flag or p.count), choices=choices)
+        for name in p.secondary_opts:
+            specs[name] = OptSpec(takes_value=False)
+    return specs
+
+
+def _argparse_specs(parser: argparse.ArgumentParser) -> dict[str, OptSpec]:
+    return {
+        name: OptSpec(
+            takes_value=action.nargs != 0,
+            choices=tuple(str(c) for c in action.choices) if action.choices else None,
+        )
+        for name, action in parser._option_string_actions.items()
+    }
+
+
+class _Caught(Exception):
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        super().__init__("parser caught")
+        self.parser = parser
+
+
+def _catch(self: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
+    raise _Caught(self)
+
+
+def _parser_of(module: Any) -> argparse.ArgumentParser | None:
+    """The module's argparse parser: ``build_parser()``, else the one ``main`` builds, caught at its
+    ``parse_args`` call (so ``main`` does no work)."""
+    build = getattr(module, "build_parser", None)
+    if callable(build):
+        parser = build()
+        assert isinstance(parser, argparse.ArgumentParser)
+        return parser
+    main = getattr(module, "main", None)
+    if not callable(main):
+        return None
+    with (
+        mock.patch.object(argparse.ArgumentParser, "parse_args", _catch),
+        mock.patch.object(argparse.ArgumentParser, "parse_known_args", _catch),
+    ):
+        try:
+            main([]) if inspect.signature(main).parameters else main()
+        except _Caught as caught:
+            return caught.parser
+    return None
+
+
+@functools.cache
+def _module_specs(name: str) -> dict[str, OptSpec] | str:
+    """Options of ``python -m name``, or why they cannot be read."""
+    if importlib.util.find_spec(name) is None:
+        return f"no module {name}"
+    parser = _parser_of(importlib.import_module(name))
+    if parser is not None:
+        return _argparse_specs(parser)
+    return _help_specs([sys.executable, "-m", name])
+
+
+@functools.cache
+def _script_specs(rel: str) -> dict[str, OptSpec] | str:
+    path = REPO / rel.removeprefix("./")
+    if not path.is_file():
+        return f"no file {rel}"
+    if path.suffix != ".py":
+        return {}  # a shell script: only its existence is checked
+    if path.parent.name == "bench":
+        return _module_specs(f"bench.{path.stem}")
+    spec = importlib.util.spec_from_file_location(f"_doc_script_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    parser = _parser_of(module)
+    return _argparse_specs(parser) if parser is not None else _help_specs([sys.executable, str(path)])
+
+
+def _help_specs(argv: list[str]) -> dict[str, OptSpec] | str:
+    """Fallback for a program whose parser cannot be caught: the flags its ``--help`` lists."""
+    run = subprocess.run([*argv, "--help"], capture_output=True, text=True, timeout=60, cwd=REPO)
+    if run.returncode != 0:
+        return f"`{' '.join(argv[1:])} --help` failed: {run.stderr.strip()[-300:]}"
+    # Without the parser, whether a flag takes a value is unknown; assume it does not.
+    return {f: OptSpec(takes_value=False) for f in re.findall(r"(?<![\w-])--?[\w][\w-]*", run.stdout)}
+
+
+@functools.cache
+def _make_rules() -> tuple[frozenset[str], frozenset[str]]:
+    """The Makefile's explicit targets and the variables it sets or reads."""
+    text = (REPO / "Makefile").read_text(encoding="utf-8")
+    targets: set[str] = set()
+    for line in text.splitlines():
+        m = re.match(r"^([^\s:=#$][^:=#]*?)\s*::?(?!=)", line)
+        if m:
+            targets.update(t for t in m.group(1).split() if not t.startswith(".") and "%" not in t)
+    variables = set(re.findall(r"\$\((\w+)\)", text)) | set(
+        re.findall(r"^(?:export\s+)?(\w+)\s*[?:+]?=", text, re.M)
+    )
+    return frozenset(targets), frozenset(variables)
+
+
+def _help_targets() -> list[str]:
+    """Target names listed by the Makefile's ``help`` rule."""
+    text = (REPO / "Makefile").read_text(encoding="utf-8")
+    m = re.search(r"^help:.*\n((?:\t.*\n)+)", text, re.M)
+    if not m:
+        return []
+    echoed = re.sub(r"\[.*?\]|\$\(\w+\)", " ", m.group(1))
+    return [w for w in re.findall(r"[\w-]+", echoed) if w not in ("echo", "make")]
+
+
+@functools.cache
+def _train_keys() -> dict[str, frozenset[str] | None]:
+    """TrainConfig fields; for mapping fields, the known sub-keys (None: any)."""
+    from masra.grounding.config import LossConfig, ModelConfig
+    from masra.grounding.train_config import PostprocessConfig, TrainConfig
+
+    subs: dict[str, Any] = {"model": ModelConfig, "loss": LossConfig, "postprocess": PostprocessConfig}
+    return {
+        f.name: frozenset(g.name for g in fields(subs[f.name])) if f.name in subs else None
+        for f in fields(TrainConfig)
+    }
+
+
+@functools.cache
+def _card_keys() -> frozenset[str]:
+    """DatasetCard fields and the top-level keys of the shipped cards (``priors``, ``text_encoder``)."""
+    from masra.datasets.card import DatasetCard
+
+    keys = {f.name for f in fields(DatasetCard)} - {"extra"}
+    for card in (REPO / "data" / "datasets").glob("*.yaml"):
+        keys |= set(yaml.safe_load(card.read_text(encoding="utf-8")) or {})
+    return frozenset(keys)
+
+
+def _card_key_problem(key: str) -> str | None:
+    head, _, rest = key.partition(".")
+    if head not in _card_keys():
+        return f"--set {key}: {head!r} is not a dataset-card key (known: {', '.join(sorted(_card_keys()))})"
+    if head == "priors" and rest:
+        from masra.pipelines.cli_priors import _CARD_KEYS
+
+        sub = rest.split(".")[0]
+        if sub not in _CARD_KEYS:
+            return (
+                f"--set {key}: {sub!r} is not a card prior setting (known: {', '.join(sorted(_CARD_KEYS))})"
+            )
+    return None
+
+
+def _train_key_problem(key: str) -> str | None:
+    head, _, rest = key.partition(".")
+    if head == "card" and rest:
+        return _card_key_problem(rest)
+    keys = _train_keys()
+    if head not in keys:
+        return f"--set {key}: {head!r} is not a TrainConfig key (known: {', '.join(sorted(keys))})"
+    sub = rest.split(".")[0]
+    known = keys[head]
+    if rest and known is not None and sub not in known:
+        return f"--set {key}: {sub!r} is not a field of {head} (known: {', '.join(sorted(known))})"
+    return None
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_options(
+    words: list[str], specs: dict[str, OptSpec], label: str, *, stop_at_positional: bool = False
+) -> tuple[list[str], list[tuple[str, str]], int]:
+    """Problems with the options in ``words``, the (option, value) pairs read, and where reading
+    stopped (``stop_at_positional``: at the first word that is not an option or its value)."""
+    problems: list[str] = []
+    values: list[tuple[str, str]] = []
+    i = 0
+    while i < len(words):
+        w = words[i]
+        if w == "--":
+            break
+        if not w.startswith("-") or w == "-" or re.fullmatch(r"-\d.*", w) or _is_placeholder(w.split("=")[0]):
+            if stop_at_positional:
+                break
+            i += 1
+            continue
+        name, eq, value = w.partition("=") if w.startswith("--") else (w, "", "")
+        if re.fullmatch(r"-([a-zA-Z])\1+", name):  # -vv: a counted short flag
+            name = name[:2]
+        spec = specs.get(name)
+        if spec is None:
+            known = ", ".join(sorted(n for n in specs if n.startswith("--")))
+            problems.append(f"unknown option {name} for `{label}` (known: {known})")
+            i += 1
+            continue
+        if spec.takes_value and not eq:
+            if i + 1 < len(words):
+                value = words[i + 1]
+                i += 1
+            else:
+                value = ""
+        if spec.takes_value and value:
+            values.append((name, value))
+            if spec.choices is not None and not _is_placeholder(value):
+                bad = [v for v in value.split("|") if v not in spec.choices]
+                if bad:
+                    problems.append(
+                        f"{name} {value}: {', '.join(bad)} not in {list(spec.choices)} (`{label}`)"
+                    )
+        i += 1
+    return problems, values, i
+
+
+def _set_key_problems(values: list[tuple[str, str]], train: bool) -> list[str]:
+    problems = []
+    for name, value in values:
+        if name != "--set" or "=" not in value:
+            continue
+        key = value.split("=", 1)[0]
+        if _is_placeholder(key) or key in ("key", "KEY"):
+            continue
+        problem = _train_key_problem(key) if train else _card_key_problem(key)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+@functools.cache
+def _shipped_card(name: str) -> dict[str, Any] | None:
+    path = REPO / "data" / "datasets" / f"{name}.yaml"
+    return yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _dataset_problems(values: list[tuple[str, str]]) -> list[str]:
+    """``--dataset NAME`` names a shipped card, and each ``--split`` is one of its splits."""
+    names = [v for o, v in values if o in ("--dataset", "-d")]
+    if len(names) != 1 or _is_placeholder(names[0]) or not re.fullmatch(r"[\w-]+", names[0]):
+        return []  # no dataset (a checkpoint's), a card path, or a placeholder
+    card = _shipped_card(names[0])
+    if card is None:
+        return [f"--dataset {names[0]}: no card data/datasets/{names[0]}.yaml"]
+    splits = sorted(card.get("annotations") or {})
+    return [
+        f"--split {v}: the {names[0]} card has no split {v!r} (splits: {', '.join(splits)})"
+        for o, v in values
+        if o in ("--split", "-s") and not _is_placeholder(v) and v not in splits
+    ]
+
+
+def check_masra(args: list[str], found: set[tuple[str, ...]] | None = None) -> list[str]:
+    """Resolve ``masra ARGS``' command path and check its options; record the path in ``found``."""
+    cmd: click.Command = _cli()
+    path: list[str] = []
+    ctx = cmd.make_context("masra", [], resilient_parsing=True)
+    i = 0
+    while isinstance(cmd, click.Group):
+        if i >= len(args) or _is_placeholder(args[i]):
+            return []
+        w = args[i]
+        if w.startswith("-"):  # an option of the group itself, e.g. masra -v train
+            problems, _, used = _check_options(
+                args[i:], _click_specs(cmd, ctx), " ".join(["masra", *path]), stop_at_positional=True
+            )
+            if problems:
+                return problems
+            i += max(used, 1)
+            continue
+        sub = cmd.get_command(ctx, w)
+        if sub is None:
+            if not re.fullmatch(r"[a-z][a-z0-9_-]*", w):
+                return []  # not a command word (a diagram arrow, prose)
+            names = ", ".join(cmd.list_commands(ctx))
+            return [f"no command {w!r} in `{' '.join(['masra', *path])}` (commands: {names})"]
+        path.append(w)
+        ctx = sub.make_context(w, [], parent=ctx, resilient_parsing=True)
+        cmd = sub
+        i += 1
+    if found is not None:
+        found.add(tuple(path))
+    label = " ".join(["masra", *path])
+    problems, values, _ = _check_options(args[i:], _click_specs(cmd, ctx), label)
+    return (
+        problems
+        + _set_key_problems(values, train=tuple(path) in TRAIN_SET_COMMANDS)
+        + _dataset_problems(values)
+    )
+
+
+def check_make(args: list[str]) -> list[str]:
+    targets, variables = _make_rules()
+    problems = []
+    for w in args:
+        if w.startswith("-") or _is_placeholder(w):
+            continue
+        if "=" in w:
+            var, value = w.split("=", 1)
+            if var not in variables:
+                problems.append(f"make variable {var} is not used by the Makefile")
+            elif var == "DATASET" and not _is_placeholder(value) and _shipped_card(value) is None:
+                problems.append(f"DATASET={value}: no card data/datasets/{value}.yaml")
+        elif w not in targets:
+            problems.append(f"no make target {w!r} (targets: {', '.join(sorted(targets))})")
+    return problems
+
+
+def check_module(args: list[str], found: set[tuple[str, ...]] | None = None) -> list[str]:
+    """``python -m MODULE ARGS`` for this repository's modules (others, e.g. pip, are not checked)."""
+    if not args or _is_placeholder(args[0]):
+        return []
+    name, rest = args[0], args[1:]
+    if name in MASRA_MODULES:
+        return check_masra(rest, found)
+    if name.split(".")[0] not in ("masra", "bench", "scripts"):
+        return []
+    specs = _module_specs(name)
+    if isinstance(specs, str):
+        return [specs]
+    problems, values, _ = _check_options(rest, specs, f"python -m {name}")
+    return problems + _set_key_problems(values, train=name in TRAIN_SET_MODULES)
+
+
+def check_script(args: list[str]) -> list[str]:
+    specs = _script_specs(args[0])
+    if isinstance(specs, str):
+        return [specs]
+    if not specs:
+        return []
+    name = f"bench.{Path(args[0]).stem}" if Path(args[0]).parent.name == "bench" else ""
+    problems, values, _ = _check_options(args[1:], specs, args[0])
+    return problems + _set_key_problems(values, train=name in TRAIN_SET_MODULES)
+
+
+@functools.cache
+def _accelerate_specs() -> dict[str, OptSpec]:
+    from accelerate.commands.launch import launch_command_parser
+
+    return _argparse_specs(launch_command_parser())
+
+
+def check_accelerate(args: list[str], found: set[tuple[str, ...]] | None = None) -> list[str]:
+    """``accelerate launch [OPTIONS] (-m MODULE | SCRIPT) ARGS``: the launcher's options, then the program."""
+    problems, _, used = _check_options(
+        args, _accelerate_specs(), "accelerate launch", stop_at_positional=True
+    )
+    rest = args[used:]
+    if not rest:
+        return problems
+    as_module = any(w in ("-m", "--module") for w in args[:used])
+    return problems + (
+        check_module(rest, found) if as_module else check_script(rest) if SCRIPT.match(rest[0]) else []
+    )
+
+
+def problems_of(cmd: Command, found: set[tuple[str, ...]] | None = None) -> list[str]:
+    """Everything wrong with one documented command, as ``file:line: `command`: problem`` lines."""
+    head, args = cmd.tokens[0], list(cmd.tokens[1:])
+    if head == "make":
+        problems = check_make(args)
+    elif head == "masra" or head.endswith("/masra"):
+        problems = check_masra(args, found)
+    elif head == "accelerate":
+        problems = check_accelerate(args[1:], found)
+    elif SCRIPT.match(head):
+        problems = check_script([head, *args])
+    else:  # python -m MODULE
+        problems = check_module(args[1:], found)
+    return [f"{cmd.where}: `{cmd.text}`: {p}" for p in problems]
+
+
+def _doc_commands(path: Path) -> list[Command]:
+    label = path.relative_to(REPO).as_posix()
+    text = path.read_text(encoding="utf-8")
+    return commands_in_shell_file(text, label) if path in SHELL_FILES else commands_in_markdown(text, label)
+
+
+# --------------------------------------------------------------------------- names and paths
+
+SOURCE_PATH = re.compile(
+    r"^(?:masra|tests|bench|scripts|configs|docs|requirements|data/datasets|\.ci)/[\w./-]*$"
+)
+DOTTED = re.compile(r"^masra(?:\.\w+)+")
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def _resolve(dotted: str) -> str | None:
+    """None when ``masra.a.b.name`` names a module or an attribute of one, else why not."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        module_name = ".".join(parts[:cut])
+        try:
+            obj: Any = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name is not None and not module_name.startswith(e.name):
+                raise  # the module exists but imports something missing: not a doc problem
+            continue
+        for attr in parts[cut:]:
+            if not hasattr(obj, attr):
+                return f"{dotted}: {type(obj).__name__} {'.'.join(parts[:cut])} has no {attr!r}"
+            obj = getattr(obj, attr)
+        return None
+    return f"{dotted}: no such module"
+
+
+def _python_block_problems(block: Block, label: str) -> list[str]:
+    """``from masra.x import a, b`` / ``import masra.x`` lines of a Python block resolve."""
+    problems = []
+    for n, line in enumerate(block.lines, block.first):
+        m = re.match(r"\s*from\s+(masra[\w.]*)\s+import\s+(.+)", line)
+        names = (
+            [f"{m.group(1)}.{x.split(' as ')[0].strip()}" for x in m.group(2).strip("()").split(",")]
+            if m
+            else []
+        )
+        m = re.match(r"\s*import\s+(masra[\w.]*)", line)
+        names += [m.group(1)] if m else []
+        problems += [f"{label}:{n}: {p}" for name in names if (p := _resolve(name))]
+    return problems
+
+
+def reference_problems(text: str, label: str, doc_dir: Path) -> list[str]:
+    """Source paths and ``masra.*`` names in inline code, imports in Python blocks, and relative
+    Markdown links of a document exist."""
+    blocks, prose = split_markdown(text)
+    problems: list[str] = []
+    for block in blocks:
+        if block.info == "python":
+            problems += _python_block_problems(block, label)
+    for n, span in inline_spans(prose):
+        head = span.split(" ")[0].split("(")[0].rstrip(".,:;")
+        if SOURCE_PATH.match(head) and not _is_placeholder(head) and "*" not in head:
+            if not (REPO / head).exists():
+                problems.append(f"{label}:{n}: `{span}`: no file or folder {head}")
+        elif DOTTED.match(head):
+            problem = _resolve(DOTTED.match(head).group(0))  # type: ignore[union-attr]
+            if problem:
+                problems.append(f"{label}:{n}: `{span}`: {problem}")
+    for n, line in enumerate(prose.splitlines(), 1):
+        for target in LINK.findall(line):
+            path = target.split("#")[0]
+            if path and "://" not in target and not (doc_dir / path).exists():
+                problems.append(f"{label}:{n}: link to {target}: no such file")
+    return problems
+
+
+# --------------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("path", DOC_FILES + SHELL_FILES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_documented_commands_match_the_code(path: Path) -> None:
+    commands = _doc_commands(path)
+    problems = [p for c in commands for p in problems_of(c)]
+    assert not problems, "documented commands that do not match the code:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_documented_paths_and_names_exist(path: Path) -> None:
+    label = path.relative_to(REPO).as_posix()
+    problems = reference_problems(path.read_text(encoding="utf-8"), label, path.parent)
+    assert not problems, "documented files, names or links that do not exist:\n" + "\n".join(problems)
+
+
+def _leaf_paths(
+    cmd: click.Command, ctx: click.Context, path: tuple[str, ...] = ()
+) -> Iterator[tuple[str, ...]]:
+    if not isinstance(cmd, click.Group):
+        yield path
+        return
+    for name in cmd.list_commands(ctx):
+        sub = cmd.get_command(ctx, name)
+        assert sub is not None
+        yield from _leaf_paths(
+            sub, sub.make_context(name, [], parent=ctx, resilient_parsing=True), (*path, name)
+        )
+
+
+def test_every_cli_command_is_documented() -> None:
+    """Each leaf command of the CLI appears, resolved, in some document (this also shows that the
+    extraction reaches the commands at all)."""
+    found: set[tuple[str, ...]] = set()
+    for path in DOC_FILES:
+        for cmd in _doc_commands(path):
+            problems_of(cmd, found)
+    root = _cli()
+    leaves = set(_leaf_paths(root, root.make_context("masra", [], resilient_parsing=True)))
+    missing = sorted(" ".join(("masra", *p)) for p in leaves - found)
+    assert not missing, f"CLI commands no document shows: {missing}"
+
+
+def test_make_help_and_ci_agree_with_the_readme() -> None:
+    """The targets ``make help`` lists are real and in the README; .ci/run runs README commands."""
+    readme = _doc_commands(REPO / "README.md")
+    readme_targets = {w for c in readme if c.tokens[0] == "make" for w in c.tokens[1:] if "=" not in w}
+    names = _help_targets()
+    assert "demo" in names and "test" in names, f"`make help` not read: {names}"
+    targets, _ = _make_rules()
+    assert not set(names) - targets, f"`make help` names targets the Makefile lacks: {set(names) - targets}"
+    assert not set(names) - readme_targets, f"README lacks `make help` targets {set(names) - readme_targets}"
+    ci = {c.tokens for path in SHELL_FILES for c in _doc_commands(path)}
+    assert ci, "no command found in .ci/run"
+    assert ci <= {c.tokens for c in readme}, f".ci/run runs commands the README does not show: {ci}"
+
+
+BROKEN = """\
+# A document with broken commands
+
+Inline: `masra train --dataset fixture --no-such-flag` and `make no-such-target`.
+
+```bash
+masra trian --dataset fixture
+masra priors generate --dataset fixture --backend vllm|nope
+python -m bench.run --no-such-bench-flag
+masra train --dataset fixture --set no_such_key=1 --set model.no_such_field=2
+masra data stats --dataset fixture --split val --set rot=/data   # typo of root
+make train DATASETT=fixture
+masra priors report --dataset charades --split val
+make eval DATASET=qvh
+```
+
+```python
+masra train --not-checked-in-python-blocks
+```
+"""
+
+PLACEHOLDERS = """\
+```bash
+masra train --dataset NAME --out runs/<name> --priors <prior run> --set key=value ...
+masra <command> ...
+masra eval --checkpoint $CKPT --split {split}
+make train DATASET=...
+masra predict --checkpoint CKPT (--video-features F.npz | --vid VID) --query "..."   # or --video clip.mp4
+masra priors generate --dataset charades [--backend vllm|transformers] [--shard i/N]
+python -m bench.priors --seeds 5 --set epochs=40 --set card.root=/x
+accelerate launch --multi_gpu --num_processes 2 -m masra.pipelines.cli train --dataset qvhighlights
+```
+"""
+
+
+def test_broken_commands_are_reported_with_file_and_line() -> None:
+    problems = [p for c in commands_in_markdown(BROKEN, "broken.md") for p in problems_of(c)]
+    expected = [
+        ("broken.md:3:", "unknown option --no-such-flag for `masra train`"),
+        ("broken.md:3:", "no make target 'no-such-target'"),
+        ("broken.md:6:", "no command 'trian' in `masra`"),
+        ("broken.md:7:", "nope not in ['vllm', 'transformers']"),
+        ("broken.md:8:", "unknown option --no-such-bench-flag for `python -m bench.run`"),
+        ("broken.md:9:", "'no_such_key' is not a TrainConfig key"),
+        ("broken.md:9:", "'no_such_field' is not a field of model"),
+        ("broken.md:10:", "'rot' is not a dataset-card key"),
+        ("broken.md:11:", "make variable DATASETT is not used"),
+        ("broken.md:12:", "the charades card has no split 'val'"),
+        ("broken.md:13:", "DATASET=qvh: no card"),
+    ]
+    for where, what in expected:
+        assert any(p.startswith(where) and what in p for p in problems), (where, what, problems)
+    assert len(problems) == len(expected), problems
+
+
+def test_placeholders_and_valid_commands_pass() -> None:
+    commands = commands_in_markdown(PLACEHOLDERS, "ok.md")
+    assert len(commands) == 8, commands
+    predict = next(c for c in commands if "predict" in c.tokens)
+    assert "--video" in predict.tokens  # the "# or --video" comment joins the command
+    problems = [p for c in commands for p in problems_of(c)]
+    assert not problems, problems
+
+
+def test_broken_references_are_reported() -> None:
+    doc = """\
+See `masra/no_such_module.py`, `masra.grounding.metrics.no_such_function` and [x](no-such.md).
+Fine: `masra/grounding/span_ops.py`, `masra.grounding.metrics.evaluate_submission(...)`, `runs/<name>/`.
+
+```python
+from masra.grounding.metrics import evaluate_submission, no_such_name
+```
+"""
+    problems = reference_problems(doc, "refs.md", REPO / "docs")
+    assert len(problems) == 4, problems
+    assert problems[0].startswith("refs.md:5:") and "no_such_name" in problems[0]
+    assert [p.split(":")[1] for p in problems[1:]] == ["1", "1", "1"], problems
+    assert "masra/no_such_module.py" in problems[1] and "no_such_function" in problems[2]
+    assert "no-such.md" in problems[3]
