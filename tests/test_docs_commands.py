@@ -48,6 +48,7 @@ SHELL_FILES = [REPO / ".ci" / "run"]
 SHELL_FENCES = {"", "bash", "sh", "shell", "console", "text"}
 PYTHONS = {"python", "python3", "$(PY)"}
 SEPARATORS = {"|", "||", "&&", ";"}
+RUNNERS = {"bash", "sh", "env", "nice", "time"}  # words that may precede a command in a span
 MASRA_MODULES = {"masra.pipelines", "masra.pipelines.cli"}
 TRAIN_SET_COMMANDS = {("train",), ("ablate",)}  # their --set keys are TrainConfig keys
 TRAIN_SET_MODULES = {"bench.priors"}
@@ -225,8 +226,12 @@ def commands_in_markdown(text: str, label: str) -> list[Command]:
             found += _commands_in_code_line(body, f"{label}:{start}")
     for n, span in inline_spans(prose):
         words = _words(span)
-        if words and _starts_command(words, 0):
-            found += [Command(f"{label}:{n}", " ".join(c), tuple(c)) for c in _split_commands(words)]
+        # A span is a command when it starts with one, after any `VAR=value`, `bash` or `nice` words.
+        lead = 0
+        while lead < len(words) - 1 and (words[lead] in RUNNERS or re.fullmatch(r"\w+=\S*", words[lead])):
+            lead += 1
+        if words and _starts_command(words, lead):
+            found += [Command(f"{label}:{n}", " ".join(c), tuple(c)) for c in _split_commands(words[lead:])]
     return found
 
 
@@ -756,7 +761,7 @@ def test_make_help_and_ci_agree_with_the_readme() -> None:
 BROKEN = """\
 # A document with broken commands
 
-Inline: `masra train --dataset fixture --no-such-flag` and `make no-such-target`.
+Inline: `masra train --dataset fixture --no-such-flag`, `make no-such-target`, `bash bench/no_such.sh`.
 
 ```bash
 masra trian --dataset fixture
@@ -793,6 +798,7 @@ def test_broken_commands_are_reported_with_file_and_line() -> None:
     expected = [
         ("broken.md:3:", "unknown option --no-such-flag for `masra train`"),
         ("broken.md:3:", "no make target 'no-such-target'"),
+        ("broken.md:3:", "no file bench/no_such.sh"),
         ("broken.md:6:", "no command 'trian' in `masra`"),
         ("broken.md:7:", "nope not in ['vllm', 'transformers']"),
         ("broken.md:8:", "unknown option --no-such-bench-flag for `python -m bench.run`"),
