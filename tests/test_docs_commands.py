@@ -1,24 +1,31 @@
 """The commands in README.md, docs/*.md and .ci/run match the code, checked without running any work.
 
 Commands are read from shell-like fenced blocks (no info string, ``bash``, ``sh``, ``shell``,
-``console``, ``text``; a comment that starts with a command, e.g. ``# = masra train ...``, counts too)
-and from inline code spans that start with a command. Checked:
+``console``, ``text``; a comment that starts with a command, e.g. ``# = masra train ...``, counts
+too, and ``# or --flag ...`` adds to the command before it) and from inline code spans that start
+with a command. Checked:
 
 - ``masra ...`` (also ``python -m masra.pipelines[.cli]`` and ``accelerate launch ... -m ...``): the
   group/subcommand path resolves in the click CLI and every option exists on that command; values of
-  ``click.Choice`` options (``a|b`` alternatives each) are valid choices.
-- ``make TARGET [VAR=VALUE]``: the target is a rule of the Makefile and VAR a Makefile variable.
+  ``click.Choice`` options (``a|b`` alternatives each) are valid choices; ``--dataset NAME`` is a
+  shipped card and each ``--split`` one of its splits.
+- ``make TARGET [VAR=VALUE]``: the target is a rule of the Makefile and VAR a Makefile variable
+  (``DATASET`` a shipped card).
 - ``python -m bench.X ...``, ``bench/X.py ...``, ``scripts/X.py ...``: the module or file exists and
-  every flag is one of its argparse parser's (the parser is taken from ``build_parser()`` or caught
-  when ``main`` calls ``parse_args``; nothing runs after that).
+  every flag is one of its argparse parser's, spelled in full (the parser comes from
+  ``build_parser()`` or is caught when ``main`` calls ``parse_args``, so nothing runs; ``--help`` in
+  a subprocess is the fallback).
 - ``--set KEY=VALUE`` on ``masra train`` / ``masra ablate`` / ``bench.priors``: KEY is a TrainConfig
   field (``model.*``, ``loss.*``, ``postprocess.*`` sub-fields of their configs, ``card.*`` a card
   key); on the other commands KEY is a dataset-card key (``priors.*`` one of the card's prior
   settings).
 
 Placeholders are tolerated: ``<run>``, ``...``, ``$VAR``, ``{x}``, ``key=value`` and upper-case words
-such as ``NAME`` or ``DIR`` in command positions. A failure names the file and line of each broken
-command.
+such as ``NAME`` or ``DIR``. A failure names the file and line of each broken command.
+
+Also checked: source paths (``masra/...``, ``tests/...``, ...) and ``masra.*`` names in inline code,
+``masra`` imports of Python blocks and relative links exist; every CLI command is shown somewhere;
+the targets of ``make help`` are real and in the README, and .ci/run runs a command the README shows.
 """
 
 from __future__ import annotations
@@ -72,6 +79,7 @@ class OptSpec:
 
     takes_value: bool
     choices: tuple[str, ...] | None = None
+    required: str | None = None  # for a required option: the name of its parameter
 
 
 # --------------------------------------------------------------------------- extraction
@@ -259,7 +267,11 @@ def _click_specs(cmd: click.Command, ctx: click.Context) -> dict[str, OptSpec]:
             continue
         choices = tuple(str(c) for c in p.type.choices) if isinstance(p.type, click.Choice) else None
         for name in p.opts:
-            specs[name] = OptSpec(takes_value=not (p.is_flag or p.count), choices=choices)
+            specs[name] = OptSpec(
+                takes_value=not (p.is_flag or p.count),
+                choices=choices,
+                required=p.name if p.required else None,
+            )
         for name in p.secondary_opts:
             specs[name] = OptSpec(takes_value=False)
     return specs
@@ -270,6 +282,7 @@ def _argparse_specs(parser: argparse.ArgumentParser) -> dict[str, OptSpec]:
         name: OptSpec(
             takes_value=action.nargs != 0,
             choices=tuple(str(c) for c in action.choices) if action.choices else None,
+            required=action.dest if action.required else None,
         )
         for name, action in parser._option_string_actions.items()
     }
@@ -469,6 +482,17 @@ def _check_options(
     return problems, values, i
 
 
+def _missing_required(words: list[str], specs: dict[str, OptSpec], label: str) -> list[str]:
+    """Required options absent from a command that names options (a bare ``masra eval`` in prose
+    refers to the command; ``...`` may stand for anything)."""
+    if "..." in words or not any(w.startswith("-") for w in words):
+        return []
+    given = {specs[n].required for w in words if (n := w.split("=")[0]) in specs}
+    missing = {s.required for s in specs.values() if s.required} - given
+    names = sorted(max((n for n, s in specs.items() if s.required == m), key=len) for m in missing)
+    return [f"`{label}` needs {n}" for n in names]
+
+
 def _set_key_problems(values: list[tuple[str, str]], train: bool) -> list[str]:
     problems = []
     for name, value in values:
@@ -536,9 +560,11 @@ def check_masra(args: list[str], found: set[tuple[str, ...]] | None = None) -> l
     if found is not None:
         found.add(tuple(path))
     label = " ".join(["masra", *path])
-    problems, values, _ = _check_options(args[i:], _click_specs(cmd, ctx), label)
+    specs = _click_specs(cmd, ctx)
+    problems, values, _ = _check_options(args[i:], specs, label)
     return (
         problems
+        + _missing_required(args[i:], specs, label)
         + _set_key_problems(values, train=tuple(path) in TRAIN_SET_COMMANDS)
         + _dataset_problems(values)
     )
@@ -574,17 +600,25 @@ def check_module(args: list[str], found: set[tuple[str, ...]] | None = None) -> 
     if isinstance(specs, str):
         return [specs]
     problems, values, _ = _check_options(rest, specs, f"python -m {name}")
+    problems += _missing_required(rest, specs, f"python -m {name}")
     return problems + _set_key_problems(values, train=name in TRAIN_SET_MODULES)
 
 
 def check_script(args: list[str]) -> list[str]:
+    """``bench/X.py ARGS`` / ``scripts/X.py ARGS`` / ``bench/X.sh``: the file exists and takes the flags;
+    a module of a package given arguments must be run with ``-m`` (run by path, its imports fail)."""
     specs = _script_specs(args[0])
     if isinstance(specs, str):
         return [specs]
+    path = REPO / args[0].removeprefix("./")
+    if len(args) > 1 and path.suffix == ".py" and (path.parent / "__init__.py").is_file():
+        module = f"{path.parent.name}.{path.stem}"
+        return [f"{args[0]} is a module of a package (run by path, its imports fail): `python -m {module}`"]
     if not specs:
         return []
     name = f"bench.{Path(args[0]).stem}" if Path(args[0]).parent.name == "bench" else ""
     problems, values, _ = _check_options(args[1:], specs, args[0])
+    problems += _missing_required(args[1:], specs, args[0])
     return problems + _set_key_problems(values, train=name in TRAIN_SET_MODULES)
 
 
@@ -772,6 +806,8 @@ masra data stats --dataset fixture --split val --set rot=/data   # typo of root
 make train DATASETT=fixture
 masra priors report --dataset charades --split val
 make eval DATASET=qvh
+bench/stage1_speed.py --skip-nonref
+python -m bench.stage1_speed --skip-nonref
 ```
 
 ```python
@@ -808,6 +844,8 @@ def test_broken_commands_are_reported_with_file_and_line() -> None:
         ("broken.md:11:", "make variable DATASETT is not used"),
         ("broken.md:12:", "the charades card has no split 'val'"),
         ("broken.md:13:", "DATASET=qvh: no card"),
+        ("broken.md:14:", "`python -m bench.stage1_speed`"),
+        ("broken.md:15:", "`python -m bench.stage1_speed` needs --json"),
     ]
     for where, what in expected:
         assert any(p.startswith(where) and what in p for p in problems), (where, what, problems)
