@@ -35,6 +35,7 @@ import functools
 import importlib
 import importlib.util
 import inspect
+import os
 import re
 import shlex
 import subprocess
@@ -53,9 +54,9 @@ REPO = Path(__file__).resolve().parents[1]
 DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SHELL_FILES = [REPO / ".ci" / "run"]
 SHELL_FENCES = {"", "bash", "sh", "shell", "console", "text"}
-PYTHONS = {"python", "python3", "$(PY)"}
+INTERPRETERS = {"python", "python3", "$(PY)", "bash", "sh"}
 SEPARATORS = {"|", "||", "&&", ";"}
-RUNNERS = {"bash", "sh", "env", "nice", "time"}  # words that may precede a command in a span
+RUNNERS = {"env", "nice", "time"}  # words that may precede a command in a span
 MASRA_MODULES = {"masra.pipelines", "masra.pipelines.cli"}
 TRAIN_SET_COMMANDS = {("train",), ("ablate",)}  # their --set keys are TrainConfig keys
 TRAIN_SET_MODULES = {"bench.priors"}
@@ -80,6 +81,7 @@ class OptSpec:
     takes_value: bool
     choices: tuple[str, ...] | None = None
     required: str | None = None  # for a required option: the name of its parameter
+    many: bool = False  # takes every following word up to the next option (argparse nargs + or *)
 
 
 # --------------------------------------------------------------------------- extraction
@@ -117,15 +119,19 @@ def _split_comment(line: str) -> tuple[str, str]:
     return line, ""
 
 
+def _is_interpreter(word: str) -> bool:
+    return word in INTERPRETERS or word.endswith(("/python", "/python3"))
+
+
 def _starts_command(words: list[str], i: int) -> bool:
     w = words[i]
     nxt = words[i + 1] if i + 1 < len(words) else ""
     return (
         w in ("masra", "make")
         or w.endswith("/masra")
-        or ((w in PYTHONS or w.endswith(("/python", "/python3"))) and nxt == "-m")
+        or (_is_interpreter(w) and (nxt == "-m" or bool(SCRIPT.match(nxt))))
         or (w == "accelerate" and nxt == "launch")
-        or bool(SCRIPT.match(w))
+        or (bool(SCRIPT.match(w)) and not (i > 0 and _is_interpreter(words[i - 1])))
     )
 
 
@@ -283,6 +289,7 @@ def _argparse_specs(parser: argparse.ArgumentParser) -> dict[str, OptSpec]:
             takes_value=action.nargs != 0,
             choices=tuple(str(c) for c in action.choices) if action.choices else None,
             required=action.dest if action.required else None,
+            many=action.nargs in ("+", "*"),
         )
         for name, action in parser._option_string_actions.items()
     }
@@ -464,13 +471,13 @@ def _check_options(
             problems.append(f"unknown option {name} for `{label}` (known: {known})")
             i += 1
             continue
-        if spec.takes_value and not eq:
-            if i + 1 < len(words):
-                value = words[i + 1]
-                i += 1
-            else:
-                value = ""
-        if spec.takes_value and value:
+        given = [value] if eq else []
+        while spec.takes_value and i + 1 < len(words) and (not given or spec.many) and not eq:
+            if words[i + 1].startswith("-") and given:
+                break
+            given.append(words[i + 1])
+            i += 1
+        for value in given:
             values.append((name, value))
             if spec.choices is not None and not _is_placeholder(value):
                 bad = [v for v in value.split("|") if v not in spec.choices]
@@ -604,9 +611,10 @@ def check_module(args: list[str], found: set[tuple[str, ...]] | None = None) -> 
     return problems + _set_key_problems(values, train=name in TRAIN_SET_MODULES)
 
 
-def check_script(args: list[str]) -> list[str]:
-    """``bench/X.py ARGS`` / ``scripts/X.py ARGS`` / ``bench/X.sh``: the file exists and takes the flags;
-    a module of a package given arguments must be run with ``-m`` (run by path, its imports fail)."""
+def check_script(args: list[str], interpreter: str | None = None) -> list[str]:
+    """``[python|bash] bench/X.py ARGS`` / ``scripts/X.py ARGS`` / ``bench/X.sh``: the file exists and
+    takes the flags; a module of a package given arguments must be run with ``-m`` (run by path, its
+    imports fail); without an interpreter, a file given arguments must be executable with a ``#!``."""
     specs = _script_specs(args[0])
     if isinstance(specs, str):
         return [specs]
@@ -614,6 +622,12 @@ def check_script(args: list[str]) -> list[str]:
     if len(args) > 1 and path.suffix == ".py" and (path.parent / "__init__.py").is_file():
         module = f"{path.parent.name}.{path.stem}"
         return [f"{args[0]} is a module of a package (run by path, its imports fail): `python -m {module}`"]
+    if len(args) > 1 and not interpreter:
+        with open(path, "rb") as f:
+            shebang = f.read(2) == b"#!"
+        if not (shebang and os.access(path, os.X_OK)):
+            runner = "python" if path.suffix == ".py" else "bash"
+            return [f"{args[0]} is not an executable script: `{runner} {args[0]}`"]
     if not specs:
         return []
     name = f"bench.{Path(args[0]).stem}" if Path(args[0]).parent.name == "bench" else ""
@@ -654,7 +668,9 @@ def problems_of(cmd: Command, found: set[tuple[str, ...]] | None = None) -> list
         problems = check_accelerate(args[1:], found)
     elif SCRIPT.match(head):
         problems = check_script([head, *args])
-    else:  # python -m MODULE
+    elif args and args[0] != "-m":  # python SCRIPT ARGS, bash SCRIPT ARGS
+        problems = check_script(args, interpreter=head)
+    else:  # python -m MODULE ARGS
         problems = check_module(args[1:], found)
     return [f"{cmd.where}: `{cmd.text}`: {p}" for p in problems]
 
@@ -808,6 +824,8 @@ masra priors report --dataset charades --split val
 make eval DATASET=qvh
 bench/stage1_speed.py --skip-nonref
 python -m bench.stage1_speed --skip-nonref
+scripts/build_tiny_models.py --out /tmp/tiny
+python scripts/build_tiny_models.py --models qwen2_5_vl qwen9_vl --force
 ```
 
 ```python
@@ -825,6 +843,7 @@ masra predict --checkpoint CKPT (--video-features F.npz | --vid VID) --query "..
 masra priors generate --dataset charades [--backend vllm|transformers] [--shard i/N]
 python -m bench.priors --seeds 5 --set epochs=40 --set card.root=/x
 accelerate launch --multi_gpu --num_processes 2 -m masra.pipelines.cli train --dataset qvhighlights
+python scripts/build_tiny_models.py --out /tmp/tiny --models qwen2_5_vl qwen3_vl && bash bench/gpu.sh
 ```
 """
 
@@ -846,6 +865,8 @@ def test_broken_commands_are_reported_with_file_and_line() -> None:
         ("broken.md:13:", "DATASET=qvh: no card"),
         ("broken.md:14:", "`python -m bench.stage1_speed`"),
         ("broken.md:15:", "`python -m bench.stage1_speed` needs --json"),
+        ("broken.md:16:", "not an executable script: `python scripts/build_tiny_models.py`"),
+        ("broken.md:17:", "--models qwen9_vl: qwen9_vl not in"),
     ]
     for where, what in expected:
         assert any(p.startswith(where) and what in p for p in problems), (where, what, problems)
@@ -854,7 +875,7 @@ def test_broken_commands_are_reported_with_file_and_line() -> None:
 
 def test_placeholders_and_valid_commands_pass() -> None:
     commands = commands_in_markdown(PLACEHOLDERS, "ok.md")
-    assert len(commands) == 8, commands
+    assert len(commands) == 10, commands
     predict = next(c for c in commands if "predict" in c.tokens)
     assert "--video" in predict.tokens  # the "# or --video" comment joins the command
     problems = [p for c in commands for p in problems_of(c)]
