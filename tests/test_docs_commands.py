@@ -714,11 +714,8 @@ def _python_block_problems(block: Block, label: str) -> list[str]:
     problems = []
     for n, line in enumerate(block.lines, block.first):
         m = re.match(r"\s*from\s+(masra[\w.]*)\s+import\s+(.+)", line)
-        names = (
-            [f"{m.group(1)}.{x.split(' as ')[0].strip()}" for x in m.group(2).strip("()").split(",")]
-            if m
-            else []
-        )
+        imported = [x.split(" as ")[0].strip() for x in m.group(2).strip("()\\ ").split(",")] if m else []
+        names = [f"{m.group(1)}.{x}" for x in imported if x] if m else []
         m = re.match(r"\s*import\s+(masra[\w.]*)", line)
         names += [m.group(1)] if m else []
         problems += [f"{label}:{n}: {p}" for name in names if (p := _resolve(name))]
@@ -738,10 +735,8 @@ def reference_problems(text: str, label: str, doc_dir: Path) -> list[str]:
         if SOURCE_PATH.match(head) and not _is_placeholder(head) and "*" not in head:
             if not (REPO / head).exists():
                 problems.append(f"{label}:{n}: `{span}`: no file or folder {head}")
-        elif DOTTED.match(head):
-            problem = _resolve(DOTTED.match(head).group(0))  # type: ignore[union-attr]
-            if problem:
-                problems.append(f"{label}:{n}: `{span}`: {problem}")
+        elif (dotted := DOTTED.match(head)) and (problem := _resolve(dotted.group(0))):
+            problems.append(f"{label}:{n}: `{span}`: {problem}")
     for n, line in enumerate(prose.splitlines(), 1):
         for target in LINK.findall(line):
             path = target.split("#")[0]
@@ -889,6 +884,7 @@ Fine: `masra/grounding/span_ops.py`, `masra.grounding.metrics.evaluate_submissio
 
 ```python
 from masra.grounding.metrics import evaluate_submission, no_such_name
+from masra.grounding.span_ops import (
 ```
 """
     problems = reference_problems(doc, "refs.md", REPO / "docs")
