@@ -54,7 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SHELL_FILES = [REPO / ".ci" / "run"]
 SHELL_FENCES = {"", "bash", "sh", "shell", "console", "text"}
-INTERPRETERS = {"python", "python3", "$(PY)", "bash", "sh"}
+INTERPRETERS = {"python", "python3", "bash", "sh"}
 SEPARATORS = {"|", "||", "&&", ";"}
 RUNNERS = {"env", "nice", "time"}  # words that may precede a command in a span
 MASRA_MODULES = {"masra.pipelines", "masra.pipelines.cli"}
@@ -240,7 +240,7 @@ def commands_in_markdown(text: str, label: str) -> list[Command]:
             found += _commands_in_code_line(body, f"{label}:{start}")
     for n, span in inline_spans(prose):
         words = _words(span)
-        # A span is a command when it starts with one, after any `VAR=value`, `bash` or `nice` words.
+        # A span is a command when it starts with one, after any `VAR=value`, `env`, `nice` or `time`.
         lead = 0
         while lead < len(words) - 1 and (words[lead] in RUNNERS or re.fullmatch(r"\w+=\S*", words[lead])):
             lead += 1
@@ -821,6 +821,10 @@ bench/stage1_speed.py --skip-nonref
 python -m bench.stage1_speed --skip-nonref
 scripts/build_tiny_models.py --out /tmp/tiny
 python scripts/build_tiny_models.py --models qwen2_5_vl qwen9_vl --force
+masra fixture --out DIR \\
+    --no-such-fixture-flag
+masra data stats --dataset fixture
+                 [--split val] [--bogus]
 ```
 
 ```python
@@ -862,6 +866,8 @@ def test_broken_commands_are_reported_with_file_and_line() -> None:
         ("broken.md:15:", "`python -m bench.stage1_speed` needs --json"),
         ("broken.md:16:", "not an executable script: `python scripts/build_tiny_models.py`"),
         ("broken.md:17:", "--models qwen9_vl: qwen9_vl not in"),
+        ("broken.md:18:", "unknown option --no-such-fixture-flag for `masra fixture`"),
+        ("broken.md:20:", "unknown option --bogus for `masra data stats`"),
     ]
     for where, what in expected:
         assert any(p.startswith(where) and what in p for p in problems), (where, what, problems)
