@@ -722,6 +722,22 @@ def _python_block_problems(block: Block, label: str) -> list[str]:
     return problems
 
 
+def _yaml_block_problems(block: Block, label: str) -> list[str]:
+    """A YAML block's ``priors:`` mapping (a card's stage-1 settings) uses known keys only."""
+    from masra.pipelines.cli_priors import _CARD_KEYS
+
+    data = yaml.safe_load("\n".join(block.lines))
+    settings = data.get("priors") if isinstance(data, dict) else None
+    if not isinstance(settings, dict):
+        return []
+    unknown = sorted(set(settings) - _CARD_KEYS)
+    return (
+        [f"{label}:{block.first}: card prior settings {unknown} unknown (known: {sorted(_CARD_KEYS)})"]
+        if unknown
+        else []
+    )
+
+
 def reference_problems(text: str, label: str, doc_dir: Path) -> list[str]:
     """Source paths and ``masra.*`` names in inline code, imports in Python blocks, and relative
     Markdown links of a document exist."""
@@ -730,6 +746,8 @@ def reference_problems(text: str, label: str, doc_dir: Path) -> list[str]:
     for block in blocks:
         if block.info == "python":
             problems += _python_block_problems(block, label)
+        elif block.info == "yaml":
+            problems += _yaml_block_problems(block, label)
     for n, span in inline_spans(prose):
         head = span.split(" ")[0].split("(")[0].rstrip(".,:;")
         if SOURCE_PATH.match(head) and not _is_placeholder(head) and "*" not in head:
@@ -892,9 +910,14 @@ Fine: `masra/grounding/span_ops.py`, `masra.grounding.metrics.evaluate_submissio
 from masra.grounding.metrics import evaluate_submission, no_such_name
 from masra.grounding.span_ops import (
 ```
+
+```yaml
+priors: {model: x, fsp: 2}
+```
 """
     problems = reference_problems(doc, "refs.md", REPO / "docs")
-    assert len(problems) == 4, problems
+    assert len(problems) == 5, problems
+    assert problems.pop(1).startswith("refs.md:10: card prior settings ['fsp']"), problems
     assert problems[0].startswith("refs.md:5:") and "no_such_name" in problems[0]
     assert [p.split(":")[1] for p in problems[1:]] == ["1", "1", "1"], problems
     assert "masra/no_such_module.py" in problems[1] and "no_such_function" in problems[2]
