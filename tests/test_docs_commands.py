@@ -821,6 +821,17 @@ def test_training_config_table_matches_train_config() -> None:
     assert not problems, problems
 
 
+def test_card_table_names_every_card_field() -> None:
+    """docs/datasets.md's table of card keys names every DatasetCard field."""
+    from masra.datasets.card import DatasetCard
+
+    text = (REPO / "docs" / "datasets.md").read_text(encoding="utf-8")
+    table = text.split("## Dataset cards", 1)[1].split("\n#", 1)[0]
+    documented = set(re.findall(r"^\| `(\w+)` \|", table, re.M))
+    missing = sorted({f.name for f in fields(DatasetCard)} - {"extra"} - documented)
+    assert not missing, f"DatasetCard fields missing from docs/datasets.md's table: {missing}"
+
+
 def _leaf_paths(
     cmd: click.Command, ctx: click.Context, path: tuple[str, ...] = ()
 ) -> Iterator[tuple[str, ...]]:
