@@ -23,9 +23,12 @@ with a command. Checked:
 Placeholders are tolerated: ``<run>``, ``...``, ``$VAR``, ``{x}``, ``key=value`` and upper-case words
 such as ``NAME`` or ``DIR``. A failure names the file and line of each broken command.
 
-Also checked: source paths (``masra/...``, ``tests/...``, ...) and ``masra.*`` names in inline code,
-``masra`` imports of Python blocks and relative links exist; every CLI command is shown somewhere;
-the targets of ``make help`` are real and in the README, and .ci/run runs a command the README shows.
+Also checked: source paths (``masra/...``, ``tests/...``, ...), ``masra.*`` names and
+``LossConfig.w_sge``-style fields in inline code, ``masra`` imports of Python blocks, the keys of a
+``priors:`` YAML block and relative links exist; every CLI command is shown somewhere; the targets
+of ``make help`` are real and in the README, and .ci/run runs a command the README shows; the
+configuration table of docs/training.md names every TrainConfig field with its default, and the card
+table of docs/datasets.md every DatasetCard field.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -709,6 +712,36 @@ def _resolve(dotted: str) -> str | None:
     return f"{dotted}: no such module"
 
 
+CLASS_ATTR = re.compile(r"^([A-Z]\w+)\.(\w+)$")
+CLASSES = {  # classes the docs name as `Class.attribute`, and where they live
+    "LossConfig": "masra.grounding.config",
+    "ModelConfig": "masra.grounding.config",
+    "TrainConfig": "masra.grounding.train_config",
+    "PostprocessConfig": "masra.grounding.train_config",
+    "DatasetCard": "masra.datasets.card",
+    "FeatureStore": "masra.datasets.store",
+    "Grounder": "masra.grounding.predictor",
+}
+
+
+def _class_attr_problem(name: str, attr: str) -> str | None:
+    """None when ``Class.attr`` is a field or attribute of a known class (other classes: not checked)."""
+    if name not in CLASSES:
+        return None
+    cls = getattr(importlib.import_module(CLASSES[name]), name)
+    known = set(dir(cls)) | {f.name for f in fields(cls)} if is_dataclass(cls) else set(dir(cls))
+    return None if attr in known else f"{name} has no field or attribute {attr!r}"
+
+
+def _name_problem(text: str) -> str | None:
+    """Why a ``masra.x.y`` or ``Class.attr`` name does not exist; None when it does or is neither."""
+    if dotted := DOTTED.match(text):
+        return _resolve(dotted.group(0))
+    if m := CLASS_ATTR.match(text):
+        return _class_attr_problem(*m.groups())
+    return None
+
+
 def _python_block_problems(block: Block, label: str) -> list[str]:
     """``from masra.x import a, b`` / ``import masra.x`` lines of a Python block resolve."""
     problems = []
@@ -753,7 +786,7 @@ def reference_problems(text: str, label: str, doc_dir: Path) -> list[str]:
         if SOURCE_PATH.match(head) and not _is_placeholder(head) and "*" not in head:
             if not (REPO / head).exists():
                 problems.append(f"{label}:{n}: `{span}`: no file or folder {head}")
-        elif (dotted := DOTTED.match(head)) and (problem := _resolve(dotted.group(0))):
+        elif problem := _name_problem(head):
             problems.append(f"{label}:{n}: `{span}`: {problem}")
     for n, line in enumerate(prose.splitlines(), 1):
         for target in LINK.findall(line):
@@ -957,6 +990,7 @@ def test_broken_references_are_reported() -> None:
     doc = """\
 See `masra/no_such_module.py`, `masra.grounding.metrics.no_such_function` and [x](no-such.md).
 Fine: `masra/grounding/span_ops.py`, `masra.grounding.metrics.evaluate_submission(...)`, `runs/<name>/`.
+`LossConfig.w_sge`, `DatasetCard.extra`, `FeatureStore.open(path)`, but not `LossConfig.w_sgee`.
 
 ```python
 from masra.grounding.metrics import evaluate_submission, no_such_name
@@ -968,9 +1002,14 @@ priors: {model: x, fsp: 2}
 ```
 """
     problems = reference_problems(doc, "refs.md", REPO / "docs")
-    assert len(problems) == 5, problems
-    assert problems.pop(1).startswith("refs.md:10: card prior settings ['fsp']"), problems
-    assert problems[0].startswith("refs.md:5:") and "no_such_name" in problems[0]
-    assert [p.split(":")[1] for p in problems[1:]] == ["1", "1", "1"], problems
-    assert "masra/no_such_module.py" in problems[1] and "no_such_function" in problems[2]
-    assert "no-such.md" in problems[3]
+    expected = [
+        ("refs.md:6:", "has no 'no_such_name'"),
+        ("refs.md:11:", "card prior settings ['fsp'] unknown"),
+        ("refs.md:1:", "no file or folder masra/no_such_module.py"),
+        ("refs.md:1:", "has no 'no_such_function'"),
+        ("refs.md:3:", "LossConfig has no field or attribute 'w_sgee'"),
+        ("refs.md:1:", "link to no-such.md: no such file"),
+    ]
+    assert len(problems) == len(expected), problems
+    for problem, (where, what) in zip(problems, expected, strict=True):
+        assert problem.startswith(where) and what in problem, (problem, where, what)
