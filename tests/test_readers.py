@@ -211,6 +211,26 @@ def test_shipped_cards_load() -> None:
         assert card.annotations and card.video_dim > 0, name
 
 
+def test_misspelt_card_keys_are_refused_in_overrides_and_reported_in_files(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(
+        ValueError, match=r"card override rot='/data': 'rot' is not a card key; known keys: .*root"
+    ):
+        load_card("qvhighlights", {"rot": "/data"})
+    assert load_card("qvhighlights", {"root": "/data", "annotations.extra": "x.jsonl"}).root == Path("/data")
+    path = _card_file(tmp_path, "qvhighlights", {"train": "qvhighlights_val_sample.jsonl"})
+    path.write_text(path.read_text() + "clip_lenght: 1.0\n")
+    with caplog.at_level("WARNING", logger="masra.datasets.card"):
+        card = load_card(path)
+    assert "unknown card keys ['clip_lenght']" in caplog.text
+    assert card.extra == {"clip_lenght": 1.0}
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="masra.datasets.card"):
+        load_card("fixture")
+    assert "unknown card keys" not in caplog.text  # text_encoder, priors and charades_txt are known
+
+
 # ---- the real files, when present -------------------------------------------------------------------
 
 REAL_COUNTS = [

@@ -23,6 +23,7 @@ Example (abridged)::
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,18 @@ import yaml
 
 FORMATS = ("qvhighlights", "charades_txt", "charades_jsonl", "tacos")
 CARD_DIR_ENV = "MASRA_CARDS"
+# Top-level keys that become DatasetCard fields.
+FIELD_KEYS = frozenset(
+    {
+        "name", "format", "root", "annotations", "clip_len", "max_clips", "video_features",
+        "text_features", "video_dir", "prior_dir", "temporal_endpoint", "durations",
+    }
+)  # fmt: skip
+# Top-level keys kept in ``DatasetCard.extra`` and read by name elsewhere: the text encoder that made
+# the query features, stage 1's settings, and the fixture's note on its Charades-STA form.
+EXTRA_KEYS = frozenset({"text_encoder", "priors", "charades_txt"})
+
+log = logging.getLogger(__name__)
 
 
 def builtin_card_dir() -> Path:
@@ -148,7 +161,19 @@ def load_card(name_or_path: str | os.PathLike[str], overrides: dict[str, Any] | 
         raw = yaml.safe_load(f) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a dataset card must be a YAML mapping")
+    unknown_file_keys = sorted(set(raw) - FIELD_KEYS - EXTRA_KEYS)
+    if unknown_file_keys:  # a user's own notes are allowed, but a misspelt key must not pass unseen
+        log.warning(
+            "%s: unknown card keys %s are kept but not used; known keys: %s",
+            path, unknown_file_keys, ", ".join(sorted(FIELD_KEYS | EXTRA_KEYS)),
+        )  # fmt: skip
     for k, v in (overrides or {}).items():
+        top = k.split(".", 1)[0]
+        if top not in FIELD_KEYS | EXTRA_KEYS and top not in raw:
+            raise ValueError(
+                f"card override {k}={v!r}: {top!r} is not a card key; "
+                f"known keys: {', '.join(sorted(FIELD_KEYS | EXTRA_KEYS))}"
+            )
         set_dotted(raw, k, v)
     try:
         root = Path(raw.get("root", "."))
@@ -162,10 +187,6 @@ def load_card(name_or_path: str | os.PathLike[str], overrides: dict[str, Any] | 
             for n, spec in (raw.get("video_features") or {}).items()
         )
         tf = raw["text_features"]
-        known = {
-            "name", "format", "root", "annotations", "clip_len", "max_clips", "video_features",
-            "text_features", "video_dir", "prior_dir", "temporal_endpoint", "durations",
-        }  # fmt: skip
         return DatasetCard(
             name=str(raw.get("name", path.stem)),
             format=str(raw["format"]),
@@ -181,7 +202,7 @@ def load_card(name_or_path: str | os.PathLike[str], overrides: dict[str, Any] | 
             prior_dir=rel(raw.get("prior_dir", "priors")),
             temporal_endpoint=bool(raw.get("temporal_endpoint", True)),
             durations=rel(raw["durations"]) if raw.get("durations") else None,
-            extra={k: v for k, v in raw.items() if k not in known},
+            extra={k: v for k, v in raw.items() if k not in FIELD_KEYS},
         )
     except KeyError as e:
         raise ValueError(f"{path}: dataset card lacks required key {e}") from None
