@@ -176,25 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(only) - {*BENCHES, "data"}
     if unknown:
         p.error(f"--only: unknown benchmarks {sorted(unknown)}; choose from {BENCHES}")
-    import torch
-
-    on_cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
-    threads = args.threads if args.threads is not None else (0 if on_cuda else 1)
-    common = ["--device", args.device, "--precision", args.precision, "--threads", str(threads)]
     now = dt.datetime.now(dt.timezone.utc)
-    stamp = now.strftime("%Y%m%d-%H%M%S")
-    out_dir = args.work / f"results-{stamp}"
-    out_dir.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"date": now.strftime("%Y-%m-%d %H:%M UTC"), "dataset": args.dataset}
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    host = socket.gethostname().replace(os.sep, "_")
-    path = args.results_dir / (args.result_name or f"{host}-{stamp}.json")
-
-    def save() -> None:  # after every part, so a run cut short keeps what it measured
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
-        tmp.replace(path)
-
     meta_path = None
     if args.assemble is not None:
         result.update(assemble(args.assemble, args.dataset))
@@ -210,6 +193,23 @@ def main(argv: list[str] | None = None) -> None:
     if "data" in only and meta_path is not None:
         print(f"bench data: {meta_path}")
         return
+    import torch  # not before: writing the data (bench/gpu.sh's first step) needs no torch
+
+    on_cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+    threads = args.threads if args.threads is not None else (0 if on_cuda else 1)
+    common = ["--device", args.device, "--precision", args.precision, "--threads", str(threads)]
+    stamp = now.strftime("%Y%m%d-%H%M%S")
+    out_dir = args.work / f"results-{stamp}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname().replace(os.sep, "_")
+    path = args.results_dir / (args.result_name or f"{host}-{stamp}.json")
+
+    def save() -> None:  # after every part, so a run cut short keeps what it measured
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        tmp.replace(path)
+
     if "train" in only and meta_path is not None and args.assemble is None:
         train_args = ["--data", str(meta_path), "--steps", str(args.steps), "--rounds", str(args.rounds)]
         train_args += ["--warmup", str(args.warmup), "--profile-steps", str(args.profile_steps)]

@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,32 +229,109 @@ def _unit_rows(rng: np.random.Generator, n: int, dims: list[int]) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-def _write_store(
-    cfg: SynthConfig, out: Path, videos: dict[str, int], qlen: dict[str, int], rng: np.random.Generator
-) -> None:
-    """Write the FeatureStore arrays. Rows are drawn from a pool of random unit rows (fast to fill)."""
-    out.mkdir(parents=True, exist_ok=True)
-    vids, qids = list(videos), list(qlen)
-    vlen = np.array([videos[v] for v in vids], np.int64)
-    tlen = np.array([qlen[q] for q in qids], np.int64)
-    dv, dt = cfg.slowfast_dim + cfg.clip_dim, cfg.text_dim
+_DRAW_ROWS = 1 << 16  # store rows per index draw; fixed, so the data never depend on how writing is split
+_WRITE_ROWS = 1 << 14  # store rows per write task (~90 MB of video rows at float16)
+
+
+@dataclass
+class _StorePlan:
+    """Everything random about the feature store, drawn up front (the writers draw nothing).
+
+    Attributes:
+        pools: ``video_data`` / ``text_data`` -> (P, D) unit rows in the store dtype.
+        picks: ``video_data`` / ``text_data`` -> (N,) int64 pool row of every store row.
+        pooled: (Q, text_dim) ``text_pooled`` rows.
+        lengths: ``video`` / ``text`` -> (V,) / (Q,) int64 rows per video / query.
+    """
+
+    pools: dict[str, np.ndarray]
+    picks: dict[str, np.ndarray]
+    pooled: np.ndarray
+    lengths: dict[str, np.ndarray]
+
+
+def _draw_picks(rng: np.random.Generator, pool_rows: int, total: int) -> np.ndarray:
+    """(total,) int64 pool rows, drawn in blocks of ``_DRAW_ROWS`` (the random stream is fixed by this)."""
+    blocks = [
+        rng.integers(0, pool_rows, size=min(_DRAW_ROWS, total - a)) for a in range(0, total, _DRAW_ROWS)
+    ]
+    return np.concatenate(blocks) if blocks else np.zeros(0, np.int64)
+
+
+def _plan_store(
+    cfg: SynthConfig, videos: dict[str, int], qlen: dict[str, int], rng: np.random.Generator
+) -> _StorePlan:
+    """Draw the store's rows: pools of random unit rows, then which pool row fills each store row."""
+    vlen = np.array([videos[v] for v in videos], np.int64)
+    tlen = np.array([qlen[q] for q in qlen], np.int64)
     pool_v = _unit_rows(rng, 4096, [cfg.slowfast_dim, cfg.clip_dim]).astype(cfg.dtype)
-    pool_t = _unit_rows(rng, 4096, [dt]).astype(cfg.dtype)
-    for name, lengths in (("video", vlen), ("text", tlen)):
+    pool_t = _unit_rows(rng, 4096, [cfg.text_dim]).astype(cfg.dtype)
+    picks = {
+        "video_data": _draw_picks(rng, len(pool_v), int(vlen.sum())),
+        "text_data": _draw_picks(rng, len(pool_t), int(tlen.sum())),
+    }
+    pooled = pool_t[rng.integers(0, len(pool_t), size=len(tlen))]
+    return _StorePlan(
+        {"video_data": pool_v, "text_data": pool_t}, picks, pooled, {"video": vlen, "text": tlen}
+    )
+
+
+def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
+    """Write all of ``data``'s bytes at ``offset`` (``os.pwrite`` may write fewer than asked)."""
+    view = np.ascontiguousarray(data).data.cast("B")
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def _write_rows(path: Path, pool: np.ndarray, picks: np.ndarray, executor: Executor) -> list[Future[None]]:
+    """Start writing the .npy file ``pool[picks]`` (N, D) in row blocks on ``executor``.
+
+    The header is written and the file sized here; each task gathers its rows and writes them at
+    their offset (numpy's gather and ``os.pwrite`` release the GIL, so the tasks run in parallel).
+    Nothing is synced to disk: readers on this machine see the data through the page cache.
+    """
+    header = {
+        "descr": np.lib.format.dtype_to_descr(pool.dtype),
+        "fortran_order": False,
+        "shape": (len(picks), pool.shape[1]),
+    }
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        offset = f.tell()
+        f.truncate(offset + len(picks) * pool.shape[1] * pool.itemsize)
+    row_bytes = pool.shape[1] * pool.itemsize
+
+    def task(a: int) -> None:
+        rows = np.take(pool, picks[a : a + _WRITE_ROWS], axis=0, mode="clip")  # (n, D); picks are in range
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            _pwrite_all(fd, rows, offset + a * row_bytes)
+        finally:
+            os.close(fd)
+
+    return [executor.submit(task, a) for a in range(0, len(picks), _WRITE_ROWS)]
+
+
+def _write_store(
+    cfg: SynthConfig,
+    out: Path,
+    videos: dict[str, int],
+    qlen: dict[str, int],
+    plan: _StorePlan,
+    executor: Executor,
+) -> list[Future[None]]:
+    """Write the FeatureStore files; returns the pending row writes of the two data arrays."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, lengths in plan.lengths.items():
         np.save(out / f"{name}_lengths.npy", lengths)
         np.save(out / f"{name}_offsets.npy", np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64))
-    for name, pool, total, width in (
-        ("video_data", pool_v, int(vlen.sum()), dv),
-        ("text_data", pool_t, int(tlen.sum()), dt),
-    ):
-        arr = np.lib.format.open_memmap(out / f"{name}.npy", mode="w+", dtype=cfg.dtype, shape=(total, width))
-        chunk = 1 << 16
-        for a in tqdm(range(0, total, chunk), desc=f"synth {name}", unit="chunk", leave=False):
-            b = min(a + chunk, total)
-            arr[a:b] = pool[rng.integers(0, len(pool), size=b - a)]
-        arr.flush()
-        del arr
-    np.save(out / "text_pooled.npy", pool_t[rng.integers(0, len(pool_t), size=len(qids))])
+    futures = [
+        f
+        for name in ("video_data", "text_data")
+        for f in _write_rows(out / f"{name}.npy", plan.pools[name], plan.picks[name], executor)
+    ]
+    np.save(out / "text_pooled.npy", plan.pooled)
     index = {
         "version": STORE_VERSION,
         "dataset": "qvh_synth",
@@ -261,14 +339,15 @@ def _write_store(
         "dtype": cfg.dtype,
         "clip_len": cfg.clip_len,
         "max_clips": cfg.max_clips,
-        "video_dim": dv,
-        "text_dim": dt,
+        "video_dim": cfg.slowfast_dim + cfg.clip_dim,
+        "text_dim": cfg.text_dim,
         "card": {"synthetic": True},
-        "video_ids": vids,
-        "qids": qids,
+        "video_ids": list(videos),
+        "qids": list(qlen),
         "fingerprint": f"synthetic-seed{cfg.seed}",
     }
     (out / INDEX).write_text(json.dumps(index))
+    return futures
 
 
 def _list_array(flat: np.ndarray, lengths: np.ndarray, value_type: pa.DataType) -> pa.Array:
@@ -276,14 +355,10 @@ def _list_array(flat: np.ndarray, lengths: np.ndarray, value_type: pa.DataType) 
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=value_type))
 
 
-def _write_priors(
-    cfg: SynthConfig,
-    folder: Path,
-    videos: dict[str, int],
-    durations: dict[str, float],
-    rng: np.random.Generator,
-) -> None:
-    """One EMBED_SCHEMA shard: 3-8 events per video and one caption embedding per clip."""
+def _prior_table(
+    cfg: SynthConfig, videos: dict[str, int], durations: dict[str, float], rng: np.random.Generator
+) -> pa.Table:
+    """EMBED_SCHEMA rows of ``videos``: 3-8 events per video and one caption embedding per clip."""
     vids = list(videos)
     n_clip = np.array([videos[v] for v in vids], np.int64)
     n_ev = rng.integers(3, 9, size=len(vids))
@@ -315,7 +390,7 @@ def _write_priors(
         },
         schema=EMBED_SCHEMA,
     )
-    write_table_atomic(table, folder / "shard-00000.parquet")
+    return table
 
 
 def make_synth(cfg: SynthConfig) -> SynthData:
@@ -350,11 +425,17 @@ def make_synth(cfg: SynthConfig) -> SynthData:
                 qlen[str(r["qid"])] = int(min(cfg.max_tokens, max(2, words + 2 + int(rng.integers(0, 3)))))
     card_path = _write_card(cfg, root)
     store_path = root / "store"
-    _write_store(cfg, store_path, videos, qlen, rng)
-    prior_dir = None
-    if cfg.priors:
-        prior_dir = root / "priors"
-        _write_priors(cfg, prior_dir / PRIOR_RUN / "embeddings" / PRIOR_ENCODER, train_vids, durations, rng)
+    plan = _plan_store(cfg, videos, qlen, rng)  # every random draw happens here, in a fixed order
+    prior_table = _prior_table(cfg, train_vids, durations, rng) if cfg.priors else None
+    prior_dir = root / "priors" if cfg.priors else None
+    with ThreadPoolExecutor(max_workers=write_workers()) as pool:
+        pending: list[Future[Any]] = []
+        if prior_table is not None and prior_dir is not None:  # the longest single write: start it first
+            shard = prior_dir / PRIOR_RUN / "embeddings" / PRIOR_ENCODER / "shard-00000.parquet"
+            pending.append(pool.submit(write_table_atomic, prior_table, shard))
+        pending += _write_store(cfg, store_path, videos, qlen, plan, pool)
+        for fut in tqdm(as_completed(pending), total=len(pending), desc="synth writes", leave=False):
+            fut.result()
     counts = {
         "train_queries": len(rows["train"]),
         "train_videos": len({r["vid"] for r in rows["train"]}),
@@ -364,6 +445,15 @@ def make_synth(cfg: SynthConfig) -> SynthData:
     data = SynthData(root, card_path, store_path, prior_dir, source, counts)
     log.info("synthetic data in %s: %s", root, data.describe())
     return data
+
+
+def write_workers() -> int:
+    """Threads that write the store and the prior shard: the CPUs this process may use, at most 8."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus))
 
 
 def resolve_annotations(flag: str | None) -> Path | None:

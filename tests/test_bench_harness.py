@@ -5,12 +5,16 @@ No timing is asserted anywhere: speed is measured by ``make bench``, never by un
 
 from __future__ import annotations
 
+import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
+from bench import synth
 from bench.common import load_bench_data, summarize
 from bench.infer_speed import InferSpeedConfig, run_infer_speed
 from bench.report import estimate_full_training, render_markdown
@@ -189,3 +193,72 @@ def test_markdown_names_the_machine_and_judges_the_ratio() -> None:
     assert "host `box`" in text and "CPU only, 2 cores" in text
     assert "MISSES the 1.15 target" in text and "EXTRAPOLATED" in text
     assert np.isfinite(len(text))
+
+
+# ---- the store writer: same bytes as the sequential writer it replaced -------------------------------
+def _sequential_store(cfg: SynthConfig, vlen: np.ndarray, tlen: np.ndarray, rng: np.random.Generator):  # type: ignore[no-untyped-def]
+    """The store arrays as the earlier, sequential writer made them: pools, then 65,536 rows drawn and
+    copied at a time (video, then text), then the pooled text rows."""
+    unit = synth._unit_rows
+    pool_v = unit(rng, 4096, [cfg.slowfast_dim, cfg.clip_dim]).astype(cfg.dtype)
+    pool_t = unit(rng, 4096, [cfg.text_dim]).astype(cfg.dtype)
+    out = {}
+    for name, pool, total in (
+        ("video_data", pool_v, int(vlen.sum())),
+        ("text_data", pool_t, int(tlen.sum())),
+    ):
+        arr = np.empty((total, pool.shape[1]), cfg.dtype)
+        for a in range(0, total, 1 << 16):
+            b = min(a + (1 << 16), total)
+            arr[a:b] = pool[rng.integers(0, len(pool), size=b - a)]
+        out[name] = arr
+    out["text_pooled"] = pool_t[rng.integers(0, len(pool_t), size=len(tlen))]
+    return out
+
+
+def test_parallel_store_writer_writes_what_the_sequential_one_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(synth, "_WRITE_ROWS", 5000)  # many write tasks, finishing in any order
+    cfg = SynthConfig(out=tmp_path, annotations=None, **TINY)  # type: ignore[arg-type]
+    gen = np.random.default_rng(3)
+    videos = {f"v{i}": int(n) for i, n in enumerate(gen.integers(40, 76, size=1500))}  # > 65,536 rows
+    qlen = {str(i): int(n) for i, n in enumerate(gen.integers(2, 33, size=1600))}
+    rng_new, rng_old = np.random.default_rng(7), np.random.default_rng(7)
+    plan = synth._plan_store(cfg, videos, qlen, rng_new)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        for fut in synth._write_store(cfg, tmp_path / "store", videos, qlen, plan, pool):
+            fut.result()
+    vlen = np.array(list(videos.values()))
+    expected = _sequential_store(cfg, vlen, np.array(list(qlen.values())), rng_old)
+    assert int(vlen.sum()) > 1 << 16
+    for name, arr in expected.items():
+        got = np.load(tmp_path / "store" / f"{name}.npy")
+        assert got.dtype == np.float16 and got.shape == arr.shape
+        np.testing.assert_array_equal(got, arr)
+    # the generator is left where the sequential writer left it: the priors drawn next are unchanged
+    assert rng_new.bit_generator.state == rng_old.bit_generator.state
+    store = FeatureStore.open(tmp_path / "store")
+    assert store.video("v1499").shape == (videos["v1499"], 10)
+
+
+def _digest(root: Path) -> str:
+    """Everything make_synth writes but the card (which names the folder): arrays, index, annotations, priors."""
+    h = hashlib.sha256()
+    for p in sorted((root / "store").glob("*.npy")):
+        a = np.load(p)
+        h.update(p.name.encode() + str(a.dtype).encode() + repr(a.shape).encode() + a.tobytes())
+    h.update((root / "store" / "index.json").read_bytes())
+    for p in sorted((root / "annotations").glob("*.jsonl")):
+        h.update(p.read_bytes())
+    for p in sorted((root / "priors").rglob("*.parquet")):
+        h.update(p.relative_to(root).as_posix().encode())
+        h.update(json.dumps(pq.read_table(p).to_pylist()).encode())
+    return h.hexdigest()
+
+
+def test_synth_output_is_unchanged_from_the_sequential_writer(tiny) -> None:  # type: ignore[no-untyped-def]
+    # Digest of the tiny synthetic dataset as the sequential writer (before the parallel one) wrote it,
+    # with numpy's PCG64 streams; a change here changes the benchmark data.
+    root, _ = tiny
+    assert _digest(root) == "f237ec9e48d2329efc18132f86bf5afa88ac3dad35cfab074d6e6003fd037ea2"
