@@ -15,6 +15,12 @@ seeds:
   of ``--jitter`` x the event length) and a share ``--replace`` of clip captions replaced by the
   caption of a random clip of a random video.
 
+Diagnostics, not run by default (name them in ``--settings``): ``masra+ref-no-esta``,
+``masra+ref-no-sge`` and ``masra+ref-no-lrca`` train MASRA on the reference priors with one prior
+loss switched off. ``--holdout F`` trains on the videos of train but a share ``F`` and evaluates on
+that held-out share instead of val (runs under ``{work}/holdout-F``), so settings such as loss
+weights can be compared without looking at val.
+
 All three prior runs are written by the same code into ``{work}/priors/{reference,shuffled,noisy}``
 (embedding shards, EMBED_SCHEMA) and read through the card's ``prior_dir``. Reported: mean ± std over
 seeds of val R1@0.5, R1@0.7 and mAP, at the last evaluation (no selection on val) and at the best
