@@ -19,6 +19,8 @@
 # $OUT/<host>-<stamp>.json; append the section to the docs with
 #   python -m bench.run --append-docs $OUT/<host>-<stamp>.json
 # Dry run on a CPU machine: BENCH_DEVICE=cpu BENCH_SCALE=0.005 BENCH_STEPS=2 bash bench/gpu.sh
+# (on a CPU every step runs with fewer and smaller batches and torch.compile's aot_eager backend, which
+# traces the same graphs without generating kernels: it checks the script, its numbers mean nothing).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
@@ -30,6 +32,14 @@ PY=${PYTHON:-$(command -v python || command -v python3)}
 DEVICE=${BENCH_DEVICE:-cuda}
 SCALE=${BENCH_SCALE:-1}
 STEPS=${BENCH_STEPS:-30}          # timed steps per variant and round of the main training measurement
+if [ "$DEVICE" = cpu ]; then      # dry run: see above
+    WARMUP=1 PROFILE=1 BATCH=8 BIG_BATCH=16 REPEATS=1 SINGLE=3 OPS_BATCH=4 THREADS=1
+    BACKEND=${BENCH_COMPILE_BACKEND:-aot_eager}
+else
+    WARMUP=5 PROFILE=5 BATCH=32 BIG_BATCH=128 REPEATS=3 SINGLE=50 OPS_BATCH=32 THREADS=0
+    BACKEND=${BENCH_COMPILE_BACKEND:-inductor}
+fi
+DEV=(--device "$DEVICE" --threads "$THREADS")  # every benchmark step takes these
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 HOST=$($PY -c 'import socket; print(socket.gethostname())')
@@ -60,22 +70,25 @@ EOF
 step data 120 $PY -m bench.run --dataset qvhighlights --only data --work "$WORK" --synth-scale "$SCALE"
 DATA="$WORK/qvh_synth/bench_data.json"
 if [ -f "$DATA" ]; then
-    step train 130 $PY -m bench.train_speed --data "$DATA" --device "$DEVICE" --steps "$STEPS" --rounds 2 \
-        --warmup 5 --profile-steps 5 --json "$OUT/train.json"
-    step infer 60 $PY -m bench.infer_speed --data "$DATA" --device "$DEVICE" --repeats 3 --single-queries 50 \
-        --json "$OUT/infer.json"
+    step train 130 $PY -m bench.train_speed --data "$DATA" "${DEV[@]}" --steps "$STEPS" --rounds 2 \
+        --warmup "$WARMUP" --profile-steps "$PROFILE" --batch-size "$BATCH" --json "$OUT/train.json"
+    step infer 60 $PY -m bench.infer_speed --data "$DATA" "${DEV[@]}" --repeats "$REPEATS" \
+        --single-queries "$SINGLE" --json "$OUT/infer.json"
     step fit_masra 100 $PY -m bench.fit_speed --data "$DATA" --variant masra --epochs 1 --eval-every 1 \
-        --device "$DEVICE" --json "$OUT/fit_masra.json"
-    step compile 100 $PY -m bench.train_speed --data "$DATA" --device "$DEVICE" --variants masra \
-        --compile only --steps "$STEPS" --rounds 1 --warmup 5 --profile-steps 0 --json "$OUT/train_compile.json"
-    step batch128 60 $PY -m bench.train_speed --data "$DATA" --device "$DEVICE" --variants masra \
-        --batch-size 128 --steps 15 --rounds 1 --warmup 3 --profile-steps 0 --json "$OUT/train_batch128.json"
+        --batch-size "$BATCH" "${DEV[@]}" --json "$OUT/fit_masra.json"
+    step compile 100 $PY -m bench.train_speed --data "$DATA" "${DEV[@]}" --variants masra \
+        --compile only --compile-backend "$BACKEND" --steps "$STEPS" --rounds 1 --warmup "$WARMUP" \
+        --profile-steps 0 --batch-size "$BATCH" --json "$OUT/train_compile.json"
+    step batch128 60 $PY -m bench.train_speed --data "$DATA" "${DEV[@]}" --variants masra \
+        --batch-size "$BIG_BATCH" --steps 15 --rounds 1 --warmup "$((WARMUP < 3 ? WARMUP : 3))" \
+        --profile-steps 0 --json "$OUT/train_batch128.json"
 else
     echo "no benchmark data was written; see $OUT/data.log"
 fi
 # Needs no benchmark data (one random batch at QVHighlights shapes).
-step ops 60 $PY -m bench.op_count --device "$DEVICE" --precision bf16 --json "$OUT/ops.json"
-grep -E "^\| [a-z_ /]+ \|" "$OUT/ops.log" | grep -v "^| model\|^| criterion\|^| step\|^| weighted" || true
+step ops 60 $PY -m bench.op_count "${DEV[@]}" --precision bf16 --batch-size "$OPS_BATCH" \
+    --json "$OUT/ops.json"
+grep -E "^\| [a-z_ /]+ \|" "$OUT/ops.log" 2>/dev/null | grep -v "^| model\|^| criterion\|^| step\|^| weighted" || true
 
 echo "== summary ($(( $(date +%s) - T0 ))s total)"
 $PY -m bench.run --dataset qvhighlights --assemble "$OUT" --results-dir "$OUT" \

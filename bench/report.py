@@ -149,9 +149,30 @@ def render_markdown(result: dict[str, Any]) -> str:
             cells = ", ".join(
                 f"{n}: median step {v['step']['median_s']:.4f} s, {v['queries_per_s']:.0f} queries/s, "
                 f"{v['s_per_epoch']:.1f} s/epoch (extrapolated)"
+                + (f", warm-up {v['warmup_s']:.1f} s" if v.get("warmup_s") is not None else "")
                 for n, v in ex["variants"].items()
             )
+            comp = ex.get("compile")
+            if comp:
+                cells += (
+                    f"; {comp['backend']}: {comp['unique_graphs']} graphs, {comp['graph_breaks']} graph "
+                    f"breaks (compilation is in the {ex['warmup_steps']} warm-up steps)"
+                )
             lines += [f"**{title}** (batch {ex['batch_size']}): {cells}.", ""]
+    ops = extra.get("ops")
+    if ops:
+        keys = ("ops", "compute_ops", "syncs", "cuda_kernels", "cuda_syncs")
+        cells = "; ".join(
+            f"{n}: " + ", ".join(f"{v[k]} {k.replace('_', ' ')}" for k in keys if k in v)
+            for n, v in ops["variants"].items()
+        )
+        ratios = ", ".join(f"{k.replace('_', ' ')} {r:.3f}" for k, r in ops.get("ratios", {}).items())
+        lines += [
+            f"**Per training step** ({ops['precision']}, bench/op_count.py): {cells}"
+            + (f"; masra / baseline: {ratios}" if ratios else "")
+            + ".",
+            "",
+        ]
     if stage1:
         lines += [
             f"**Stage 1 without the model** ({stage1['videos']} videos of {stage1['duration_s']:.0f} s, "

@@ -41,7 +41,7 @@ PARTS = {  # JSON files of bench/gpu.sh's steps -> keys of the result
     "infer.json": "infer",
     "stage1.json": "stage1",
 }
-GPU_EXTRA = ("fit_masra", "train_compile", "train_batch128")
+GPU_EXTRA = ("fit_masra", "train_compile", "train_batch128", "ops")
 
 
 def assemble(folder: Path, dataset: str) -> dict[str, Any]:

@@ -70,7 +70,10 @@ class TrainSpeedConfig:
         batch_size: global batch size (the trainer's default is 32).
         device / precision: ``auto`` picks cuda + bf16 when a GPU is there, else cpu + float32.
         compile: ``no``; ``also``: time ``torch.compile``'d models too (variants ``<name>+compile``);
-            ``only``: time only the compiled ones.
+            ``only``: time only the compiled ones. Compilation happens in the warm-up steps, whose
+            seconds are reported (``warmup_s``) with dynamo's graph and graph-break counts.
+        compile_backend: ``torch.compile`` backend (``inductor``; ``aot_eager`` traces and runs the
+            same graphs without generating kernels: a quick check of tracing on a CPU).
         profile_steps: steps of the synchronised phase breakdown per variant (0 skips it).
         variants: which of ``baseline`` and ``masra`` to time.
         model: ModelConfig overrides (e.g. a small ``hidden_dim`` for smoke tests); empty = the defaults
@@ -84,6 +87,7 @@ class TrainSpeedConfig:
     device: str = "auto"
     precision: str = "auto"
     compile: str = "no"
+    compile_backend: str = "inductor"
     profile_steps: int = 5
     variants: tuple[str, ...] = VARIANTS
     seed: int = 0
@@ -113,6 +117,7 @@ class _Run:
     data_s: list[float] = field(default_factory=list)
     cursor: int = 0
     gpu_peak_mib: float | None = None
+    warmup_s: float | None = None
 
 
 def open_data(
@@ -160,6 +165,7 @@ def build_trainer(
     acc: Accelerator,
     run_dir: Path,
     compile_model: bool,
+    backend: str = "inductor",
 ) -> Trainer:
     """A Trainer for ``baseline`` or ``masra`` built the way ``masra train`` builds it."""
     masra = name == "masra"
@@ -177,7 +183,7 @@ def build_trainer(
     torch.manual_seed(cfg.seed)
     model: nn.Module = build_model(model_cfg)
     if compile_model:
-        model = torch.compile(model)  # type: ignore[assignment]
+        model = torch.compile(model, backend=backend)  # type: ignore[assignment]
     criterion = build_criterion(loss_cfg, model_cfg)
     return Trainer(
         tcfg,
@@ -310,13 +316,22 @@ def run_train_speed(
         for name in names:
             base = name.split("+")[0]
             trainer = build_trainer(
-                base, card, split, priors, cfg, acc, Path(tmp), compile_model=name.endswith("+compile")
+                base,
+                card,
+                split,
+                priors,
+                cfg,
+                acc,
+                Path(tmp),
+                compile_model=name.endswith("+compile"),
+                backend=cfg.compile_backend,
             )
             runs.append(_Run(name, trainer, with_priors=base == "masra"))
         for run in runs:
             t0 = clock.now()
             train_steps(run, batches, cfg.warmup, clock, record=False)
-            log.info("%s: %d warm-up steps in %.1f s", run.name, cfg.warmup, clock.now() - t0)
+            run.warmup_s = round(clock.now() - t0, 3)
+            log.info("%s: %d warm-up steps in %.1f s", run.name, cfg.warmup, run.warmup_s)
         for r in range(cfg.rounds):
             for run in runs:
                 if device.type == "cuda":
@@ -369,6 +384,7 @@ def _assemble(
             "gpu_peak_mib": None if run.gpu_peak_mib is None else round(run.gpu_peak_mib, 1),
             "phases_s_per_step": profiles.get(run.name),
             "params": sum(p.numel() for p in run.trainer.model.parameters()),
+            "warmup_s": run.warmup_s,
         }
     ratios = {}
     for suffix in ("", "+compile"):
@@ -387,9 +403,25 @@ def _assemble(
         "timed_steps_per_variant": timed_steps,
         "warmup_steps": cfg.warmup,
         "load_s": load_times,
+        "compile": _compile_stats(cfg) if cfg.compile != "no" else None,
         "variants": variants,
         "ratios": ratios,
         "peak_rss_mib": round(peak_rss_mib(), 1),
+    }
+
+
+def _compile_stats(cfg: TrainSpeedConfig) -> dict[str, Any]:
+    """Backend and dynamo's counters of this process: graphs compiled, graph breaks (by reason)."""
+    from torch._dynamo.utils import counters  # imported only when something was compiled
+
+    breaks = dict(counters["graph_break"])
+    return {
+        "backend": cfg.compile_backend,
+        "unique_graphs": int(counters["stats"].get("unique_graphs", 0)),
+        "graph_breaks": int(sum(breaks.values())),
+        "graph_break_reasons": {
+            k[:200]: int(v) for k, v in sorted(breaks.items(), key=lambda kv: -kv[1])[:10]
+        },
     }
 
 
@@ -404,6 +436,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--precision", default="auto")
     p.add_argument(
         "--compile", default="no", choices=("no", "also", "only"), help="time torch.compile'd models"
+    )
+    p.add_argument(
+        "--compile-backend",
+        default=TrainSpeedConfig.compile_backend,
+        help="inductor (default), aot_eager, ...",
     )
     p.add_argument("--profile-steps", type=int, default=TrainSpeedConfig.profile_steps)
     p.add_argument("--variants", default=",".join(VARIANTS))
@@ -421,6 +458,7 @@ def main(argv: list[str] | None = None) -> None:
         device=args.device,
         precision=args.precision,
         compile=args.compile,
+        compile_backend=args.compile_backend,
         profile_steps=args.profile_steps,
         variants=tuple(v for v in args.variants.split(",") if v),
     )

@@ -18,6 +18,7 @@ from bench import synth
 from bench.common import load_bench_data, summarize
 from bench.infer_speed import InferSpeedConfig, run_infer_speed
 from bench.report import estimate_full_training, render_markdown
+from bench.run import assemble
 from bench.synth import PRIOR_ENCODER, PRIOR_RUN, SynthConfig, make_synth, num_clips
 from bench.train_speed import TrainSpeedConfig, run_train_speed
 from masra.datasets.card import load_card
@@ -262,3 +263,31 @@ def test_synth_output_is_unchanged_from_the_sequential_writer(tiny) -> None:  # 
     # with numpy's PCG64 streams; a change here changes the benchmark data.
     root, _ = tiny
     assert _digest(root) == "f237ec9e48d2329efc18132f86bf5afa88ac3dad35cfab074d6e6003fd037ea2"
+
+
+def test_gpu_extras_are_assembled_and_rendered(tmp_path: Path) -> None:
+    step = {"median_s": 0.05, "p90_s": 0.06, "n": 30}
+    compiled = {
+        "batch_size": 32,
+        "warmup_steps": 5,
+        "compile": {"backend": "inductor", "unique_graphs": 2, "graph_breaks": 1, "graph_break_reasons": {}},
+        "variants": {
+            "masra+compile": {"step": step, "queries_per_s": 640.0, "s_per_epoch": 11.3, "warmup_s": 48.2}
+        },
+    }
+    ops = {
+        "precision": "bf16",
+        "variants": {
+            "baseline": {"ops": 1000, "compute_ops": 800, "syncs": 1, "cuda_kernels": 1400, "cuda_syncs": 2},
+            "masra": {"ops": 1300, "compute_ops": 1000, "syncs": 1, "cuda_kernels": 1900, "cuda_syncs": 2},
+        },
+        "ratios": {"ops": 1.3, "compute_ops": 1.25, "cuda_kernels": 1.357},
+    }
+    (tmp_path / "train_compile.json").write_text(json.dumps(compiled))
+    (tmp_path / "ops.json").write_text(json.dumps(ops))
+    result = assemble(tmp_path, "qvhighlights")
+    assert set(result["gpu_extra"]) == {"train_compile", "ops"}
+    text = render_markdown(result)
+    assert "warm-up 48.2 s" in text and "inductor: 2 graphs, 1 graph breaks" in text
+    assert "masra: 1300 ops, 1000 compute ops, 1 syncs, 1900 cuda kernels, 2 cuda syncs" in text
+    assert "cuda kernels 1.357" in text
