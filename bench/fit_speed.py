@@ -28,6 +28,7 @@ from bench.common import (
     load_bench_data,
     peak_rss_mib,
     pick_device,
+    resolve_precision,
     write_json,
 )
 from bench.train_speed import open_data
@@ -50,13 +51,17 @@ def run_fit(
     batch_size: int,
     device_name: str,
     compile_model: bool,
+    precision: str = "auto",
 ) -> dict[str, Any]:
-    """Fit ``epochs`` epochs of ``variant`` (``baseline`` or ``masra``); returns timings."""
+    """Fit ``epochs`` epochs of ``variant`` (``baseline`` or ``masra``); returns timings.
+
+    ``precision``: ``auto`` is bf16 on CUDA and float32 on a CPU, as the trainer picks.
+    """
     if epochs < 1 or eval_every < 1:
         raise ValueError("epochs and eval_every must be >= 1")
     data = load_bench_data(data_path)
     device = pick_device(device_name)
-    precision = "bf16" if device.type == "cuda" else "no"
+    precision = resolve_precision(precision, device)
     acc = Accelerator(mixed_precision=precision, cpu=device.type == "cpu")
     masra = variant == "masra"
     card, train, priors, load_train = open_data(data, device, DTYPES[precision], "train", masra)
@@ -129,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", help="auto (bf16 on CUDA, else no), no, bf16 or fp16")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--json", type=Path, required=True)
@@ -144,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         batch_size=args.batch_size,
         device_name=args.device,
         compile_model=args.compile,
+        precision=args.precision,
     )
     write_json(args.json, result)
     print(json.dumps(result, indent=2))

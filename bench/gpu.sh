@@ -19,8 +19,9 @@
 # $OUT/<host>-<stamp>.json; append the section to the docs with
 #   python -m bench.run --append-docs $OUT/<host>-<stamp>.json
 # Dry run on a CPU machine: BENCH_DEVICE=cpu BENCH_SCALE=0.005 BENCH_STEPS=2 bash bench/gpu.sh
-# (on a CPU every step runs with fewer and smaller batches and torch.compile's aot_eager backend, which
-# traces the same graphs without generating kernels: it checks the script, its numbers mean nothing).
+# (on a CPU every step runs with fewer and smaller batches, in bf16 as on the GPU, and the compile step
+# with torch.compile's aot_eager backend, which traces the same graphs without generating kernels: it
+# checks the script; its numbers mean nothing).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
@@ -39,7 +40,7 @@ else
     WARMUP=5 PROFILE=5 BATCH=32 BIG_BATCH=128 REPEATS=3 SINGLE=50 OPS_BATCH=32 THREADS=0
     BACKEND=${BENCH_COMPILE_BACKEND:-inductor}
 fi
-DEV=(--device "$DEVICE" --threads "$THREADS")  # every benchmark step takes these
+DEV=(--device "$DEVICE" --threads "$THREADS" --precision bf16)  # every benchmark step takes these
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 HOST=$($PY -c 'import socket; print(socket.gethostname())')
@@ -86,7 +87,7 @@ else
     echo "no benchmark data was written; see $OUT/data.log"
 fi
 # Needs no benchmark data (one random batch at QVHighlights shapes).
-step ops 60 $PY -m bench.op_count "${DEV[@]}" --precision bf16 --batch-size "$OPS_BATCH" \
+step ops 60 $PY -m bench.op_count "${DEV[@]}" --batch-size "$OPS_BATCH" \
     --json "$OUT/ops.json"
 grep -E "^\| [a-z_ /]+ \|" "$OUT/ops.log" 2>/dev/null | grep -v "^| model\|^| criterion\|^| step\|^| weighted" || true
 

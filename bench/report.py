@@ -153,7 +153,7 @@ def render_markdown(result: dict[str, Any]) -> str:
                 for n, v in ex["variants"].items()
             )
             comp = ex.get("compile")
-            if comp:
+            if comp and "graph_breaks" in comp:
                 cells += (
                     f"; {comp['backend']}: {comp['unique_graphs']} graphs, {comp['graph_breaks']} graph "
                     f"breaks (compilation is in the {ex['warmup_steps']} warm-up steps)"

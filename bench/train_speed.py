@@ -411,18 +411,26 @@ def _assemble(
 
 
 def _compile_stats(cfg: TrainSpeedConfig) -> dict[str, Any]:
-    """Backend and dynamo's counters of this process: graphs compiled, graph breaks (by reason)."""
-    from torch._dynamo.utils import counters  # imported only when something was compiled
+    """Backend and dynamo's counters of this process: graphs compiled, graph breaks (by reason).
 
-    breaks = dict(counters["graph_break"])
-    return {
-        "backend": cfg.compile_backend,
-        "unique_graphs": int(counters["stats"].get("unique_graphs", 0)),
-        "graph_breaks": int(sum(breaks.values())),
-        "graph_break_reasons": {
-            k[:200]: int(v) for k, v in sorted(breaks.items(), key=lambda kv: -kv[1])[:10]
-        },
-    }
+    The counters are torch internals: if they cannot be read, the error is reported instead, so that
+    the timings measured before are still written.
+    """
+    try:
+        from torch._dynamo.utils import counters  # imported only when something was compiled
+
+        breaks = dict(counters["graph_break"])
+        return {
+            "backend": cfg.compile_backend,
+            "unique_graphs": int(counters["stats"].get("unique_graphs", 0)),
+            "graph_breaks": int(sum(breaks.values())),
+            "graph_break_reasons": {
+                str(k)[:200]: int(v) for k, v in sorted(breaks.items(), key=lambda kv: -kv[1])[:10]
+            },
+        }
+    except Exception as err:  # never lose the timings to a changed torch internal
+        log.warning("dynamo counters unreadable: %s", err)
+        return {"backend": cfg.compile_backend, "counters_error": repr(err)}
 
 
 def main(argv: list[str] | None = None) -> None:
