@@ -77,9 +77,10 @@ if [ -f "$DATA" ]; then
         --single-queries "$SINGLE" --json "$OUT/infer.json"
     step fit_masra 100 $PY -m bench.fit_speed --data "$DATA" --variant masra --epochs 1 --eval-every 1 \
         --batch-size "$BATCH" "${DEV[@]}" --json "$OUT/fit_masra.json"
-    step compile 100 $PY -m bench.train_speed --data "$DATA" "${DEV[@]}" --variants masra \
-        --compile only --compile-backend "$BACKEND" --steps "$STEPS" --rounds 1 --warmup "$WARMUP" \
-        --profile-steps 0 --batch-size "$BATCH" --json "$OUT/train_compile.json"
+    # graph breaks and recompilations are logged to compile.log (they are also counted in its JSON)
+    step compile 100 env TORCH_LOGS=graph_breaks,recompiles $PY -m bench.train_speed --data "$DATA" \
+        "${DEV[@]}" --variants masra --compile only --compile-backend "$BACKEND" --steps "$STEPS" \
+        --rounds 1 --warmup "$WARMUP" --profile-steps 0 --batch-size "$BATCH" --json "$OUT/train_compile.json"
     step batch128 60 $PY -m bench.train_speed --data "$DATA" "${DEV[@]}" --variants masra \
         --batch-size "$BIG_BATCH" --steps 15 --rounds 1 --warmup "$((WARMUP < 3 ? WARMUP : 3))" \
         --profile-steps 0 --json "$OUT/train_batch128.json"
@@ -87,8 +88,7 @@ else
     echo "no benchmark data was written; see $OUT/data.log"
 fi
 # Needs no benchmark data (one random batch at QVHighlights shapes).
-step ops 60 $PY -m bench.op_count "${DEV[@]}" --batch-size "$OPS_BATCH" \
-    --json "$OUT/ops.json"
+step ops 60 $PY -m bench.op_count "${DEV[@]}" --batch-size "$OPS_BATCH" --json "$OUT/ops.json"
 grep -E "^\| [a-z_ /]+ \|" "$OUT/ops.log" 2>/dev/null | grep -v "^| model\|^| criterion\|^| step\|^| weighted" || true
 
 echo "== summary ($(( $(date +%s) - T0 ))s total)"

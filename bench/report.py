@@ -49,7 +49,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"Data: {result.get('data_description', '-')}.",
         "",
     ]
-    if train:
+    if train and not train.get("variants"):
+        lines += [f"**Training**: no timed steps (warm-up seconds: {train.get('warmup_s')}).", ""]
+    if train and train.get("variants"):
         tv = train["variants"]
         lines += [
             f"**Training** (batch {train['batch_size']}, {train['precision']} precision, "
@@ -145,7 +147,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         ]
     for key, title in (("train_compile", "torch.compile"), ("train_batch128", "batch 128")):
         ex = extra.get(key)
-        if ex:
+        if ex and not ex.get("variants"):
+            lines += [f"**{title}**: no timed steps (warm-up seconds: {ex.get('warmup_s')}).", ""]
+        if ex and ex.get("variants"):
             cells = ", ".join(
                 f"{n}: median step {v['step']['median_s']:.4f} s, {v['queries_per_s']:.0f} queries/s, "
                 f"{v['s_per_epoch']:.1f} s/epoch (extrapolated)"

@@ -297,7 +297,8 @@ def run_train_speed(
 ) -> dict[str, Any]:
     """Time every variant (see the module doc) and return the results as a JSON-able dict.
 
-    ``on_partial`` receives the result once the timed rounds are done, before the phase profile.
+    ``on_partial`` receives the result so far after each variant's warm-up (``warmup_s``, no timed
+    variants yet) and once the timed rounds are done, before the phase profile.
     """
     device = pick_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
@@ -332,6 +333,8 @@ def run_train_speed(
             train_steps(run, batches, cfg.warmup, clock, record=False)
             run.warmup_s = round(clock.now() - t0, 3)
             log.info("%s: %d warm-up steps in %.1f s", run.name, cfg.warmup, run.warmup_s)
+            if on_partial is not None:  # e.g. the compile time, should the timed steps be cut short
+                on_partial(_assemble(data, cfg, device, precision, runs, {}, batches, load_times))
         for r in range(cfg.rounds):
             for run in runs:
                 if device.type == "cuda":
@@ -367,11 +370,11 @@ def _assemble(
     batches: list[torch.Tensor],
     load_times: dict[str, float],
 ) -> dict[str, Any]:
-    """The JSON result from the timings collected so far."""
+    """The JSON result from the timings collected so far (``variants``: those with timed steps)."""
     steps_per_epoch = len(batches)
     timed_steps = cfg.steps * cfg.rounds
     variants: dict[str, Any] = {}
-    for run in runs:
+    for run in (r for r in runs if r.step_s):
         st = summarize(run.step_s)
         mean = st["mean_s"]
         variants[run.name] = {
@@ -402,6 +405,7 @@ def _assemble(
         "steps_per_epoch": steps_per_epoch,
         "timed_steps_per_variant": timed_steps,
         "warmup_steps": cfg.warmup,
+        "warmup_s": {run.name: run.warmup_s for run in runs},
         "load_s": load_times,
         "compile": _compile_stats(cfg) if cfg.compile != "no" else None,
         "variants": variants,

@@ -121,7 +121,13 @@ def test_train_speed_runs_both_variants_and_reports_consistent_numbers(tiny, one
     cfg = TrainSpeedConfig(
         steps=1, warmup=0, rounds=2, batch_size=4, device="cpu", profile_steps=1, model=small
     )
-    res = run_train_speed(meta, cfg)
+    partials: list[dict] = []  # type: ignore[type-arg]
+    res = run_train_speed(meta, cfg, on_partial=partials.append)
+    # after each warm-up (nothing timed yet), then after the timed rounds
+    assert [sorted(r["variants"]) for r in partials] == [[], [], ["baseline", "masra"]]
+    assert set(partials[0]["warmup_s"]) == {"baseline", "masra"} and partials[0]["warmup_s"]["masra"] is None
+    assert all(s >= 0 for s in res["warmup_s"].values())
+    assert res["compile"] is None
     assert set(res["variants"]) == {"baseline", "masra"}
     assert res["steps_per_epoch"] == 3  # 12 queries / batch 4
     for v in res["variants"].values():
@@ -291,3 +297,22 @@ def test_gpu_extras_are_assembled_and_rendered(tmp_path: Path) -> None:
     assert "warm-up 48.2 s" in text and "inductor: 2 graphs, 1 graph breaks" in text
     assert "masra: 1300 ops, 1000 compute ops, 1 syncs, 1900 cuda kernels, 2 cuda syncs" in text
     assert "cuda kernels 1.357" in text
+
+
+def test_a_run_cut_short_after_its_warm_up_still_renders(tmp_path: Path) -> None:
+    partial = {
+        "batch_size": 32,
+        "precision": "bf16",
+        "warmup_steps": 5,
+        "warmup_s": {"masra+compile": 61.5},
+        "compile": None,
+        "variants": {},
+        "env": {"host": "gpu", "cpus": 16, "device": "cuda"},
+    }
+    for name in ("train.json", "train_compile.json"):
+        (tmp_path / name).write_text(json.dumps(partial))
+    result = assemble(tmp_path, "qvhighlights")
+    result["estimate_200_epochs"] = estimate_full_training(result["train"], None)
+    text = render_markdown(result)
+    assert "**Training**: no timed steps (warm-up seconds: {'masra+compile': 61.5})" in text
+    assert "**torch.compile**: no timed steps" in text
