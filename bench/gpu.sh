@@ -60,12 +60,17 @@ step() {  # step NAME MAX_SECONDS CMD...: run CMD with min(MAX, time left) secon
 
 echo "== environment"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "nvidia-smi not available"
-echo "cpus $(nproc)"; free -g | head -2
+echo "cpus $(nproc)"; free -g | head -2; df -h "$WORK" | tail -1
+# triton builds its kernel launchers with $CC, else gcc, else clang, against Python.h: without them
+# the compile step (inductor) fails
+echo "C compiler for triton: $( (command -v "${CC:-gcc}" || command -v clang) 2>/dev/null || echo 'none found')"
 $PY - <<'EOF'
 import importlib.util, torch
 print("torch", torch.__version__, "cuda", torch.version.cuda, "gpu", torch.cuda.is_available() and torch.cuda.get_device_name(0))
-need = ["numpy", "pyarrow", "scipy", "accelerate", "yaml", "tqdm", "safetensors"]
+need = ["numpy", "pyarrow", "scipy", "accelerate", "yaml", "tqdm", "safetensors", "triton"]
 print("missing modules:", [m for m in need if importlib.util.find_spec(m) is None] or "none")
+import os, sysconfig
+print("Python.h:", "found" if os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else "MISSING")
 EOF
 
 step data 120 $PY -m bench.run --dataset qvhighlights --only data --work "$WORK" --synth-scale "$SCALE"
