@@ -123,7 +123,10 @@ def predict_split(
 def _single_latency(
     model: torch.nn.Module, card: Any, store: FeatureStore, split: ResidentSplit, n: int, clock: Clock
 ) -> dict[str, float]:
-    """Grounder.predict of one (video, query) pair at a time, from the store's host arrays."""
+    """Grounder.predict of one (video, query) pair at a time, from the store's host arrays.
+
+    ``n`` calls are timed after 3 warm-up calls, going round the split again when it is smaller.
+    """
     g = Grounder(
         model,
         GrounderConfig(
@@ -135,7 +138,7 @@ def _single_latency(
         ),
         device=split.device,
     )
-    queries = split.queries[: n + 3]
+    queries = [split.queries[i % len(split.queries)] for i in range(n + 3)]  # 3 warm-up calls, then n
     times = []
     for i, q in enumerate(queries):
         video = np.asarray(store.video(q.vid), np.float32)
