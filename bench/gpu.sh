@@ -12,7 +12,8 @@
 #   3. training step speed, baseline vs MASRA alternating (bf16, batch 32), then a phase profile
 #   4. inference: batched, single-query latency, val end to end, per-part forward costs
 #   5. a real Trainer.fit of 1 epoch of MASRA with its evaluation + checkpoints, projected to 200 epochs
-#   6. torch.compile'd MASRA training steps (compile time is in the warm-up, not in the timings)
+#   6. torch.compile'd MASRA training steps (compile time is in the warm-up, not in the timings;
+#      backend inductor, or BENCH_COMPILE_BACKEND; graph breaks and recompilations in compile.log)
 #   7. MASRA at batch 128 (throughput of large batches)
 #   8. ops, GPU kernels and host syncs per training step, baseline vs MASRA (bench/op_count.py)
 # It ends by printing a Markdown section (also in $OUT/gpu_section.md) and writing
