@@ -22,6 +22,10 @@ Layout of ``out``::
 Nothing here reads per-video npz files: the store is written directly, in the layout
 :class:`masra.datasets.store.FeatureStore` opens, so training and evaluation read it through the real
 loader (``FeatureStore.open`` -> ``build_split``, ``read_prior_table``).
+
+Every random draw is made first, in a fixed order; the files are then written by a few threads (the
+store's rows in blocks at their offsets, the prior shard through the stage-1 atomic writer), so what
+is written does not depend on the number of threads or on the order in which they finish.
 """
 
 from __future__ import annotations
@@ -428,7 +432,7 @@ def make_synth(cfg: SynthConfig) -> SynthData:
     plan = _plan_store(cfg, videos, qlen, rng)  # every random draw happens here, in a fixed order
     prior_table = _prior_table(cfg, train_vids, durations, rng) if cfg.priors else None
     prior_dir = root / "priors" if cfg.priors else None
-    with ThreadPoolExecutor(max_workers=write_workers()) as pool:
+    with ThreadPoolExecutor(max_workers=_write_workers()) as pool:
         pending: list[Future[Any]] = []
         if prior_table is not None and prior_dir is not None:  # the longest single write: start it first
             shard = prior_dir / PRIOR_RUN / "embeddings" / PRIOR_ENCODER / "shard-00000.parquet"
@@ -447,7 +451,7 @@ def make_synth(cfg: SynthConfig) -> SynthData:
     return data
 
 
-def write_workers() -> int:
+def _write_workers() -> int:
     """Threads that write the store and the prior shard: the CPUs this process may use, at most 8."""
     try:
         cpus = len(os.sched_getaffinity(0))
