@@ -7,15 +7,16 @@
 # PYTHONPATH (no av, datasets, click or vllm). Every step runs in its own process with its own time
 # limit under a global deadline (BENCH_DEADLINE_S, default 330 s) and writes its JSON as soon as it has
 # numbers, so a step that runs out of time loses only itself. Steps, most important first:
-#   1. environment (GPU, driver, torch, CPU count, missing modules)
+#   1. environment (GPU, driver, torch, CPU count, free disk, missing modules, what triton needs)
 #   2. synthetic QVHighlights-scale data (7,218 train queries / 7,100 videos, 75 clips x 2,818 dims)
 #   3. training step speed, baseline vs MASRA alternating (bf16, batch 32), then a phase profile
 #   4. inference: batched, single-query latency, val end to end, per-part forward costs
 #   5. a real Trainer.fit of 1 epoch of MASRA with its evaluation + checkpoints, projected to 200 epochs
-#   6. torch.compile'd MASRA training steps (compile time is in the warm-up, not in the timings;
-#      backend inductor, or BENCH_COMPILE_BACKEND; graph breaks and recompilations in compile.log)
-#   7. MASRA at batch 128 (throughput of large batches)
-#   8. ops, GPU kernels and host syncs per training step, baseline vs MASRA (bench/op_count.py)
+#   6. MASRA at batch 128 (throughput of large batches)
+#   7. ops, GPU kernels and host syncs per training step, baseline vs MASRA (bench/op_count.py)
+#   8. torch.compile'd MASRA training steps (compile time is in the warm-up, not in the timings;
+#      backend inductor, or BENCH_COMPILE_BACKEND; graph breaks and recompilations in compile.log).
+#      Last because its length is the least known: it gets the time left, so it cannot crowd out 6-7.
 # It ends by printing a Markdown section (also in $OUT/gpu_section.md) and writing
 # $OUT/<host>-<stamp>.json; append the section to the docs with
 #   python -m bench.run --append-docs $OUT/<host>-<stamp>.json
@@ -83,10 +84,6 @@ if [ -f "$DATA" ]; then
         --single-queries "$SINGLE" --json "$OUT/infer.json"
     step fit_masra 100 $PY -m bench.fit_speed --data "$DATA" --variant masra --epochs 1 --eval-every 1 \
         --batch-size "$BATCH" "${DEV[@]}" --json "$OUT/fit_masra.json"
-    # graph breaks and recompilations are logged to compile.log (they are also counted in its JSON)
-    step compile 100 env TORCH_LOGS=graph_breaks,recompiles $PY -m bench.train_speed --data "$DATA" \
-        "${DEV[@]}" --variants masra --compile only --compile-backend "$BACKEND" --steps "$STEPS" \
-        --rounds 1 --warmup "$WARMUP" --profile-steps 0 --batch-size "$BATCH" --json "$OUT/train_compile.json"
     step batch128 60 $PY -m bench.train_speed --data "$DATA" "${DEV[@]}" --variants masra \
         --batch-size "$BIG_BATCH" --steps 15 --rounds 1 --warmup "$((WARMUP < 3 ? WARMUP : 3))" \
         --profile-steps 0 --json "$OUT/train_batch128.json"
@@ -96,6 +93,13 @@ fi
 # Needs no benchmark data (one random batch at QVHighlights shapes).
 step ops 60 $PY -m bench.op_count "${DEV[@]}" --batch-size "$OPS_BATCH" --json "$OUT/ops.json"
 grep -E "^\| [a-z_ /]+ \|" "$OUT/ops.log" 2>/dev/null | grep -v "^| model\|^| criterion\|^| step\|^| weighted" || true
+# Last: the step whose length is least known (compilation); it gets whatever time is left, up to 150 s.
+if [ -f "$DATA" ]; then
+    # graph breaks and recompilations are logged to compile.log (they are also counted in its JSON)
+    step compile 150 env TORCH_LOGS=graph_breaks,recompiles $PY -m bench.train_speed --data "$DATA" \
+        "${DEV[@]}" --variants masra --compile only --compile-backend "$BACKEND" --steps "$STEPS" \
+        --rounds 1 --warmup "$WARMUP" --profile-steps 0 --batch-size "$BATCH" --json "$OUT/train_compile.json"
+fi
 
 echo "== summary ($(( $(date +%s) - T0 ))s total)"
 $PY -m bench.run --dataset qvhighlights --assemble "$OUT" --results-dir "$OUT" \
