@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,8 +181,13 @@ def part_costs(
     return out
 
 
-def run_infer_speed(data: BenchData, cfg: InferSpeedConfig) -> dict[str, Any]:
-    """Time every variant (see the module doc) and return the results as a JSON-able dict."""
+def run_infer_speed(
+    data: BenchData, cfg: InferSpeedConfig, on_partial: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Time every variant (see the module doc) and return the results as a JSON-able dict.
+
+    ``on_partial`` receives the result so far after each variant (before the part costs).
+    """
     device = pick_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     clock = Clock(device)
@@ -228,6 +234,23 @@ def run_infer_speed(data: BenchData, cfg: InferSpeedConfig) -> dict[str, Any]:
             "params": sum(p.numel() for p in model.parameters()),
         }
         del model
+        if on_partial is not None:
+            on_partial(_result(data, cfg, device, precision, split, load_times, results, None))
+    costs = part_costs(card, split, prior_dim, precision, clock) if cfg.part_costs else None
+    return _result(data, cfg, device, precision, split, load_times, results, costs)
+
+
+def _result(
+    data: BenchData,
+    cfg: InferSpeedConfig,
+    device: torch.device,
+    precision: str,
+    split: ResidentSplit,
+    load_times: dict[str, float],
+    results: dict[str, Any],
+    costs: dict[str, float] | None,
+) -> dict[str, Any]:
+    """The JSON result from the variants timed so far (ratios once both are there)."""
     ratios = {}
     if "baseline" in results and "masra" in results:
         b, m = results["baseline"], results["masra"]
@@ -237,7 +260,6 @@ def run_infer_speed(data: BenchData, cfg: InferSpeedConfig) -> dict[str, Any]:
         ratios["single_latency_masra_over_baseline"] = round(
             m["single_query_latency"]["median_s"] / b["single_query_latency"]["median_s"], 3
         )
-    costs = part_costs(card, split, prior_dim, precision, clock) if cfg.part_costs else None
     return {
         "bench": "infer_speed",
         "part_costs_ms_per_query": costs,
@@ -281,7 +303,8 @@ def main(argv: list[str] | None = None) -> None:
         variants=tuple(v for v in args.variants.split(",") if v),
         part_costs=not args.no_part_costs,
     )
-    write_json(args.json, run_infer_speed(load_bench_data(args.data), cfg))
+    result = run_infer_speed(load_bench_data(args.data), cfg, on_partial=lambda r: write_json(args.json, r))
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

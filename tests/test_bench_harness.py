@@ -146,7 +146,12 @@ def test_train_speed_runs_both_variants_and_reports_consistent_numbers(tiny, one
 def test_infer_speed_reports_every_path_and_the_phases_add_up(tiny, one_thread) -> None:  # type: ignore[no-untyped-def]
     root, data = tiny
     meta = load_bench_data(_write_meta(root, data))
-    res = run_infer_speed(meta, InferSpeedConfig(repeats=1, single_queries=5, device="cpu"))
+    partials: list[dict] = []  # type: ignore[type-arg]
+    res = run_infer_speed(
+        meta, InferSpeedConfig(repeats=1, single_queries=5, device="cpu"), on_partial=partials.append
+    )
+    assert [sorted(r["variants"]) for r in partials] == [["baseline"], ["baseline", "masra"]]
+    assert partials[-1]["part_costs_ms_per_query"] is None  # they come last, in the final result only
     assert res["val_queries"] == 6
     assert set(res["part_costs_ms_per_query"]) == {"baseline"} | {
         f"baseline+{p}" for p in ("sge", "sora", "dai", "esta", "lrca")
