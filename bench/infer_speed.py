@@ -270,7 +270,7 @@ def _result(
         "val_queries": len(split),
         "eval_batch_size": cfg.eval_batch_size,
         "load_s": load_times,
-        "variants": results,
+        "variants": dict(results),  # a snapshot: the caller keeps adding to results
         "ratios": ratios,
         "peak_rss_mib": round(peak_rss_mib(), 1),
     }
