@@ -61,6 +61,30 @@ def test_padding_masks_tef_and_qvh_targets(tmp_path: Path) -> None:
     assert split.meta[0]["num_clips"] == 14 and split.meta[0]["clip_len"] == CLIP_LEN
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_every_row_is_the_stores_row_across_gather_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype
+) -> None:
+    import masra.grounding.data as data
+
+    monkeypatch.setattr(data, "GATHER_ROWS", 20)  # blocks of 1 video and of 6 texts
+    card, store = _open(tmp_path, num_train=6, num_val=2, num_clips=10, long_video_clips=14)
+    queries, _ = load_queries(card, "train")
+    split = build_split(card, queries, store, max_clips=12, max_text_len=3, dtype=dtype)
+    assert split.video.dtype == dtype and split.text.dtype == dtype
+    for j, q in enumerate(queries):
+        vi = int(split.q2v[j])
+        want = torch.from_numpy(store.video(q.vid)[:12]).to(dtype)
+        n = want.shape[0]
+        assert torch.equal(split.video[vi, :n, :VIDEO_DIM], want)
+        tef = torch.from_numpy(np.stack([np.arange(n) / n, (np.arange(n) + 1) / n], 1).astype(np.float32))
+        assert torch.equal(split.video[vi, :n, VIDEO_DIM:], tef.to(dtype))
+        assert not split.video[vi, n:].any()
+        tok = torch.from_numpy(store.text(q.qid)[:3]).to(dtype)
+        assert torch.equal(split.text[j, : tok.shape[0]], tok)
+        assert not split.text[j, tok.shape[0] :].any()
+
+
 def test_binary_saliency_without_labels(tmp_path: Path) -> None:
     card, store = _open(tmp_path, num_train=4, num_val=2, saliency=False)
     q = Query(0, "x", "train000", 32.0, ((3.0, 9.0),))  # clips 1..4 overlap [3, 9)

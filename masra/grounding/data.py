@@ -228,6 +228,34 @@ def _saliency_row(q: Query, kept: list[tuple[float, float]], length: int, clip_l
     return row
 
 
+# Padded rows per block of :func:`_gather_rows`: bounds its temporary copy (~180 MB at 2,816 float16 dims).
+GATHER_ROWS = 1 << 15
+_NUMPY_DTYPES = (torch.float32, torch.float16, torch.float64)
+
+
+def _gather_rows(
+    src: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, out: torch.Tensor, width: int
+) -> None:
+    """Copy rows ``src[offsets[i] : offsets[i] + lengths[i]]`` of every item ``i`` to ``out[i, :lengths[i], :width]``.
+
+    Items are copied in blocks: numpy slice copies (no cast) into a zeroed block buffer, then one
+    cast-and-copy per block (in numpy where ``out``'s dtype has a numpy type). A torch copy per item
+    instead starts torch's threads once per item: on a busy 2-core machine with 2 torch threads that
+    took 388 s for QVHighlights' train split, against 56 s with one torch copy per block.
+    """
+    per_block = max(1, GATHER_ROWS // max(1, out.shape[1]))
+    for a in range(0, len(offsets), per_block):
+        b = min(a + per_block, len(offsets))
+        buf = np.zeros((b - a, out.shape[1], width), dtype=src.dtype)
+        for k in range(a, b):
+            n = int(lengths[k])
+            buf[k - a, :n] = src[int(offsets[k]) : int(offsets[k]) + n]
+        if out.dtype in _NUMPY_DTYPES:  # a numpy copy: no torch threads to start on a busy machine
+            out.numpy()[a:b, :, :width] = buf
+        else:  # bfloat16 has no numpy type: one torch cast-and-copy per block
+            out[a:b, :, :width] = torch.from_numpy(buf)
+
+
 def build_split(
     card: DatasetCard,
     queries: list[Query],
@@ -283,20 +311,24 @@ def build_split(
     tef = 2 if card.temporal_endpoint else 0
     dv = store.video_dim
 
-    video = torch.empty((n_v, l_max, dv + tef), dtype=dtype)  # every entry is written below
-    for i, v in enumerate(vids):
-        off, n = int(store.video_offsets[vid_rows[v]]), int(vlen[i])
-        video[i, :n, :dv] = torch.from_numpy(np.array(store.video_data[off : off + n]))  # (L, Dv), cast
-        if tef:
-            video[i, :n, dv:] = torch.from_numpy(temporal_endpoint_features(n))
-        video[i, n:] = 0
+    video = torch.zeros((n_v, l_max, dv + tef), dtype=dtype)
     video_mask = torch.arange(l_max)[None, :] < torch.from_numpy(vlen)[:, None]  # (V, L)
+    v_off = np.array([int(store.video_offsets[vid_rows[v]]) for v in vids], np.int64)
+    _gather_rows(store.video_data, v_off, vlen, video, dv)
+    if tef:
+        for n in np.unique(vlen):  # one write per distinct length
+            video[torch.from_numpy(vlen == n), : int(n), dv:] = torch.from_numpy(
+                temporal_endpoint_features(int(n))
+            ).to(dtype)
 
     t_len = np.array([int(store.text_lengths[store.text_row(q.qid)]) for q in kept_q], np.int64)
     report.texts_cut = int((t_len > max_text_len).sum())
     t_len = np.minimum(t_len, max_text_len)
     t_max = int(t_len.max())
-    text = torch.empty((n_q, t_max, store.text_dim), dtype=dtype)  # every entry is written below
+    text = torch.zeros((n_q, t_max, store.text_dim), dtype=dtype)
+    text_mask = torch.arange(t_max)[None, :] < torch.from_numpy(t_len)[:, None]  # (N, T)
+    t_off = np.array([int(store.text_offsets[store.text_row(q.qid)]) for q in kept_q], np.int64)
+    _gather_rows(store.text_data, t_off, t_len, text, store.text_dim)
     s_max = max(1, max(len(w) for w in q_windows))
     spans = np.zeros((n_q, s_max, 2), dtype=np.float32)
     span_count = np.zeros(n_q, dtype=np.int64)
@@ -304,9 +336,6 @@ def build_split(
     q2v = np.zeros(n_q, dtype=np.int64)
     meta: list[dict[str, Any]] = []
     for j, q in enumerate(kept_q):
-        off, n_tok = int(store.text_offsets[store.text_row(q.qid)]), int(t_len[j])
-        text[j, :n_tok] = torch.from_numpy(np.array(store.text_data[off : off + n_tok]))  # (T, Dt), cast
-        text[j, n_tok:] = 0
         vi = vindex[q.vid]
         q2v[j] = vi
         n_clips = int(vlen[vi])
@@ -326,7 +355,6 @@ def build_split(
                 "num_clips": n_clips,
             }
         )
-    text_mask = torch.arange(text.shape[1])[None, :] < torch.from_numpy(t_len)[:, None]  # (N, T)
 
     split = ResidentSplit(
         video=video,
