@@ -105,3 +105,17 @@ def test_embed_rejects_empty_run_and_bad_encoder(tmp_path: Path, run_dir: Path) 
 
     with pytest.raises(ValueError, match="expected"):
         embed_prior_run(run_dir, Wrong(), out_dir=tmp_path / "emb")
+
+
+def test_shards_dictionary_encode_strings_only(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    emb = pa.array([[[0.5, 0.25]] * 3, [[1.0, 0.0]]], type=pa.list_(pa.list_(pa.float16())))
+    table = pa.table({"video_id": ["a", "b"], "emb": emb, "n": pa.array([3, 1], pa.int32())})
+    path = write_table_atomic(table, tmp_path / "s.parquet")
+    assert pq.read_table(path).equals(table)
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(meta.num_columns)}
+    assert any("DICTIONARY" in e for e in encodings["video_id"]), encodings
+    for column in ("emb.list.element.list.element", "n"):
+        assert not any("DICTIONARY" in e for e in encodings[column]), encodings

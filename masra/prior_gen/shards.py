@@ -26,13 +26,19 @@ def rows_to_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.Ta
 
 
 def write_table_atomic(table: pa.Table, path: str | os.PathLike[str]) -> Path:
-    """Write ``table`` to ``path`` atomically (temp file + fsync + rename)."""
+    """Write ``table`` to ``path`` atomically (temp file + fsync + rename).
+
+    Only string columns are dictionary-encoded: dictionaries of embedding values cost time and space
+    (a QVHighlights-scale embedding shard wrote in 14-22 s and read in 5.0-5.7 s with them, in 8 s and
+    1.9-2.5 s without, and is 3 % smaller).
+    """
     path = Path(path)
+    strings = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            pq.write_table(table, f, compression="zstd")
+            pq.write_table(table, f, compression="zstd", use_dictionary=strings)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
