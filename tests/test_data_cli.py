@@ -136,3 +136,26 @@ def test_build_store_cli(tmp_path: Path) -> None:
         data, ["build-store", "-d", str(card), "-s", "train", "--out", str(tmp_path / "s2")]
     )
     assert result.exit_code == 1 and "1 text feature files (of 3) missing" in result.output
+
+
+def test_every_command_with_a_dataset_option_takes_dash_d_for_it() -> None:
+    import click
+
+    from masra.pipelines.cli import main as cli
+
+    def walk(cmd: click.Command, path: str) -> list[tuple[str, click.Command]]:
+        out = [(path, cmd)]
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                out += walk(sub, f"{path} {name}")
+        return out
+
+    with_dataset = []
+    for path, cmd in walk(cli, "masra"):
+        for p in cmd.params:
+            if isinstance(p, click.Option) and "--dataset" in p.opts:
+                with_dataset.append(path)
+                assert "-d" in p.opts, f"{path}: --dataset has no -d"
+    assert {"masra train", "masra ablate", "masra eval", "masra data stats", "masra priors generate"} <= set(
+        with_dataset
+    )

@@ -129,6 +129,7 @@ def _eval_checkpoint(
 )
 @click.option(
     "--dataset",
+    "-d",
     default=None,
     help="Dataset card name or YAML path (checkpoint mode: default the checkpoint's dataset).",
 )
@@ -264,7 +265,7 @@ def viz() -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Ground-truth file (default: the card's file for --split).",
 )
-@click.option("--dataset", default=None, help="Dataset card name or YAML path.")
+@click.option("--dataset", "-d", default=None, help="Dataset card name or YAML path.")
 @click.option("--split", default="val", show_default=True)
 @_SET
 @click.option(

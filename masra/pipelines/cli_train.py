@@ -32,7 +32,7 @@ def _config(
 
 
 _common = [
-    click.option("--dataset", required=True, help="Dataset card name or path (data/datasets/<name>.yaml)."),
+    click.option("--dataset", "-d", required=True, help="Dataset card name or path (data/datasets/<name>.yaml)."),
     click.option("--config", "config", default=None, help="Training config YAML (default: configs/<dataset>.yaml)."),
     click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Config override, e.g. epochs=20, model.hidden_dim=128, card.root=/data/x."),
     click.option("--priors", default=None, metavar="RUN", help="Prior run under the card's prior_dir (default: the config's priors_run)."),
