@@ -126,7 +126,8 @@ def run_fit(
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``main``."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--variant", choices=("baseline", "masra"), default="masra")
@@ -138,6 +139,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--json", type=Path, required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = build_parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.threads:

@@ -276,7 +276,8 @@ def _result(
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``main``."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="bench_data.json written by bench.run")
     p.add_argument("--eval-batch-size", type=int, default=InferSpeedConfig.eval_batch_size)
@@ -289,6 +290,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-part-costs", action="store_true", help="skip the per-part forward costs")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--json", type=Path, required=True, help="where to write the results")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = build_parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.threads:

@@ -408,7 +408,8 @@ def verdicts(per: dict[str, Any]) -> list[str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``main``."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fixture-dir", type=Path, default=REPO / "data" / "generated" / "fixture")
     p.add_argument("--work", type=Path, default=REPO / "data" / "generated" / "bench" / "priors")
@@ -437,6 +438,11 @@ def main(argv: list[str] | None = None) -> None:
         help="comma list of seed indices to train here (default all); "
         "lets several processes share one --work folder, then --render-only collects them",
     )
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = build_parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 

@@ -133,7 +133,8 @@ def _run_module(module: str, args: list[str], out_json: Path) -> dict[str, Any] 
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``main``."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=DATASETS, default="qvhighlights")
     p.add_argument("--work", type=Path, default=REPO / "data" / "generated" / "bench", help="data folder")
@@ -163,6 +164,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--assemble", type=Path, default=None, help="build the result from per-benchmark JSONs here"
     )
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = build_parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 

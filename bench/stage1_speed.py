@@ -250,7 +250,8 @@ def run_stage1_speed(cfg: Stage1SpeedConfig, work: Path, tiny_model: Path | None
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``main``."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--videos", type=int, default=Stage1SpeedConfig.videos)
     p.add_argument("--duration", type=float, default=Stage1SpeedConfig.duration)
@@ -267,6 +268,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tiny-model", type=Path, default=None, help="time the tiny model instead of canned text")
     p.add_argument("--work", type=Path, default=Path("data/generated/bench/stage1"))
     p.add_argument("--json", type=Path, required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = build_parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cfg = Stage1SpeedConfig(

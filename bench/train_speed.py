@@ -437,7 +437,8 @@ def _compile_stats(cfg: TrainSpeedConfig) -> dict[str, Any]:
         return {"backend": cfg.compile_backend, "counters_error": repr(err)}
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``main``."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="bench_data.json written by bench.run")
     p.add_argument("--steps", type=int, default=TrainSpeedConfig.steps)
@@ -458,6 +459,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--json", type=Path, required=True, help="where to write the results")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = build_parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.threads:

@@ -43,12 +43,17 @@ def build_tiny_clip(out: str | Path, dim: int = 512, seed: int = 0, image_size: 
     return out
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``main``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="data/generated/tiny_models/clip_vision", help="Output folder.")
     parser.add_argument("--dim", type=int, default=512, help="Projection (embedding) size.")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     build_tiny_clip(args.out, dim=args.dim, seed=args.seed)
 

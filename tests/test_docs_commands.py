@@ -13,8 +13,8 @@ with a command. Checked:
   (``DATASET`` a shipped card).
 - ``python -m bench.X ...``, ``bench/X.py ...``, ``scripts/X.py ...``: the module or file exists and
   every flag is one of its argparse parser's, spelled in full (the parser comes from
-  ``build_parser()`` or is caught when ``main`` calls ``parse_args``, so nothing runs; ``--help`` in
-  a subprocess is the fallback).
+  the module's ``build_parser()``, so nothing runs; ``--help`` in a subprocess is the fallback for a
+  module without one).
 - ``--set KEY=VALUE`` on ``masra train`` / ``masra ablate`` / ``bench.priors``: KEY is a TrainConfig
   field (``model.*``, ``loss.*``, ``postprocess.*`` sub-fields of their configs, ``card.*`` a card
   key); on the other commands KEY is a dataset-card key (``priors.*`` one of the card's prior
@@ -37,7 +37,6 @@ import argparse
 import functools
 import importlib
 import importlib.util
-import inspect
 import os
 import re
 import shlex
@@ -47,7 +46,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import click
 import pytest
@@ -298,36 +296,14 @@ def _argparse_specs(parser: argparse.ArgumentParser) -> dict[str, OptSpec]:
     }
 
 
-class _Caught(Exception):
-    def __init__(self, parser: argparse.ArgumentParser) -> None:
-        super().__init__("parser caught")
-        self.parser = parser
-
-
-def _catch(self: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
-    raise _Caught(self)
-
-
 def _parser_of(module: Any) -> argparse.ArgumentParser | None:
-    """The module's argparse parser: ``build_parser()``, else the one ``main`` builds, caught at its
-    ``parse_args`` call (so ``main`` does no work)."""
+    """The module's argparse parser, from its ``build_parser()`` (every bench module and script has one)."""
     build = getattr(module, "build_parser", None)
-    if callable(build):
-        parser = build()
-        assert isinstance(parser, argparse.ArgumentParser)
-        return parser
-    main = getattr(module, "main", None)
-    if not callable(main):
+    if not callable(build):
         return None
-    with (
-        mock.patch.object(argparse.ArgumentParser, "parse_args", _catch),
-        mock.patch.object(argparse.ArgumentParser, "parse_known_args", _catch),
-    ):
-        try:
-            main([]) if inspect.signature(main).parameters else main()
-        except _Caught as caught:
-            return caught.parser
-    return None
+    parser = build()
+    assert isinstance(parser, argparse.ArgumentParser)
+    return parser
 
 
 @functools.cache
