@@ -300,7 +300,8 @@ def build_split(
         raise ValueError(f"{name}: no queries left to use ({report.summary()})")
     vids = list(vid_rows)
     vindex = {v: i for i, v in enumerate(vids)}
-    full_len = np.array([int(store.video_lengths[vid_rows[v]]) for v in vids], np.int64)
+    v_rows = np.array([vid_rows[v] for v in vids], np.int64)
+    full_len = np.asarray(store.video_lengths[v_rows], np.int64)
     vlen = np.minimum(full_len, max_clips)
     report.queries, report.videos = len(kept_q), len(vids)
     report.videos_cut = int((full_len > max_clips).sum())
@@ -310,22 +311,23 @@ def build_split(
 
     video = torch.zeros((n_v, l_max, dv + tef), dtype=dtype)
     video_mask = torch.arange(l_max)[None, :] < torch.from_numpy(vlen)[:, None]  # (V, L)
-    v_off = np.array([int(store.video_offsets[vid_rows[v]]) for v in vids], np.int64)
-    _gather_rows(store.video_data, v_off, vlen, video, dv)
+    _gather_rows(store.video_data, np.asarray(store.video_offsets[v_rows], np.int64), vlen, video, dv)
     if tef:
         for n in np.unique(vlen):  # one write per distinct length
             video[torch.from_numpy(vlen == n), : int(n), dv:] = torch.from_numpy(
                 temporal_endpoint_features(int(n))
             ).to(dtype)
 
-    t_len = np.array([int(store.text_lengths[store.text_row(q.qid)]) for q in kept_q], np.int64)
+    t_rows = np.array([store.text_row(q.qid) for q in kept_q], np.int64)
+    t_len = np.asarray(store.text_lengths[t_rows], np.int64)
     report.texts_cut = int((t_len > max_text_len).sum())
     t_len = np.minimum(t_len, max_text_len)
     t_max = int(t_len.max())
     text = torch.zeros((n_q, t_max, store.text_dim), dtype=dtype)
     text_mask = torch.arange(t_max)[None, :] < torch.from_numpy(t_len)[:, None]  # (N, T)
-    t_off = np.array([int(store.text_offsets[store.text_row(q.qid)]) for q in kept_q], np.int64)
-    _gather_rows(store.text_data, t_off, t_len, text, store.text_dim)
+    _gather_rows(
+        store.text_data, np.asarray(store.text_offsets[t_rows], np.int64), t_len, text, store.text_dim
+    )
     s_max = max(1, max(len(w) for w in q_windows))
     spans = np.zeros((n_q, s_max, 2), dtype=np.float32)
     span_count = np.zeros(n_q, dtype=np.int64)
