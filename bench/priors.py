@@ -36,6 +36,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import socket
 import statistics
 from dataclasses import dataclass
@@ -506,7 +507,7 @@ def main(argv: list[str] | None = None) -> None:
         "bench": "prior_sensitivity",
         "date": now.strftime("%Y-%m-%d %H:%M UTC"),
         "host": socket.gethostname(),
-        "machine": f"CPU only, {__import__('os').cpu_count()} cores, torch threads {args.threads}",
+        "machine": f"CPU only, {os.cpu_count()} cores, torch threads {args.threads}",
         "fixture": fixture,
         "config": str(args.config),
         "eval_on": eval_on,

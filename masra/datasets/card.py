@@ -43,6 +43,7 @@ FIELD_KEYS = frozenset(
 # Top-level keys kept in ``DatasetCard.extra`` and read by name elsewhere: the text encoder that made
 # the query features, stage 1's settings, and the fixture's note on its Charades-STA form.
 EXTRA_KEYS = frozenset({"text_encoder", "priors", "charades_txt"})
+KNOWN_KEYS = FIELD_KEYS | EXTRA_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -161,18 +162,18 @@ def load_card(name_or_path: str | os.PathLike[str], overrides: dict[str, Any] | 
         raw = yaml.safe_load(f) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a dataset card must be a YAML mapping")
-    unknown_file_keys = sorted(set(raw) - FIELD_KEYS - EXTRA_KEYS)
+    unknown_file_keys = sorted(set(raw) - KNOWN_KEYS)
     if unknown_file_keys:  # a user's own notes are allowed, but a misspelt key must not pass unseen
         log.warning(
             "%s: unknown card keys %s are kept but not used; known keys: %s",
-            path, unknown_file_keys, ", ".join(sorted(FIELD_KEYS | EXTRA_KEYS)),
+            path, unknown_file_keys, ", ".join(sorted(KNOWN_KEYS)),
         )  # fmt: skip
     for k, v in (overrides or {}).items():
         top = k.split(".", 1)[0]
-        if top not in FIELD_KEYS | EXTRA_KEYS and top not in raw:
+        if top not in KNOWN_KEYS and top not in raw:
             raise ValueError(
                 f"card override {k}={v!r}: {top!r} is not a card key; "
-                f"known keys: {', '.join(sorted(FIELD_KEYS | EXTRA_KEYS))}"
+                f"known keys: {', '.join(sorted(KNOWN_KEYS))}"
             )
         set_dotted(raw, k, v)
     try:
