@@ -70,11 +70,17 @@ for m in {names!r}:
 """
 
 
-def _run_script(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """Run bench/gpu.sh on the CPU at a tiny scale; returns the process and its $OUT."""
+def _blocker_dir(tmp_path: Path) -> Path:
+    """A folder whose sitecustomize.py hides HIDDEN from any Python started with it on PYTHONPATH."""
     block = tmp_path / "block"
     block.mkdir()
     (block / "sitecustomize.py").write_text(_BLOCKER.format(blocked=set(HIDDEN)))
+    return block
+
+
+def _run_script(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Run bench/gpu.sh on the CPU at a tiny scale; returns the process and its $OUT."""
+    block = _blocker_dir(tmp_path)
     out = tmp_path / "out"
     full_env = {
         **os.environ,
@@ -95,10 +101,7 @@ def _run_script(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess
 
 def test_the_blocker_blocks(tmp_path: Path) -> None:
     """The check below means something only if the blocked modules really fail to import."""
-    block = tmp_path / "block"
-    block.mkdir()
-    (block / "sitecustomize.py").write_text(_BLOCKER.format(blocked=set(HIDDEN)))
-    env = {**os.environ, "PYTHONPATH": str(block)}
+    env = {**os.environ, "PYTHONPATH": str(_blocker_dir(tmp_path))}
     code = _PROBE.format(names=("json", *HIDDEN))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["json", "ok"] + [w for m in HIDDEN for w in (m, "blocked", "None")]
