@@ -59,7 +59,9 @@ def test_checkpoint_eval_reproduces_the_trainer(
     assert ours.keys() == trainer.keys()
     for qid, p in trainer.items():
         np.testing.assert_allclose(np.array(ours[qid].windows), np.array(p.windows), atol=2e-4)
-        np.testing.assert_allclose(ours[qid].saliency, p.saliency, atol=2e-4)
+        # The trainer reads float16 features from the store, `masra eval` the float32 files: the
+        # saliency scores (through a sigmoid) differ by that rounding, a few 1e-4 at most.
+        np.testing.assert_allclose(ours[qid].saliency, p.saliency, atol=1e-3)
     metrics = json.loads((out / "metrics_val.json").read_text())
     saved = json.loads((run / "best" / "config.json").read_text())["metrics"]  # the trainer's brief
     assert metrics["brief"] == saved

@@ -33,6 +33,8 @@ class PriorBatch:
         caption_mask: (B, L) bool, True where the clip has a caption.
         has_prior: (B,) bool, False for videos without priors (partial coverage); their prior losses
             are skipped.
+        clip_mask: (B, L) bool real clips of these rows when they are not the batch's own videos
+            (prior-only videos appended, see :meth:`cat`); None means the batch's ``video_mask``.
     """
 
     event_spans: Tensor
@@ -41,9 +43,40 @@ class PriorBatch:
     caption_emb: Tensor
     caption_mask: Tensor
     has_prior: Tensor
+    clip_mask: Tensor | None = None
 
     def to(self, device: torch.device | str) -> PriorBatch:
-        return PriorBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        moved: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            moved[f.name] = None if value is None else value.to(device)
+        return PriorBatch(**moved)
+
+    @staticmethod
+    def cat(first: PriorBatch, first_mask: Tensor, second: PriorBatch, second_mask: Tensor) -> PriorBatch:
+        """The rows of ``first`` then ``second`` (same L and E), with their clip masks in ``clip_mask``."""
+        joined = {
+            f.name: torch.cat([getattr(first, f.name), getattr(second, f.name)])
+            for f in fields(first)
+            if f.name != "clip_mask"
+        }
+        return PriorBatch(**joined, clip_mask=torch.cat([first_mask, second_mask]))
+
+
+@dataclass
+class VideoBatch:
+    """Videos that carry priors but no query (training only): their prior losses alone are computed.
+
+    Attributes:
+        video: (Bv, L, Dv) clip features; video_mask: (Bv, L) bool; priors: their priors.
+    """
+
+    video: Tensor
+    video_mask: Tensor
+    priors: PriorBatch
+
+    def to(self, device: torch.device | str) -> VideoBatch:
+        return VideoBatch(self.video.to(device), self.video_mask.to(device), self.priors.to(device))
 
 
 @dataclass
@@ -61,6 +94,8 @@ class Batch:
             1 inside a GT window and 0 outside for datasets without saliency labels); None when
             unlabelled.
         priors: prior embeddings (training only) or None.
+        prior_videos: further videos with priors and no query whose prior losses join the batch's
+            (training only), or None.
         meta: per-sample dicts with at least ``qid``, ``vid``, ``duration`` and ``clip_len``.
     """
 
@@ -72,6 +107,7 @@ class Batch:
     saliency: Tensor | None = None
     priors: PriorBatch | None = None
     meta: list[dict[str, Any]] = field(default_factory=list)
+    prior_videos: VideoBatch | None = None
 
     def __len__(self) -> int:
         return int(self.video.shape[0])
@@ -86,10 +122,11 @@ class Batch:
             spans=None if self.spans is None else [s.to(device) for s in self.spans],
             saliency=None if self.saliency is None else self.saliency.to(device),
             priors=None if self.priors is None else self.priors.to(device),
+            prior_videos=None if self.prior_videos is None else self.prior_videos.to(device),
         )
 
     def without_priors(self) -> Batch:
-        return replace(self, priors=None)
+        return replace(self, priors=None, prior_videos=None)
 
 
 def host_to_device(x: Tensor, device: torch.device) -> Tensor:

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
-__all__ = ["LossConfig", "ModelConfig"]
+__all__ = ["PRIOR_PLACEMENTS", "LossConfig", "ModelConfig"]
+
+PRIOR_PLACEMENTS = ("video", "cross")
 
 _C = TypeVar("_C", bound="_JsonConfig")
 
@@ -66,6 +68,17 @@ class ModelConfig(_JsonConfig):
         lrca_dim: size of the clip projection whose local similarities LRCA aligns.
         dai_codebook_size: codebook entries K appended to the text keys and values (DAI).
         sora_window: half-width w of the clip neighbourhood SORA attends over; 0 means every clip.
+        prior_placement: which clip features the prior losses (ESTA, LRCA, SGE's supervision) shape:
+            ``"video"`` (a query-free video encoder before the cross-modal encoder, which then reads
+            its output; videos without a labelled query can take part) or ``"cross"`` (the
+            query-conditioned features after the clip encoder, as in the first MASRA version).
+        num_video_layers: depth of the query-free video encoder (``prior_placement`` ``"video"`` and a
+            prior-reading part on); 0 keeps only the projection.
+        semantic_relevance: SGE also scores every clip against the query in the prior space: the
+            cosine between the clip's ESTA projection (SGE's prediction when ESTA is off) and a linear
+            map of the mean query token, fed to the clip features and the saliency logit (needs
+            ``prior_placement`` ``"video"`` and SGE on). The map starts at the identity when the query
+            features and the prior embeddings have the same size.
     """
 
     video_dim: int
@@ -89,6 +102,9 @@ class ModelConfig(_JsonConfig):
     lrca_dim: int = 128
     dai_codebook_size: int = 8
     sora_window: int = 0
+    prior_placement: str = "video"
+    num_video_layers: int = 1
+    semantic_relevance: bool = True
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
@@ -109,7 +125,12 @@ class ModelConfig(_JsonConfig):
             num_cross_layers=self.num_cross_layers,
             num_encoder_layers=self.num_encoder_layers,
             sora_window=self.sora_window,
+            num_video_layers=self.num_video_layers,
         )
+        if self.prior_placement not in PRIOR_PLACEMENTS:
+            raise ValueError(
+                f"{owner}.prior_placement must be one of {PRIOR_PLACEMENTS}, got {self.prior_placement!r}"
+            )
         if self.num_decoder_layers < 1:
             raise ValueError(f"{owner}.num_decoder_layers must be >= 1, got {self.num_decoder_layers}")
         if self.hidden_dim % self.num_heads:
@@ -124,6 +145,16 @@ class ModelConfig(_JsonConfig):
             raise ValueError(
                 f"{owner}.use_dai needs num_cross_layers >= 1 (DAI lives in the cross attention)"
             )
+
+    @property
+    def video_encoder_on(self) -> bool:
+        """A query-free video encoder runs before the cross-modal encoder (prior losses shape it)."""
+        return self.prior_placement == "video" and (self.use_esta or self.use_lrca or self.use_sge)
+
+    @property
+    def relevance_on(self) -> bool:
+        """SGE's query-semantic relevance runs (see ``semantic_relevance``)."""
+        return self.semantic_relevance and self.use_sge and self.prior_placement == "video"
 
     @property
     def masra_parts(self) -> dict[str, bool]:

@@ -33,12 +33,20 @@ from masra.datasets.card import DatasetCard
 from masra.datasets.features import temporal_endpoint_features
 from masra.datasets.store import FeatureStore
 from masra.datasets.types import Query
-from masra.grounding.batch import Batch, PriorBatch, host_to_device
+from masra.grounding.batch import Batch, PriorBatch, VideoBatch, host_to_device
 from masra.grounding.priors_io import PriorTable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PriorCoverageError", "ResidentSplit", "SplitReport", "build_split", "epoch_batches", "gt_row"]
+__all__ = [
+    "PriorCoverageError",
+    "ResidentSplit",
+    "SplitReport",
+    "build_split",
+    "epoch_batches",
+    "gt_row",
+    "label_subset",
+]
 
 _EPS = 1e-6
 
@@ -139,6 +147,27 @@ class ResidentSplit:
             meta=[self.meta[r] for r in rows],
         )
 
+    def video_batch(self, rows: Tensor) -> VideoBatch:
+        """The videos ``rows`` ((Bv,) int64 video rows, on the CPU) with their priors, no query."""
+        if self.has_prior is None:
+            raise ValueError("video_batch needs a split built with priors")
+        assert self.event_spans is not None and self.event_emb is not None and self.event_mask is not None
+        assert self.caption_emb is not None and self.caption_mask is not None
+        v = host_to_device(rows, self.device)
+        priors = PriorBatch(
+            event_spans=self.event_spans[v],
+            event_emb=self.event_emb[v],
+            event_mask=self.event_mask[v],
+            caption_emb=self.caption_emb[v],
+            caption_mask=self.caption_mask[v],
+            has_prior=self.has_prior[v],
+        )
+        return VideoBatch(video=self.video[v], video_mask=self.video_mask[v], priors=priors)
+
+    @property
+    def num_videos(self) -> int:
+        return int(self.video.shape[0])
+
     def gt_rows(self) -> list[dict[str, Any]]:
         """Ground truth of every query in the QVHighlights jsonl form (windows uncut)."""
         return [gt_row(q) for q in self.queries]
@@ -157,6 +186,19 @@ def gt_row(q: Query) -> dict[str, Any]:
         row["relevant_clip_ids"] = list(q.relevant_clip_ids)
         row["saliency_scores"] = [list(s) for s in q.saliency_scores]
     return row
+
+
+def label_subset(num_queries: int, fraction: float, seed: int) -> Tensor:
+    """Sorted (k,) int64 rows of the queries kept as labelled, ``k = max(1, round(fraction * n))``.
+
+    The rows are a prefix of one seeded permutation, so for one seed a smaller fraction's queries are
+    among a larger one's.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"label fraction must be in (0, 1], got {fraction!r}")
+    order = np.random.default_rng([int(seed), 0x1ABE1]).permutation(num_queries)
+    k = max(1, round(fraction * num_queries))
+    return torch.from_numpy(np.sort(order[:k]).astype(np.int64))
 
 
 def epoch_batches(

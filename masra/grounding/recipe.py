@@ -25,7 +25,7 @@ from masra.datasets.card import DatasetCard, load_card
 from masra.datasets.readers import load_queries
 from masra.datasets.store import FeatureStore, build_feature_store
 from masra.grounding.config import LossConfig, ModelConfig
-from masra.grounding.data import ResidentSplit, build_split
+from masra.grounding.data import ResidentSplit, build_split, label_subset
 from masra.grounding.losses import build_criterion
 from masra.grounding.metrics.evaluate import evaluate_submission
 from masra.grounding.model import build_model
@@ -151,6 +151,16 @@ def run_training(
     )
     eval_data = build_split(card, eval_q, store, name=cfg.eval_split, **common) if eval_q else None  # type: ignore[arg-type]
 
+    train_rows = None
+    if cfg.label_fraction < 1.0:
+        train_rows = label_subset(len(train_data), cfg.label_fraction, cfg.seed)
+        log.info(
+            "label fraction %.3g: %d of %d train queries labelled; priors of all %d train videos used",
+            cfg.label_fraction,
+            len(train_rows),
+            len(train_data),
+            train_data.num_videos,
+        )
     scorer = _scorer(card)
     baseline = None
     if eval_data is not None:
@@ -188,6 +198,7 @@ def run_training(
             "train": cfg.to_dict(),
             "priors": prior_info,
         },
+        train_rows=train_rows,
     )
     if resume:
         trainer.resume(run_dir / "last")

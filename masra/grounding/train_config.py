@@ -99,6 +99,12 @@ class TrainConfig:
         priors_run / priors_encoder: prior embeddings are read from
             ``{card.prior_dir}/{priors_run}/embeddings/{priors_encoder}``.
         allow_partial_priors: videos without priors train without prior losses instead of failing.
+        label_fraction: share of the train split's queries used as labelled (a seeded choice,
+            nested: the queries of a smaller fraction are among those of a larger one, for one seed).
+            Priors still cover every train video.
+        prior_video_ratio: prior-only videos per step, as a share of ``batch_size``: that many train
+            videos (drawn from all of them, with or without a labelled query) add their prior losses
+            to each step's. 0 turns it off; needs ``model.prior_placement`` ``video``.
         model / loss: overrides of ModelConfig / LossConfig fields (dims come from the card).
         card: dataset-card overrides (dotted keys allowed).
         postprocess: PostprocessConfig fields used at evaluation.
@@ -131,6 +137,8 @@ class TrainConfig:
     priors_run: str = "reference"
     priors_encoder: str = "minilm"
     allow_partial_priors: bool = False
+    label_fraction: float = 1.0
+    prior_video_ratio: float = 0.0
     model: dict[str, Any] = field(default_factory=dict)
     loss: dict[str, Any] = field(default_factory=dict)
     card: dict[str, Any] = field(default_factory=dict)
@@ -167,6 +175,15 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.cpu_threads must be >= 1 or null, got {self.cpu_threads}")
         if self.max_clips is not None and self.max_clips < 1:
             raise ValueError(f"TrainConfig.max_clips must be >= 1 or null, got {self.max_clips}")
+        if not 0.0 < self.label_fraction <= 1.0:
+            raise ValueError(f"TrainConfig.label_fraction must be in (0, 1], got {self.label_fraction!r}")
+        if not self.prior_video_ratio >= 0:
+            raise ValueError(f"TrainConfig.prior_video_ratio must be >= 0, got {self.prior_video_ratio!r}")
+        if self.prior_video_ratio > 0 and self.model.get("prior_placement", "video") != "video":
+            raise ValueError(
+                "TrainConfig.prior_video_ratio > 0 needs model.prior_placement 'video' (with 'cross' the "
+                "prior losses read query-conditioned features, which a video without a query lacks)"
+            )
         if self.train_split == self.eval_split:
             raise ValueError(f"TrainConfig: train_split and eval_split are both {self.train_split!r}")
         for name in ("model", "loss", "card"):

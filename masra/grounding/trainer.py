@@ -76,7 +76,12 @@ def _float_priors(p: PriorBatch | None) -> PriorBatch | None:
         caption_emb=p.caption_emb.float(),
         caption_mask=p.caption_mask,
         has_prior=p.has_prior,
+        clip_mask=p.clip_mask,
     )
+
+
+# The model outputs of the prior heads; prior-only videos append their rows to these.
+PRIOR_HEADS = ("esta_clip", "sge_pred", "lrca_clip")
 
 
 class TrainStep(nn.Module):
@@ -89,6 +94,17 @@ class TrainStep(nn.Module):
 
     def forward(self, batch: Batch) -> tuple[dict[str, Any], dict[str, Tensor]]:
         out = self.model(batch.video, batch.video_mask, batch.text, batch.text_mask)
+        priors = batch.priors
+        extra = batch.prior_videos
+        if extra is not None and priors is not None:
+            # Videos without a query: their prior heads' rows join the batch's, so the prior losses
+            # see both (and the extra events are negatives of the batch's, and the other way round).
+            heads: dict[str, Tensor] = self.model.video_semantics(extra.video, extra.video_mask)  # type: ignore[operator]
+            out = dict(out)
+            for key in PRIOR_HEADS:
+                if key in heads and key in out:
+                    out[key] = torch.cat([out[key], heads[key]])
+            priors = PriorBatch.cat(priors, batch.video_mask, extra.priors, extra.video_mask)
         with torch.autocast(device_type=batch.video.device.type, enabled=False):
             fbatch = Batch(
                 video=batch.video,
@@ -97,7 +113,7 @@ class TrainStep(nn.Module):
                 text_mask=batch.text_mask,
                 spans=batch.spans,
                 saliency=batch.saliency,
-                priors=_float_priors(batch.priors),
+                priors=_float_priors(priors),
                 meta=batch.meta,
             )
             # Only what the criterion reads is cast (under bf16 the other outputs would cost a cast each).
@@ -139,6 +155,9 @@ class Trainer:
         scorer: turns prediction rows into metrics (``brief`` keys as the standard tool's).
         run_dir: the run folder.
         checkpoint_config: JSON-able dict stored in every checkpoint's ``config.json``.
+        train_rows: (N',) int64 query rows of ``train_data`` that are labelled for this run (the
+            label fraction); None uses every query. Prior-only videos are drawn from all of
+            ``train_data``'s videos whatever the fraction.
     """
 
     def __init__(
@@ -153,6 +172,7 @@ class Trainer:
         scorer: Scorer,
         run_dir: Path,
         checkpoint_config: dict[str, Any],
+        train_rows: Tensor | None = None,
     ) -> None:
         self.cfg = cfg
         self.acc = accelerator
@@ -163,10 +183,19 @@ class Trainer:
         self.checkpoint_config = checkpoint_config
         self.criterion = criterion
         self.weights: dict[str, float] = dict(getattr(criterion, "weights", {}))
+        self.train_rows = None if train_rows is None else torch.as_tensor(train_rows, dtype=torch.long).cpu()
+        self.num_labelled = len(train_data) if self.train_rows is None else len(self.train_rows)
         self.steps_per_epoch = len(
             epoch_batches(
-                len(train_data), cfg.batch_size, seed=cfg.seed, epoch=0, world=accelerator.num_processes
+                self.num_labelled, cfg.batch_size, seed=cfg.seed, epoch=0, world=accelerator.num_processes
             )
+        )
+        prior_weight = any(self.weights.get(n, 0.0) > 0 for n in ("esta_event", "esta_clip", "sge", "lrca"))
+        per_process = cfg.batch_size // accelerator.num_processes
+        self.prior_videos = (
+            min(train_data.num_videos, max(1, round(cfg.prior_video_ratio * per_process)))
+            if cfg.prior_video_ratio > 0 and train_data.has_priors and prior_weight
+            else 0
         )
         step = TrainStep(model, criterion)
         decay: list[nn.Parameter] = []
@@ -366,6 +395,14 @@ class Trainer:
         self.elapsed_before = float(state.get("elapsed_s", 0.0))
         log.info("resumed from %s at epoch %d (step %d)", folder, self.epoch, self.global_step)
 
+    def _prior_video_rows(self) -> Tensor:
+        """This step's prior-only video rows: a function of (seed, step, process) only, so resume
+        draws the same ones."""
+        gen = torch.Generator().manual_seed(
+            (int(self.cfg.seed) * 1_000_003 + self.global_step) * 64 + self.acc.process_index
+        )
+        return torch.randperm(self.train_data.num_videos, generator=gen)[: self.prior_videos]
+
     # ---- training -------------------------------------------------------------------------------
     def _train_epoch(self, progress: tqdm) -> dict[str, float]:
         cfg = self.cfg
@@ -374,7 +411,7 @@ class Trainer:
         epoch_sums: dict[str, Tensor] = {}
         count = 0
         batches = epoch_batches(
-            len(self.train_data),
+            self.num_labelled,
             cfg.batch_size,
             seed=cfg.seed,
             epoch=self.epoch,
@@ -382,7 +419,10 @@ class Trainer:
             world=self.acc.num_processes,
         )
         for idx in batches:
-            batch = self.train_data.batch(idx, with_priors=True)
+            rows = idx if self.train_rows is None else self.train_rows[idx]
+            batch = self.train_data.batch(rows, with_priors=True)
+            if self.prior_videos:
+                batch.prior_videos = self.train_data.video_batch(self._prior_video_rows())
             _, losses = module(batch)
             total = weighted_total(losses, self.weights)
             self.acc.backward(total)

@@ -76,16 +76,17 @@ class _PriorTargets:
     def from_batch(cls, batch: Batch, same_text_threshold: float, with_esta: bool) -> _PriorTargets:
         priors = batch.priors
         assert priors is not None
-        has = priors.has_prior[:, None]  # (B, 1)
+        clips = batch.video_mask if priors.clip_mask is None else priors.clip_mask  # (B', L)
+        has = priors.has_prior[:, None]  # (B', 1)
         esta = None
         if with_esta:
             event_mask = priors.event_mask & has
-            member = event_membership(priors.event_spans, event_mask, batch.video_mask)
+            member = event_membership(priors.event_spans, event_mask, clips)
             esta = EstaTargets.build(member, priors.event_emb, event_mask, same_text_threshold)
         return cls(
             esta=esta,
             caption_emb=priors.caption_emb,
-            caption_valid=batch.video_mask & priors.caption_mask & has,
+            caption_valid=clips & priors.caption_mask & has,
         )
 
 

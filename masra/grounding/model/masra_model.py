@@ -1,18 +1,25 @@
 """The MASRA grounding model: the DETR-style baseline plus the switchable MASRA parts.
 
-Forward pass (B videos, L clips, T query tokens, Q moment queries, D width)::
+Forward pass (B videos, L clips, T query tokens, Q moment queries, D width), with
+``prior_placement`` ``"video"`` (the default)::
 
     v = proj_v(video), t = proj_t(text)                             (B, L, D), (B, T, D)
-    [DAI]  memory = [t ; codebook(v)] else t                        (B, T[+K], D)
-    h, attn = CrossModalEncoder(v, memory)                          clips attend to the query
+    g = VideoEncoder(v, pos)                                        query-free self-attention over clips
+    [SGE]  g, sge_pred = SGE(g)                                     gated semantic residual
+    esta_clip = MLP_esta(g), lrca_clip = W_lrca g                   [prior heads: ESTA / LRCA shape g]
+    [DAI]  memory = [t ; codebook(g)] else t                        (B, T[+K], D)
+    h, attn = CrossModalEncoder(g, memory)                          clips attend to the query
     h = ClipEncoder(h, pos)                                         self-attention over clips
-    [SGE]  h, sge_pred = SGE(h)                                     gated semantic residual
-    lrca_clip = W_lrca h                                            [LRCA head, training signal]
+    [SGE]  r = cos(esta_clip, W_q mean(text)); h += W_r r           query-semantic relevance
     [SORA] h = SORA(h)                                              second-order relational attention
-    [DAI]  h, bonus = fuse(h, r = attn mass on text)
-    saliency = SaliencyHead(h) [+ bonus]                            (B, L)
-    esta_clip = MLP_esta(h)                                         [ESTA head, prior space]
+    [DAI]  h, bonus = fuse(h, attn mass on text)
+    saliency = SaliencyHead(h) [+ bonuses]                          (B, L)
     decoder(h) -> pred_logits (B, Q, 2), pred_spans (B, Q, 2) per layer
+
+Everything above the cross-modal encoder is query-free, so :meth:`MasraModel.video_semantics` runs it
+alone for videos that have priors but no labelled query. With ``prior_placement`` ``"cross"`` there is
+no video encoder and SGE and the prior heads read the query-conditioned ``h`` after the clip encoder
+(the first MASRA version).
 
 In training mode the query-conditioned part also runs once more on the batch with the query texts
 rolled by one (sample b gets the query of sample b - 1); its saliency is ``saliency_neg``. Both runs
@@ -36,7 +43,7 @@ from masra.grounding.model.baseline import (
 )
 from masra.grounding.model.dai import ContextCodebook, RelevanceFusion
 from masra.grounding.model.layers import MLP, sine_position_encoding
-from masra.grounding.model.sge import SemanticGuidedEnhancement
+from masra.grounding.model.sge import SemanticGuidedEnhancement, SemanticRelevance
 from masra.grounding.model.sora import SecondOrderRelationalAttention
 
 __all__ = ["SALIENCY_PAD", "MasraModel", "build_model"]
@@ -55,6 +62,12 @@ class MasraModel(nn.Module):
         dim = cfg.hidden_dim
         self.video_proj = InputProjection(cfg.video_dim, dim, cfg.input_dropout, cfg.dropout)
         self.text_proj = InputProjection(cfg.text_dim, dim, cfg.input_dropout, cfg.dropout)
+        self.video_first = cfg.video_encoder_on  # prior heads and SGE read the query-free features
+        self.video_encoder = (
+            ClipEncoder(dim, cfg.num_heads, cfg.ffn_dim, cfg.dropout, cfg.num_video_layers)
+            if self.video_first and cfg.num_video_layers > 0
+            else None
+        )
         self.cross_encoder = CrossModalEncoder(
             dim, cfg.num_heads, cfg.ffn_dim, cfg.dropout, cfg.num_cross_layers
         )
@@ -66,19 +79,76 @@ class MasraModel(nn.Module):
         self.codebook = ContextCodebook(dim, cfg.dai_codebook_size) if cfg.use_dai else None
         self.relevance = RelevanceFusion(dim) if cfg.use_dai else None
         self.sge = SemanticGuidedEnhancement(dim, cfg.prior_dim, cfg.dropout) if cfg.use_sge else None
+        self.semantic = SemanticRelevance(cfg.text_dim, cfg.prior_dim, dim) if cfg.relevance_on else None
         self.sora = (
             SecondOrderRelationalAttention(dim, cfg.dropout, cfg.sora_window) if cfg.use_sora else None
         )
         self.esta_head = MLP(dim, dim, cfg.prior_dim, num_layers=2) if cfg.use_esta else None
         self.lrca_head = nn.Linear(dim, cfg.lrca_dim) if cfg.use_lrca else None
 
+    def _prior_heads(
+        self, h: Tensor, mask: Tensor, with_esta: bool = True
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """SGE and the prior heads on clip features ``h`` (B, L, D).
+
+        Returns the (SGE-enhanced) features and, per enabled part, ``sge_pred`` (B, L, Dp); in
+        training mode ``lrca_clip`` (B, L, Dl) and (``with_esta``) ``esta_clip`` (B, L, Dp), the
+        latter also at inference when the semantic relevance reads it (key ``semantics``).
+        """
+        out: dict[str, Tensor] = {}
+        if self.sge is not None:
+            h, out["sge_pred"] = self.sge(h, mask)
+        if self.lrca_head is not None and self.training:  # read only by the LRCA loss
+            out["lrca_clip"] = self.lrca_head(h)
+        if with_esta and self.esta_head is not None and (self.training or self.semantic is not None):
+            out["esta_clip"] = self.esta_head(h)
+        if self.semantic is not None:
+            out["semantics"] = out["esta_clip"] if "esta_clip" in out else out["sge_pred"]
+        return h, out
+
+    def _encode_video(
+        self, video: Tensor, video_mask: Tensor, pos: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The query-free part: projection, video encoder, SGE and prior heads (placement ``video``)."""
+        g = self.video_proj(video)  # (B, L, D)
+        if not self.video_first:
+            return g, {}
+        if self.video_encoder is not None:
+            g = self.video_encoder(g, video_mask, pos)
+        return self._prior_heads(g, video_mask)
+
+    def video_semantics(self, video: Tensor, video_mask: Tensor) -> dict[str, Tensor]:
+        """The prior heads of videos without a query: ``esta_clip``, ``sge_pred``, ``lrca_clip`` per
+        enabled part (training mode), for the prior losses of videos that have no labelled query.
+
+        Raises ValueError with ``prior_placement`` ``"cross"`` (the heads then need a query).
+        """
+        if not self.video_first:
+            raise ValueError(
+                "video_semantics needs prior_placement 'video' and a prior part on: with 'cross' the "
+                "prior heads read query-conditioned features"
+            )
+        pos = sine_position_encoding(video_mask, self.cfg.hidden_dim).to(video.dtype)  # (B, L, D)
+        heads = self._encode_video(video, video_mask, pos)[1]
+        heads.pop("semantics", None)
+        return heads
+
     def _encode(
-        self, video: Tensor, video_mask: Tensor, text: Tensor, text_mask: Tensor, pos: Tensor
+        self,
+        video: Tensor,
+        video_mask: Tensor,
+        text: Tensor,
+        text_mask: Tensor,
+        pos: Tensor,
+        raw_text: Tensor,
+        semantics: Tensor | None,
     ) -> dict[str, Tensor]:
         """The query-conditioned clip encoding shared by the matched and the negative pass.
 
-        Returns ``clip_feats`` (B, L, D), ``saliency`` (B, L) and, per enabled part, ``sge_pred``
-        (B, L, Dp), ``lrca_clip`` (B, L, Dl) and ``dai_relevance`` (B, L).
+        ``video`` (B, L, D) is the query-free encoding; ``raw_text`` (B, T, Dt) the unprojected query
+        tokens; ``semantics`` (B, L, Dp) the clips' semantic projection for the relevance (or None).
+        Returns ``clip_feats`` (B, L, D), ``saliency`` (B, L) and, per enabled part, ``dai_relevance``
+        and ``semantic_relevance`` (B, L) and (placement ``cross``) the prior heads.
         """
         out: dict[str, Tensor] = {}
         memory, memory_mask = text, text_mask
@@ -88,17 +158,21 @@ class MasraModel(nn.Module):
             memory_mask = torch.cat([text_mask, entry_mask], dim=1)
         h, attn = self.cross_encoder(video, memory, memory_mask, need_weights=self.codebook is not None)
         h = self.clip_encoder(h, video_mask, pos)
-        if self.sge is not None:
-            h, out["sge_pred"] = self.sge(h, video_mask)
-        if self.lrca_head is not None and self.training:  # read only by the LRCA loss
-            out["lrca_clip"] = self.lrca_head(h)
+        if not self.video_first:  # ESTA's head reads the final features (see forward)
+            h, heads = self._prior_heads(h, video_mask, with_esta=False)
+            out.update(heads)
+        bonus = None
+        if self.semantic is not None and semantics is not None:
+            rel = self.semantic.relevance(semantics, raw_text, text_mask)  # (B, L)
+            out["semantic_relevance"] = rel
+            h, bonus = self.semantic(h, rel)
         if self.sora is not None:
             h = self.sora(h, video_mask)[0]
-        bonus = None
         if self.relevance is not None and attn is not None:
             relevance = attn[..., : text.shape[1]].sum(-1)  # (B, L) attention mass on the query words
             out["dai_relevance"] = relevance
-            h, bonus = self.relevance(h, relevance)
+            h, dai_bonus = self.relevance(h, relevance)
+            bonus = dai_bonus if bonus is None else bonus + dai_bonus
         saliency = self.saliency_head(h)
         if bonus is not None:
             saliency = saliency + bonus
@@ -118,10 +192,10 @@ class MasraModel(nn.Module):
             (center, width) in (0, 1); ``saliency`` (B, L) logits, :data:`SALIENCY_PAD` at padded clips;
             ``aux_outputs``: one dict with ``pred_logits`` / ``pred_spans`` per intermediate decoder
             layer (empty when ``cfg.aux_loss`` is False); ``clip_feats`` (B, L, D) the decoder memory;
-            per enabled part ``sge_pred`` (B, L, Dp) and ``dai_relevance`` (B, L) in [0, 1]; in
-            training mode also ``saliency_neg`` (B, L), the saliency under the query of the previous
-            sample in the batch, and the loss-only heads ``esta_clip`` (B, L, Dp) and ``lrca_clip``
-            (B, L, Dl), which are not computed at inference.
+            per enabled part ``sge_pred`` (B, L, Dp), ``dai_relevance`` (B, L) in [0, 1] and
+            ``semantic_relevance`` (B, L) in [-1, 1]; in training mode also ``saliency_neg`` (B, L),
+            the saliency under the query of the previous sample in the batch, and the loss-only heads
+            ``esta_clip`` (B, L, Dp) and ``lrca_clip`` (B, L, Dl).
         """
         if video.shape[:2] != video_mask.shape or text.shape[:2] != text_mask.shape:
             raise ValueError(
@@ -129,29 +203,36 @@ class MasraModel(nn.Module):
                 f"video {tuple(video.shape)} / text {tuple(text.shape)}"
             )
         batch = video.shape[0]
-        v = self.video_proj(video)  # (B, L, D)
+        pos = sine_position_encoding(video_mask, self.cfg.hidden_dim).to(video.dtype)  # (B, L, D)
+        g, heads = self._encode_video(video, video_mask, pos)  # (B, L, D)
+        pos = pos.to(g.dtype)
         t = self.text_proj(text)  # (B, T, D)
-        pos = sine_position_encoding(video_mask, self.cfg.hidden_dim).to(v.dtype)  # (B, L, D)
+        semantics = heads.pop("semantics", None)
 
         if self.training:
             # One pass over [matched; rolled-query] pairs: (2B, ...) then split.
             both = self._encode(
-                torch.cat([v, v]),
+                torch.cat([g, g]),
                 torch.cat([video_mask, video_mask]),
                 torch.cat([t, t.roll(1, dims=0)]),
                 torch.cat([text_mask, text_mask.roll(1, dims=0)]),
                 torch.cat([pos, pos]),
+                torch.cat([text, text.roll(1, dims=0)]),
+                None if semantics is None else torch.cat([semantics, semantics]),
             )
             enc = {key: value[:batch] for key, value in both.items()}
             enc["saliency_neg"] = both["saliency"][batch:]
         else:
-            enc = self._encode(v, video_mask, t, text_mask, pos)
+            enc = self._encode(g, video_mask, t, text_mask, pos, text, semantics)
 
         layers = self.decoder(enc["clip_feats"], video_mask, pos)
         out: dict[str, Any] = dict(enc)
+        if not self.training:
+            heads.pop("esta_clip", None)  # a loss-only output
+        out.update(heads)
         out.update(layers[-1])
         out["aux_outputs"] = layers[:-1] if self.cfg.aux_loss else []
-        if self.esta_head is not None and self.training:  # read only by the ESTA/SGE losses
+        if not self.video_first and self.esta_head is not None and self.training:
             out["esta_clip"] = self.esta_head(enc["clip_feats"])
         return out
 

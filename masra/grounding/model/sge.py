@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SemanticGuidedEnhancement"]
+__all__ = ["SemanticGuidedEnhancement", "SemanticRelevance"]
 
 
 class SemanticGuidedEnhancement(nn.Module):
@@ -49,3 +49,40 @@ class SemanticGuidedEnhancement(nn.Module):
         up = self.up(pred)  # (B, L, D)
         gate = torch.sigmoid(self.gate(torch.cat([x, up], dim=-1)))  # (B, L, D)
         return self.norm(x + self.dropout(gate * up)), pred
+
+
+class SemanticRelevance(nn.Module):
+    """How well every clip's learned semantics match the query, in the prior embedding space.
+
+    The query's mean token feature is mapped into the prior space (``W_q``, the identity at start when
+    the query features and the prior embeddings have the same size: both are then one sentence
+    encoder's space), and compared with each clip's semantic projection ``s_i`` (ESTA's, which the
+    priors supervise):
+
+        q = W_q masked_mean(t),   r_i = cos(s_i, q)                      (B, L) in [-1, 1]
+        h'_i = h_i + W_r (a r_i),   saliency bonus = g * a r_i             (a learnt scale, g from 0)
+    """
+
+    def __init__(self, text_dim: int, prior_dim: int, dim: int, init_scale: float = 5.0) -> None:
+        super().__init__()
+        self.query_map = nn.Linear(text_dim, prior_dim)
+        if text_dim == prior_dim:
+            with torch.no_grad():
+                self.query_map.weight.copy_(torch.eye(prior_dim))
+                self.query_map.bias.zero_()
+        self.log_scale = nn.Parameter(torch.tensor(float(init_scale)).log())
+        self.embed = nn.Linear(1, dim)
+        self.gain = nn.Parameter(torch.zeros(()))
+
+    def relevance(self, semantics: Tensor, text: Tensor, text_mask: Tensor) -> Tensor:
+        """semantics (B, L, Dp), raw query tokens (B, T, Dt) and their mask (B, T) -> (B, L) cosines."""
+        weight = text_mask.unsqueeze(-1).to(text.dtype)
+        pooled = (text * weight).sum(1) / weight.sum(1).clamp(min=1.0)  # (B, Dt)
+        q = nn.functional.normalize(self.query_map(pooled), dim=-1)  # (B, Dp)
+        s = nn.functional.normalize(semantics, dim=-1)  # (B, L, Dp)
+        return torch.einsum("bld,bd->bl", s, q.to(s.dtype))
+
+    def forward(self, x: Tensor, relevance: Tensor) -> tuple[Tensor, Tensor]:
+        """x (B, L, D), relevance (B, L) -> fused features (B, L, D), saliency bonus (B, L)."""
+        scaled = (relevance * self.log_scale.exp()).to(x.dtype)  # (B, L)
+        return x + self.embed(scaled.unsqueeze(-1)), self.gain.to(x.dtype) * scaled
