@@ -1,4 +1,5 @@
-"""`masra priors ...`: stage 1, MLLM priors (generate), their text embeddings (embed), their quality (report).
+"""`masra priors ...`: stage 1, MLLM priors (generate, or import priors written elsewhere), their text
+embeddings (embed), their quality (report).
 
 Examples::
 
@@ -6,6 +7,7 @@ Examples::
     masra priors generate --dataset qvhighlights --data-parallel 8      # one engine per GPU
     masra priors embed --dataset charades --encoder minilm
     masra priors report --dataset charades
+    masra priors import captions.jsonl --dataset charades --run my-captions
 
 Settings come from, in order of precedence: these options, the card's ``priors:`` mapping (e.g.
 ``priors: {model: ..., backend: ..., caption_mode: dense, fps: 0.5}``), the defaults in
@@ -318,6 +320,74 @@ def report(dataset: str, overrides: tuple[str, ...], model: str | None, prompt_f
     json_out.write_text(json.dumps(rep, indent=2) + "\n", encoding="utf-8")
     click.echo(format_report(rep))
     click.echo(f"report written to {json_out}")
+
+
+class _BadInput(click.ClickException):
+    """A user error in the data or the target of a command: ``Error: ...``, exit code 2."""
+
+    exit_code = 2
+
+
+def _check_run_name(run: str) -> None:
+    """A run is a folder name under the card's ``prior_dir`` (training names it by ``priors_run``)."""
+    from masra.prior_gen.importer import check_video_id
+
+    reason = check_video_id(run, "run name")
+    if reason:
+        raise click.BadParameter(reason, param_hint="--run")
+
+
+@priors.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_DATASET
+@_SET
+@click.option(
+    "--run", default="imported", show_default=True, help="Run name: the folder under the card's prior_dir."
+)
+@click.option("--skip-bad", is_flag=True, help="Write the valid rows even when some rows are refused.")
+@click.option("--overwrite", is_flag=True, help="Replace the run's existing shards (and its embeddings).")
+@click.option("--model-id", default="imported", show_default=True, help="Recorded as the rows' model_id.")
+def import_cmd(file: Path, dataset: str, overrides: tuple[str, ...], run: str, skip_bad: bool,
+               overwrite: bool, model_id: str) -> None:  # fmt: skip
+    """Import priors written elsewhere (JSON lines: vid, duration, events, clip_captions) as a prior run."""
+    from masra.prior_gen.importer import check_run_dir, parse_import_file, write_imported
+
+    card, _ = _card(dataset, overrides)
+    _check_run_name(run)
+    if not model_id.strip():
+        raise click.BadParameter("must not be empty", param_hint="--model-id")
+    run_dir = card.prior_dir / run
+    try:
+        check_run_dir(run_dir, overwrite)
+        parsed = parse_import_file(file, clip_len=card.clip_len, max_clips=card.max_clips)
+    except (OSError, ValueError) as e:
+        raise _BadInput(str(e)) from None
+    for msg in parsed.refused:
+        click.echo(f"refused: {msg}", err=True)
+    for msg in parsed.refitted:
+        click.echo(f"warning: {msg}", err=True)
+    n_bad, n_good = len(parsed.refused), len(parsed.videos)
+    if not n_good:
+        raise _BadInput(f"{file}: no valid rows ({parsed.rows_read} read, {n_bad} refused); nothing written")
+    if n_bad and not skip_bad:
+        raise _BadInput(
+            f"{file}: {n_bad} of {parsed.rows_read} rows refused; nothing written "
+            f"(fix them, or pass --skip-bad to import the {n_good} valid rows)"
+        )
+    try:
+        rep = write_imported(
+            parsed,
+            run_dir,
+            dataset=card.name,
+            clip_len=card.clip_len,
+            max_clips=card.max_clips,
+            model_id=model_id,
+            overwrite=overwrite,
+        )
+    except (OSError, ValueError) as e:
+        raise _BadInput(str(e)) from None
+    click.echo(rep.line())
+    click.echo(f"next: masra priors embed --dataset {dataset} --run {run}")
 
 
 COMMANDS: list[click.Command] = [priors]

@@ -8,7 +8,7 @@ Prior shard: one row per video.
     events: list<struct<start: float32 s, end: float32 s, text: string>>,
     clip_captions: list<string> (exactly num_clips entries when status is ok),
     status: "ok" | "partial" | "failed", error: string | null,
-    provenance: source ("mllm" | "reference"), model_id, model_revision, backend, prompt_version,
+    provenance: source ("mllm" | "reference" | "imported"), model_id, model_revision, backend, prompt_version,
     sampling (JSON string), frames_sampled, tokens_in, tokens_out, created_at (ISO-8601 UTC),
     schema_version.
 
@@ -25,7 +25,7 @@ import pyarrow as pa
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "partial", "failed")
-SOURCES = ("mllm", "reference")
+SOURCES = ("mllm", "reference", "imported")
 
 EVENT_TYPE = pa.struct([("start", pa.float32()), ("end", pa.float32()), ("text", pa.string())])
 
