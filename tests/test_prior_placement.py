@@ -164,3 +164,25 @@ def test_training_with_a_label_fraction_and_prior_videos(tmp_path: Path) -> None
     assert summary["steps"] == 4
     losses = [json.loads(x) for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert all(line["loss_esta_event"] > 0 for line in losses if "loss_esta_event" in line)
+
+
+def test_saliency_proposals_find_the_salient_run_and_keep_decoder_windows() -> None:
+    from masra.grounding.postprocess import predictions_from_outputs, saliency_proposals
+
+    sal = [0.0, 0.1, 0.9, 1.0, 0.8, 0.1, 0.0, 0.2]
+    out = saliency_proposals([[0.0, 4.0, 0.99]], sal, clip_len=2.0, duration=15.0)
+    assert out[0][:2] == [4.0, 10.0]  # the run >= 0.5 ranks first, whatever the decoder's score
+    assert [0.0, 4.0] in [w[:2] for w in out]  # the decoder's window is kept, ranked by contrast
+    assert out[-1][1] <= 15.0 and all(a < b for a, b, _ in out)
+    assert [w[2] for w in out] == sorted((w[2] for w in out), reverse=True)
+    meta = [{"qid": 1, "vid": "v", "duration": 16.0, "clip_len": 2.0, "num_clips": 8}]
+    rows = predictions_from_outputs(
+        torch.tensor([[0.9, 0.1]]),
+        torch.tensor([[[0.125, 0.25], [0.9, 0.1]]]),
+        torch.tensor([sal]),
+        meta,
+        proposals=True,
+        top_k=3,
+    )
+    assert rows[0]["pred_relevant_windows"][0][:2] == [4.0, 10.0]
+    assert len(rows[0]["pred_relevant_windows"]) == 3

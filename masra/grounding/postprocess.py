@@ -25,6 +25,7 @@ __all__ = [
     "foreground_prob",
     "predictions_from_outputs",
     "saliency_lists",
+    "saliency_proposals",
     "saliency_rescore",
     "spans_to_windows",
     "temporal_nms",
@@ -144,6 +145,56 @@ def saliency_rescore(
     return sorted(out, key=lambda x: -x[2])
 
 
+PROPOSAL_LEVELS = (0.3, 0.5, 0.7)
+"""Thresholds of the min-max normalised saliency whose runs become window proposals."""
+
+
+def saliency_proposals(
+    windows: Sequence[Sequence[float]],
+    saliency: Sequence[float],
+    *,
+    clip_len: float,
+    duration: float,
+    levels: Sequence[float] = PROPOSAL_LEVELS,
+) -> list[Window]:
+    """Add the saliency curve's high runs to the decoder's windows and rank all by saliency contrast.
+
+    Every maximal run of clips whose min-max normalised saliency ``s`` is at least a level in
+    ``levels`` is a proposal. Each candidate (decoder window or proposal) is scored by
+    ``mean(s inside) - mean(s outside)`` (inside: the clips it overlaps), so both kinds compete on one
+    scale; duplicates keep their best score. Sorted best first.
+
+    Example:
+        >>> saliency_proposals([[0, 2, 0.9]], [0.0, 1.0, 1.0, 0.0], clip_len=2.0, duration=8.0)
+        [[2.0, 6.0, 1.0], [0.0, 2.0, -0.666667]]
+    """
+    sal = np.asarray(saliency, dtype=np.float64)
+    if sal.size == 0:
+        raise ValueError("saliency_proposals needs at least one clip score")
+    lo, hi = float(sal.min()), float(sal.max())
+    norm = (sal - lo) / (hi - lo) if hi > lo else np.ones_like(sal)
+    n = len(norm)
+    spans: list[tuple[int, int]] = []
+    for w in windows:
+        first = min(math.floor(float(w[0]) / clip_len), n - 1)
+        spans.append((first, max(math.ceil(float(w[1]) / clip_len), first + 1)))
+    for level in levels:
+        above = np.concatenate([[False], norm >= level, [False]])
+        edges = np.flatnonzero(above[1:] != above[:-1])  # run starts and ends, alternating
+        spans.extend((int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True))
+    total = float(norm.sum())
+    best: dict[tuple[int, int], float] = {}
+    for a, b in spans:
+        inside = float(norm[a:b].mean())
+        outside = (total - float(norm[a:b].sum())) / (n - (b - a)) if b - a < n else 0.0
+        best[(a, b)] = max(best.get((a, b), -math.inf), inside - outside)
+    out = [
+        [round(a * clip_len, 4), round(min(b * clip_len, duration), 4), round(score, 6)]
+        for (a, b), score in best.items()
+    ]
+    return sorted(out, key=lambda x: -x[2])
+
+
 def foreground_prob(pred_logits: Tensor) -> Tensor:
     """(..., 2) logits -> (...) probability of the foreground class (index 0, DETR convention)."""
     return pred_logits.float().softmax(-1)[..., 0]
@@ -166,11 +217,13 @@ def predictions_from_outputs(
     snap: bool = False,
     nms_iou: float | None = None,
     saliency_weight: float = 0.0,
+    proposals: bool = False,
 ) -> list[dict[str, Any]]:
     """Batched outputs -> prediction rows.
 
     With ``saliency_weight > 0`` every window is first re-scored by :func:`saliency_rescore`, then
-    NMS and ``top_k`` apply.
+    NMS and ``top_k`` apply. With ``proposals`` the saliency curve's high runs join the decoder's
+    windows and all are ranked by :func:`saliency_proposals` instead (``saliency_weight`` unused).
 
     Args:
         prob: (B, Q) foreground probabilities.
@@ -189,7 +242,7 @@ def predictions_from_outputs(
     sal = saliency_lists(saliency, [int(m["num_clips"]) for m in meta])
     rows = []
     for b, m in enumerate(meta):
-        rescore = saliency_weight > 0
+        rescore = saliency_weight > 0 or proposals
         windows = spans_to_windows(
             spans_np[b],
             prob_np[b],
@@ -200,7 +253,12 @@ def predictions_from_outputs(
             snap=snap,
             nms_iou=None if rescore else nms_iou,
         )
-        if rescore:
+        if proposals:
+            windows = saliency_proposals(
+                windows, sal[b], clip_len=float(m["clip_len"]), duration=float(m["duration"])
+            )
+            windows = (temporal_nms(windows, nms_iou) if nms_iou is not None else windows)[:top_k]
+        elif rescore:
             windows = saliency_rescore(windows, sal[b], clip_len=float(m["clip_len"]), weight=saliency_weight)
             windows = (temporal_nms(windows, nms_iou) if nms_iou is not None else windows)[:top_k]
         n_sal = min(len(sal[b]), max(1, math.ceil(float(m["duration"]) / float(m["clip_len"]) - 1e-6)))

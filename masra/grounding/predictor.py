@@ -45,7 +45,13 @@ from torch import nn
 
 from masra.datasets.card import DatasetCard, load_card
 from masra.datasets.features import l2_normalize, temporal_endpoint_features
-from masra.grounding.postprocess import foreground_prob, saliency_rescore, spans_to_windows, temporal_nms
+from masra.grounding.postprocess import (
+    foreground_prob,
+    saliency_proposals,
+    saliency_rescore,
+    spans_to_windows,
+    temporal_nms,
+)
 from masra.grounding.submission import Prediction
 
 log = logging.getLogger(__name__)
@@ -81,6 +87,9 @@ class GrounderConfig:
         saliency_weight: single-pass videos: blend each window's score with the saliency over it
             (:func:`~masra.grounding.postprocess.saliency_rescore`; the checkpoint's
             ``postprocess.saliency_weight``, so predictions match the trainer's; 0 = off).
+        proposals: the saliency curve's high runs join the decoder's windows and all are ranked by
+            saliency contrast (:func:`~masra.grounding.postprocess.saliency_proposals`; the
+            checkpoint's ``postprocess.proposals``); replaces both re-scorings above.
         batch_size: (query, window) pairs per forward pass.
     """
 
@@ -98,6 +107,7 @@ class GrounderConfig:
     off_core_weight: float = 0.5
     saliency_rescore: bool = True
     saliency_weight: float = 0.0
+    proposals: bool = False
     batch_size: int = 64
 
     def __post_init__(self) -> None:
@@ -281,6 +291,7 @@ class Grounder:
             snap=bool(pp.get("snap", False)),
             nms_iou=pp.get("nms_iou"),
             saliency_weight=float(pp.get("saliency_weight", 0.0)),
+            proposals=bool(pp.get("proposals", False)),
         )
         config = replace(config, **overrides)
         name = text_encoder if isinstance(text_encoder, str) else None
@@ -495,7 +506,7 @@ class Grounder:
             counts[s : s + span] += 1
             offset = s * cfg.clip_len
             single = len(starts) == 1
-            rescore_single = single and cfg.saliency_weight > 0
+            rescore_single = single and (cfg.saliency_weight > 0 or cfg.proposals)
             local = spans_to_windows(
                 spans,
                 prob,
@@ -515,14 +526,19 @@ class Grounder:
                 weight = 1.0 if lo <= (a + e) / 2 <= hi else cfg.off_core_weight
                 candidates.append([a, e, c * weight])
         saliency = saliency / counts
-        if len(starts) == 1 and cfg.saliency_weight > 0:  # the trainer's post-processing, same order
+        if cfg.proposals:  # the trainer's post-processing, over the whole video's saliency
+            rounded = [round(float(v), 5) for v in saliency]
+            candidates = saliency_proposals(candidates, rounded, clip_len=cfg.clip_len, duration=duration)
+            nms_iou = cfg.nms_iou if len(starts) == 1 else cfg.merge_nms_iou
+            candidates = (temporal_nms(candidates, nms_iou) if nms_iou is not None else candidates)[:top_k]
+        elif len(starts) == 1 and cfg.saliency_weight > 0:  # the trainer's post-processing, same order
             rounded = [round(float(v), 5) for v in saliency]  # as the trainer's saliency lists
             candidates = saliency_rescore(
                 candidates, rounded, clip_len=cfg.clip_len, weight=cfg.saliency_weight
             )
             nms = temporal_nms(candidates, cfg.nms_iou) if cfg.nms_iou is not None else candidates
             candidates = nms[:top_k]
-        if len(starts) > 1:
+        elif len(starts) > 1:
             if cfg.saliency_rescore:
                 candidates = self._saliency_rescore(candidates, saliency)
             candidates = [[a, e, round(c, 6)] for a, e, c in candidates]

@@ -55,12 +55,15 @@ class PostprocessConfig:
         nms_iou: temporal NMS threshold; None disables NMS.
         saliency_weight: blend of each window's score with the predicted saliency over it (0 keeps
             the foreground probability alone; see ``postprocess.saliency_rescore``).
+        proposals: add the predicted saliency's high runs to the decoder's windows and rank all by
+            saliency contrast (``postprocess.saliency_proposals``; ``saliency_weight`` is then unused).
     """
 
     top_k: int = 10
     snap: bool = False
     nms_iou: float | None = None
     saliency_weight: float = 0.0
+    proposals: bool = False
 
     def __post_init__(self) -> None:
         if self.top_k < 1:

@@ -278,7 +278,11 @@ class Trainer:
         return prob, span, sal
 
     def _rows(
-        self, outputs: tuple[Tensor, Tensor, Tensor], data: ResidentSplit, saliency_weight: float
+        self,
+        outputs: tuple[Tensor, Tensor, Tensor],
+        data: ResidentSplit,
+        saliency_weight: float,
+        proposals: bool,
     ) -> list[dict[str, Any]]:
         pp = self.cfg.postprocess
         return predictions_from_outputs(
@@ -288,17 +292,20 @@ class Trainer:
             snap=pp.snap,
             nms_iou=pp.nms_iou,
             saliency_weight=saliency_weight,
+            proposals=proposals,
         )
 
     def predict(self, data: ResidentSplit) -> list[dict[str, Any]]:
         """Prediction rows for every query of ``data`` with the configured post-processing."""
-        return self._rows(self.predict_outputs(data), data, self.cfg.postprocess.saliency_weight)
+        pp = self.cfg.postprocess
+        return self._rows(self.predict_outputs(data), data, pp.saliency_weight, pp.proposals)
 
     def evaluate(self) -> dict[str, Any]:
         """Score the eval split; append one line to metrics.jsonl; returns the full metrics dict."""
         assert self.eval_data is not None
         outputs = self.predict_outputs(self.eval_data)
-        rows = self._rows(outputs, self.eval_data, self.cfg.postprocess.saliency_weight)
+        pp = self.cfg.postprocess
+        rows = self._rows(outputs, self.eval_data, pp.saliency_weight, pp.proposals)
         metrics = self.scorer(rows, self.eval_data)
         brief = metrics["brief"]
         record = {
@@ -308,8 +315,8 @@ class Trainer:
             "elapsed_s": round(self._elapsed(), 3),
             **brief,
         }
-        if self.cfg.postprocess.saliency_weight > 0:  # also the plain decoder ranking, for comparison
-            plain = self.scorer(self._rows(outputs, self.eval_data, 0.0), self.eval_data)["brief"]
+        if pp.saliency_weight > 0 or pp.proposals:  # also the plain decoder ranking, for comparison
+            plain = self.scorer(self._rows(outputs, self.eval_data, 0.0, False), self.eval_data)["brief"]
             record["without_saliency_rescore"] = {k: plain[k] for k in _PLAIN_KEYS if k in plain}
             metrics["without_saliency_rescore"] = record["without_saliency_rescore"]
         self._append("metrics.jsonl", record)
