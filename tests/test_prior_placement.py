@@ -203,3 +203,22 @@ def test_saliency_proposals_find_the_salient_run_and_keep_decoder_windows() -> N
     )
     assert rows[0]["pred_relevant_windows"][0][:2] == [4.0, 10.0]
     assert len(rows[0]["pred_relevant_windows"]) == 3
+
+
+def test_a_checkpoint_from_before_prior_placement_loads_as_cross(tmp_path: Path) -> None:
+    from safetensors.torch import save_model
+
+    from masra.grounding.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+
+    cfg = _model_cfg(prior_placement="cross")
+    model = build_model(cfg)
+    save_model(model, str(tmp_path / "model.safetensors"))
+    old = cfg.to_dict()
+    for key in ("prior_placement", "num_video_layers", "semantic_relevance"):
+        old.pop(key)  # the keys such a checkpoint's config.json lacks
+    config = {"format": CHECKPOINT_FORMAT, "model": old, "loss": LossConfig().to_dict(), "train": {}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded, saved = load_checkpoint(tmp_path)
+    assert saved["model"]["prior_placement"] == "cross" and loaded.video_encoder is None
+    state = model.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in loaded.state_dict().items())

@@ -183,6 +183,11 @@ def read_checkpoint_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
         config: dict[str, Any] = json.load(f)
     if config.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: format {config.get('format')!r}, this masra reads {CHECKPOINT_FORMAT!r}")
+    model = config.get("model")
+    if isinstance(model, dict) and "prior_placement" not in model:
+        # Written before ModelConfig.prior_placement existed: the prior heads then read the
+        # query-conditioned features ("cross"), without the video encoder of today's default.
+        model["prior_placement"] = "cross"
     return config
 
 
