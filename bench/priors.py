@@ -47,9 +47,10 @@ import numpy as np
 import pyarrow as pa
 
 from bench.report import append_markdown
-from masra.grounding.priors_io import PriorTable, read_prior_table
-from masra.prior_gen.schema import EMBED_SCHEMA, SCHEMA_VERSION
-from masra.prior_gen.shards import write_table_atomic
+from masra.priors.run import PriorRun
+from masra.priors.schema import EMBED_SCHEMA, SCHEMA_VERSION
+from masra.priors.shards import write_table_atomic
+from masra.priors.table import PriorTable, read_prior_table
 
 log = logging.getLogger("bench.priors")
 
@@ -210,7 +211,7 @@ def write_prior_runs(
     }
     paths = {}
     for name, variant in runs.items():
-        paths[name] = str(write_variant(variant, out / name / "embeddings" / encoder, encoder).parent)
+        paths[name] = str(write_variant(variant, PriorRun(out, name).embeddings_dir(encoder), encoder).parent)
     return paths
 
 

@@ -45,8 +45,9 @@ import yaml
 from tqdm.auto import tqdm
 
 from masra.datasets.store import INDEX, STORE_VERSION
-from masra.prior_gen.schema import EMBED_SCHEMA, SCHEMA_VERSION
-from masra.prior_gen.shards import write_table_atomic
+from masra.priors.run import PriorRun
+from masra.priors.schema import EMBED_SCHEMA, SCHEMA_VERSION
+from masra.priors.shards import write_table_atomic
 
 log = logging.getLogger(__name__)
 
@@ -435,7 +436,7 @@ def make_synth(cfg: SynthConfig) -> SynthData:
     with ThreadPoolExecutor(max_workers=_write_workers()) as pool:
         pending: list[Future[Any]] = []
         if prior_table is not None and prior_dir is not None:  # the longest single write: start it first
-            shard = prior_dir / PRIOR_RUN / "embeddings" / PRIOR_ENCODER / "shard-00000.parquet"
+            shard = PriorRun(prior_dir, PRIOR_RUN).embeddings_dir(PRIOR_ENCODER) / "shard-00000.parquet"
             pending.append(pool.submit(write_table_atomic, prior_table, shard))
         pending += _write_store(cfg, store_path, videos, qlen, plan, pool)
         for fut in tqdm(as_completed(pending), total=len(pending), desc="synth writes", leave=False):

@@ -49,10 +49,10 @@ from masra.datasets.store import FeatureStore
 from masra.grounding.data import ResidentSplit, build_split, epoch_batches
 from masra.grounding.losses import build_criterion, weighted_total
 from masra.grounding.model import build_model
-from masra.grounding.priors_io import PriorTable, read_prior_table
 from masra.grounding.recipe import build_configs
 from masra.grounding.train_config import TrainConfig
 from masra.grounding.trainer import Trainer
+from masra.priors.table import PriorTable, read_prior_table
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from masra.prior_gen.schema import EMBED_SCHEMA, PRIOR_SCHEMA, SCHEMA_VERSION
-from masra.prior_gen.shards import rows_to_table, write_table_atomic
+from masra.priors.schema import EMBED_SCHEMA, PRIOR_SCHEMA, SCHEMA_VERSION
+from masra.priors.shards import rows_to_table, write_table_atomic
 
 VIDEO_DIM = 12
 TEXT_DIM = 16

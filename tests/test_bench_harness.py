@@ -24,7 +24,7 @@ from bench.train_speed import TrainSpeedConfig, run_train_speed
 from masra.datasets.card import load_card
 from masra.datasets.readers import load_queries
 from masra.datasets.store import FeatureStore
-from masra.grounding.priors_io import read_prior_table
+from masra.priors.table import read_prior_table
 
 TINY = {
     "train_queries": 12,

@@ -19,10 +19,10 @@ from bench.priors import (
     write_variant,
 )
 from bench.stage1_speed import CannedEngine, Stage1SpeedConfig, run_stage1_speed
-from masra.grounding.priors_io import read_prior_table
 from masra.prior_gen import prompts
 from masra.prior_gen.engines.base import GenRequest, SamplingConfig
 from masra.prior_gen.parsing import ParseConfig, parse_caption, parse_events
+from masra.priors.table import read_prior_table
 
 CLIP = 2.0
 

@@ -14,9 +14,9 @@ from masra.datasets.readers import load_queries
 from masra.datasets.store import FeatureStore, build_feature_store
 from masra.datasets.types import Query
 from masra.grounding.data import PriorCoverageError, build_split, epoch_batches
-from masra.grounding.priors_io import read_prior_table
-from masra.prior_gen.schema import EMBED_SCHEMA, SCHEMA_VERSION
-from masra.prior_gen.shards import rows_to_table, write_table_atomic
+from masra.priors.schema import EMBED_SCHEMA, SCHEMA_VERSION
+from masra.priors.shards import rows_to_table, write_table_atomic
+from masra.priors.table import read_prior_table
 
 
 def _open(tmp_path: Path, **kw: object):  # type: ignore[no-untyped-def]

@@ -16,8 +16,8 @@ from masra.datasets.readers import load_queries
 from masra.fixture import BuildConfig, WorldConfig, build_fixture
 from masra.fixture.build import prepare_output
 from masra.pipelines.cli import main
-from masra.prior_gen.schema import EMBED_SCHEMA, PRIOR_SCHEMA
-from masra.prior_gen.shards import read_shards
+from masra.priors.schema import EMBED_SCHEMA, PRIOR_SCHEMA
+from masra.priors.shards import read_shards
 
 SMALL = {"train_videos": 4, "val_videos": 2}
 

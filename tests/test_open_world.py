@@ -24,8 +24,8 @@ from masra.fixture.open_priors import PREFIXES, cyclic_permutation, fix_span
 from masra.fixture.open_world import SPLITS, OpenWorldConfig
 from masra.fixture.sentences import from_sample, is_seen, key, sample_path
 from masra.pipelines.cli import main
-from masra.prior_gen.schema import EMBED_SCHEMA, PRIOR_SCHEMA
-from masra.prior_gen.shards import read_shards
+from masra.priors.schema import EMBED_SCHEMA, PRIOR_SCHEMA
+from masra.priors.shards import read_shards
 
 SIZES = {"train_videos": 12, "val_videos": 4, "test_videos": 4}
 SEED = 3

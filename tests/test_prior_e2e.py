@@ -22,8 +22,8 @@ from click.testing import CliRunner
 from test_prior_generate import BROKEN, GOOD, make_world
 
 from masra.pipelines.cli import main
-from masra.prior_gen.schema import EMBED_SCHEMA, PRIOR_SCHEMA
-from masra.prior_gen.shards import read_shards
+from masra.priors.schema import EMBED_SCHEMA, PRIOR_SCHEMA
+from masra.priors.shards import read_shards
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SETTINGS = {

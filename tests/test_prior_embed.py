@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from masra.prior_gen.embed import embed_prior_run
-from masra.prior_gen.schema import EMBED_SCHEMA, PRIOR_SCHEMA, SCHEMA_VERSION
-from masra.prior_gen.shards import read_shards, rows_to_table, write_table_atomic
+from masra.priors.schema import EMBED_SCHEMA, PRIOR_SCHEMA, SCHEMA_VERSION
+from masra.priors.shards import read_shards, rows_to_table, write_table_atomic
 
 
 class HashEncoder:

@@ -19,9 +19,9 @@ from masra.prior_gen import prompts
 from masra.prior_gen.engines.base import GenRequest, GenResult, SamplingConfig
 from masra.prior_gen.generate import GenerateConfig, PriorGenerator, generate_priors
 from masra.prior_gen.runs import ShardSpec, VideoItem, done_video_ids, num_clips_for, videos_from_card
-from masra.prior_gen.schema import PRIOR_SCHEMA
-from masra.prior_gen.shards import read_shards
 from masra.prior_gen.video import VideoConfig
+from masra.priors.schema import PRIOR_SCHEMA
+from masra.priors.shards import read_shards
 
 GOOD = {"vidA": 6.0, "vidB": 4.2, "vidC": 5.0}
 BROKEN = {"corrupt": 4.0, "empty": 4.0, "missing": 4.0}

@@ -9,8 +9,8 @@ import pytest
 
 from masra.datasets.types import Query
 from masra.prior_gen.report import format_report, prior_report, span_iou
-from masra.prior_gen.schema import PRIOR_SCHEMA, SCHEMA_VERSION
-from masra.prior_gen.shards import rows_to_table, write_table_atomic
+from masra.priors.schema import PRIOR_SCHEMA, SCHEMA_VERSION
+from masra.priors.shards import rows_to_table, write_table_atomic
 
 
 def row(

@@ -13,7 +13,6 @@ import yaml
 from click.testing import CliRunner
 from test_prior_embed import HashEncoder
 
-from masra.grounding.priors_io import prior_source, read_prior_table
 from masra.pipelines.cli import main
 from masra.prior_gen.embed import embed_prior_run
 from masra.prior_gen.importer import (
@@ -25,8 +24,9 @@ from masra.prior_gen.importer import (
     refit_captions,
 )
 from masra.prior_gen.report import format_report, prior_report
-from masra.prior_gen.schema import PRIOR_SCHEMA, SOURCES
-from masra.prior_gen.shards import read_shards
+from masra.priors.schema import PRIOR_SCHEMA, SOURCES
+from masra.priors.shards import read_shards
+from masra.priors.table import prior_source, read_prior_table
 
 STAMP = "2024-05-01T12:00:00Z"
 

@@ -34,7 +34,7 @@ from masra.datasets.features import temporal_endpoint_features
 from masra.datasets.store import FeatureStore
 from masra.datasets.types import Query
 from masra.grounding.batch import Batch, PriorBatch, VideoBatch, host_to_device
-from masra.grounding.priors_io import PriorTable
+from masra.priors.table import PriorTable
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ from masra.grounding.losses import build_criterion
 from masra.grounding.metrics.evaluate import evaluate_submission
 from masra.grounding.model import build_model
 from masra.grounding.position_baseline import position_baselines
-from masra.grounding.priors_io import PriorTable, read_prior_table
 from masra.grounding.train_config import TrainConfig
 from masra.grounding.trainer import Scorer, Trainer
+from masra.priors.table import PriorTable, read_prior_table
 
 log = logging.getLogger(__name__)
 

@@ -99,10 +99,13 @@ def _existing_run(
     card: DatasetCard, st: dict[str, Any], run: Path | None, model: str | None, family: str | None
 ) -> Path:
     """``--run`` as given, or as a name under ``card.prior_dir``, else the folder ``generate`` writes."""
+    from masra.priors.run import PriorRun
+
     if run is None:
         return _run_dir(card, st, model, family)[0]
-    if not run.is_dir() and (card.prior_dir / run).is_dir():
-        return card.prior_dir / run
+    named = PriorRun(card.prior_dir, str(run)).dir
+    if not run.is_dir() and named.is_dir():
+        return named
     return run
 
 
@@ -351,12 +354,13 @@ def import_cmd(file: Path, dataset: str, overrides: tuple[str, ...], run: str, s
                overwrite: bool, model_id: str) -> None:  # fmt: skip
     """Import priors written elsewhere (JSON lines: vid, duration, events, clip_captions) as a prior run."""
     from masra.prior_gen.importer import check_run_dir, parse_import_file, write_imported
+    from masra.priors.run import PriorRun
 
     card, _ = _card(dataset, overrides)
     _check_run_name(run)
     if not model_id.strip():
         raise click.BadParameter("must not be empty", param_hint="--model-id")
-    run_dir = card.prior_dir / run
+    run_dir = PriorRun(card.prior_dir, run).dir
     try:
         check_run_dir(run_dir, overwrite)
         parsed = parse_import_file(file, clip_len=card.clip_len, max_clips=card.max_clips)

@@ -2,7 +2,7 @@
 
 ``embed_prior_run`` reads every complete prior shard of a run folder and writes one sibling
 embedding shard per prior shard (same file name) under ``{run_dir}/embeddings/{encoder.name}/``,
-with the :data:`~masra.prior_gen.schema.EMBED_SCHEMA` schema: one row per video, keyed by
+with the :data:`~masra.priors.schema.EMBED_SCHEMA` schema: one row per video, keyed by
 ``video_id``.
 
 Per video:
@@ -26,8 +26,9 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow.parquet as pq
 
-from masra.prior_gen.schema import EMBED_SCHEMA, PRIOR_SCHEMA, SCHEMA_VERSION, check_schema
-from masra.prior_gen.shards import rows_to_table, shard_paths, write_table_atomic
+from masra.priors.run import PriorRun
+from masra.priors.schema import EMBED_SCHEMA, PRIOR_SCHEMA, SCHEMA_VERSION, check_schema
+from masra.priors.shards import rows_to_table, shard_paths, write_table_atomic
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,6 @@ class TextEncoderLike(Protocol):
     def encode(self, texts: list[str], batch_size: int = ..., progress: bool = ...) -> np.ndarray:
         """Return (N, dim) float32 embeddings of ``texts``."""
         ...
-
-
-def embedding_dir(run_dir: str | os.PathLike[str], encoder_name: str) -> Path:
-    """Where the embeddings of ``run_dir`` by the encoder ``encoder_name`` live."""
-    return Path(run_dir) / "embeddings" / encoder_name.replace("/", "__")
 
 
 def _row_texts(row: dict[str, Any]) -> tuple[list[str], list[str], list[bool]]:
@@ -124,7 +120,7 @@ def embed_prior_run(
     paths = shard_paths(run_dir)
     if not paths:
         raise FileNotFoundError(f"no prior shards (*.parquet) under {run_dir}; run `masra priors generate`")
-    dest = Path(out_dir) if out_dir is not None else embedding_dir(run_dir, encoder.name)
+    dest = Path(out_dir) if out_dir is not None else PriorRun.at(run_dir).embeddings_dir(encoder.name)
     dest.mkdir(parents=True, exist_ok=True)
     written = kept = 0
     for path in paths:

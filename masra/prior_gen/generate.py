@@ -35,8 +35,6 @@ from masra.prior_gen.parsing import (
     parse_events,
 )
 from masra.prior_gen.runs import ShardSpec, VideoItem, done_video_ids, next_seq, num_clips_for, reason_kind
-from masra.prior_gen.schema import PRIOR_SCHEMA, SCHEMA_VERSION, STATUSES
-from masra.prior_gen.shards import rows_to_table, write_table_atomic
 from masra.prior_gen.video import (
     Frames,
     VideoConfig,
@@ -45,6 +43,8 @@ from masra.prior_gen.video import (
     decode_at,
     event_times,
 )
+from masra.priors.schema import PRIOR_SCHEMA, SCHEMA_VERSION, STATUSES
+from masra.priors.shards import rows_to_table, write_table_atomic
 
 log = logging.getLogger(__name__)
 

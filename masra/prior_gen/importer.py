@@ -18,7 +18,7 @@ Each row is validated (reasons name ``file:line``, 1-based):
   time (clip ``i`` takes the caption whose equal share of ``[0, duration)`` holds the clip's centre)
   and reported as a warning. An empty list cannot be refitted and refuses the row.
 
-Valid rows become one :data:`~masra.prior_gen.schema.PRIOR_SCHEMA` shard
+Valid rows become one :data:`~masra.priors.schema.PRIOR_SCHEMA` shard
 ``part-000of001-00000.parquet`` (the name ``masra priors generate`` gives a one-part run's first
 shard) with ``source="imported"``, status ``ok``, backend and prompt version ``import``, written
 atomically, plus ``manifest.json`` with the counts. Rows keep the file's order and events theirs.
@@ -40,8 +40,9 @@ from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from masra.prior_gen.runs import ShardSpec, num_clips_for
-from masra.prior_gen.schema import PRIOR_SCHEMA, SCHEMA_VERSION
-from masra.prior_gen.shards import rows_to_table, shard_paths, write_table_atomic
+from masra.priors.run import PriorRun
+from masra.priors.schema import PRIOR_SCHEMA, SCHEMA_VERSION
+from masra.priors.shards import rows_to_table, shard_paths, write_table_atomic
 
 __all__ = [
     "SHARD_NAME",
@@ -325,8 +326,9 @@ def _clear_run(run: Path) -> None:
         p.unlink()
     for p in [*run.glob("manifest*.json"), run / "report.json"]:
         p.unlink(missing_ok=True)
-    if (run / "embeddings").is_dir():
-        shutil.rmtree(run / "embeddings")
+    embeddings = PriorRun.at(run).embeddings
+    if embeddings.is_dir():
+        shutil.rmtree(embeddings)
 
 
 def check_run_dir(run_dir: str | os.PathLike[str], overwrite: bool = False) -> Path:
@@ -436,7 +438,7 @@ def write_imported(
     }
     tmp = run / ".manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, run / "manifest.json")
+    os.replace(tmp, PriorRun.at(run).manifest)
     return ImportReport(
         rows_read=parsed.rows_read,
         rows_written=len(rows),

@@ -23,8 +23,8 @@ import numpy as np
 
 from masra.datasets.types import Query
 from masra.prior_gen.runs import reason_kind
-from masra.prior_gen.schema import PRIOR_SCHEMA
-from masra.prior_gen.shards import read_shards
+from masra.priors.schema import PRIOR_SCHEMA
+from masra.priors.shards import read_shards
 
 IOU_THRESHOLDS = (0.3, 0.5)
 

@@ -22,8 +22,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from masra.datasets.card import DatasetCard
-from masra.prior_gen.shards import shard_paths
 from masra.prior_gen.video import find_video
+from masra.priors.run import PriorRun
+from masra.priors.shards import shard_paths
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def model_slug(model: str) -> str:
 
 
 def run_dir_for(prior_dir: Path, dataset: str, model: str, prompt_version: str) -> Path:
-    return Path(prior_dir) / f"{dataset}__{model_slug(model)}__{prompt_version}"
+    return PriorRun(Path(prior_dir), f"{dataset}__{model_slug(model)}__{prompt_version}").dir
 
 
 def done_video_ids(run_dir: Path) -> set[str]:

@@ -34,8 +34,8 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 
 def load_prior_events(prior_run: str | os.PathLike[str]) -> dict[str, list[Event]]:
     """``vid -> [(start, end, text)]`` from the prior shards of a run folder ({} if there are none)."""
-    from masra.prior_gen.schema import PRIOR_SCHEMA
-    from masra.prior_gen.shards import read_shards, shard_paths
+    from masra.priors.schema import PRIOR_SCHEMA
+    from masra.priors.shards import read_shards, shard_paths
 
     if not shard_paths(prior_run):
         return {}
@@ -191,7 +191,9 @@ def write_run_report(
     lines += ["", "## Example timelines", ""]
     events: dict[str, list[Event]] = {}
     if card is not None:
-        prior_run = card.prior_dir / str(train.get("priors_run", "reference"))
+        from masra.priors.run import PriorRun
+
+        prior_run = PriorRun(card.prior_dir, str(train.get("priors_run", "reference"))).dir
         events = load_prior_events(prior_run) if prior_run.is_dir() else {}
     items = timelines_from_predictions(preds, gts, clip_len=card.clip_len if card else 2.0, events=events)
     chosen = pick_examples(items, num_examples)

@@ -1,8 +1,8 @@
 """Read prior-embedding shards (``EMBED_SCHEMA``) into padded arrays keyed by video id.
 
-Layout: ``{card.prior_dir}/{run}/embeddings/{encoder}/*.parquet`` (one row per video), next to the
-prior shards ``{card.prior_dir}/{run}/*.parquet`` whose ``source`` column says whether the priors are
-``reference`` (the fixture's ground truth) or written by an ``mllm``.
+Layout (:class:`~masra.priors.run.PriorRun`): ``{card.prior_dir}/{run}/embeddings/{encoder}/*.parquet``
+(one row per video), next to the prior shards ``{card.prior_dir}/{run}/*.parquet`` whose ``source``
+column says whether the priors are ``reference`` (the fixture's ground truth) or written by an ``mllm``.
 
 Everything is decoded column-wise with pyarrow (no per-video Python beyond one slice copy), so even
 QVHighlights' 7,100 videos load in seconds.
@@ -19,8 +19,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from masra.prior_gen.schema import EMBED_SCHEMA
-from masra.prior_gen.shards import read_shards, shard_paths
+from masra.priors.run import PriorRun
+from masra.priors.schema import EMBED_SCHEMA
+from masra.priors.shards import read_shards, shard_paths
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,8 @@ __all__ = ["PriorTable", "embeddings_dir", "prior_source", "read_prior_table"]
 
 
 def embeddings_dir(prior_dir: Path, run: str, encoder: str) -> Path:
-    return Path(prior_dir) / run / "embeddings" / encoder
+    """``{prior_dir}/{run}/embeddings/{encoder}`` (see :class:`~masra.priors.run.PriorRun`)."""
+    return PriorRun(Path(prior_dir), run).embeddings_dir(encoder)
 
 
 @dataclass
@@ -158,7 +160,7 @@ def read_prior_table(prior_dir: Path, run: str, encoder: str) -> PriorTable:
         caption_emb[i, : d - c] = cap_vals[c:d]
         caption_valid[i, : d - c] = valid[c:d]
     encoders = set(table.column("encoder").to_pylist())
-    source = prior_source(Path(prior_dir) / run)
+    source = prior_source(PriorRun(Path(prior_dir), run).dir)
     log.info(
         "priors: %d videos from %s (encoder %s, dim %d, source=%s)",
         n,
