@@ -8,7 +8,8 @@ cut.
 
 Text: ``last_hidden_state`` (T, D) (or the card's ``key``) and ``pooler_output`` (D,).
 
-npz files are always read with ``allow_pickle=False``.
+npz files are always read with ``allow_pickle=False``. A NaN or Inf anywhere is an error naming the file,
+the vid or qid and the first bad index (so ``masra data build-store`` refuses such features).
 """
 
 from __future__ import annotations
@@ -47,6 +48,18 @@ def _load_key(path: Path, key: str) -> np.ndarray:
         raise ValueError(f"{path}: not a readable npz file ({e})") from e
 
 
+def check_finite(x: np.ndarray, path: Path, what: str) -> None:
+    """Raise ValueError naming ``path``, ``what`` and the first NaN/Inf index of ``x``, if it has one."""
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    where = f"row {first[0]}, column {first[1]}" if len(first) == 2 else f"index {', '.join(map(str, first))}"
+    raise ValueError(
+        f"{path}: {what} holds {int(bad.sum())} non-finite value(s); the first, {x[first]}, is at {where}"
+    )
+
+
 def npz_shape(path: Path, key: str) -> tuple[int, ...]:
     """The shape of ``key`` in an npz file, read from the array header only (no decompression of data)."""
     try:
@@ -82,6 +95,7 @@ def _video_type(source: FeatureSource, vid: str) -> np.ndarray:
         )
     if x.shape[0] == 0:
         raise ValueError(f"{path}: {source.key!r} has no clips")
+    check_finite(x, path, f"{source.key!r} of video {vid!r}")
     return x.astype(np.float32, copy=False)
 
 
@@ -118,6 +132,8 @@ def load_text_features(card: DatasetCard, qid: QueryId) -> tuple[np.ndarray, np.
         raise ValueError(f"{path}: {src.key!r} has shape {tokens.shape}; the card says (T > 0, {src.dim})")
     if pooled.shape != (src.dim,):
         raise ValueError(f"{path}: {POOLED_KEY!r} has shape {pooled.shape}; the card says ({src.dim},)")
+    check_finite(tokens, path, f"{src.key!r} of qid {qid}")
+    check_finite(pooled, path, f"{POOLED_KEY!r} of qid {qid}")
     return tokens.astype(np.float32, copy=False), pooled.astype(np.float32, copy=False)
 
 

@@ -17,6 +17,10 @@ Formats:
 ``charades_jsonl`` / ``tacos``
     jsonl with ``qid``, ``query``, ``duration``, ``vid``, ``relevant_windows``; TACoS qids are strings.
 
+Video ids and string qids name feature files, so an id that is not a bare file name (``/``, ``\\``,
+``..``, an absolute path, ...; see :mod:`masra.datasets.ids`) is an error with ``file:line`` in every
+format, durations files included.
+
 A window of a jsonl file with ``start >= end`` is an error (these files are curated; a zero-length
 moment is a bug upstream). Ends past the duration are clipped and counted in every format.
 """
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from masra.datasets.card import DatasetCard
+from masra.datasets.ids import id_problem
 from masra.datasets.types import AnnotationError, Query, QueryId, ReadReport
 
 log = logging.getLogger(__name__)
@@ -76,7 +81,15 @@ def _qid(value: Any, where: tuple[str, int], kind: type) -> QueryId:
         return value
     if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
         raise AnnotationError(*where, f"qid must be a non-empty string, got {value!r}")
+    _check_id(str(value), where, "qid")
     return str(value)
+
+
+def _check_id(value: str, where: tuple[str, int], what: str) -> None:
+    """Reject an id that is not a bare file name (it names feature files; see masra.datasets.ids)."""
+    problem = id_problem(value, what)
+    if problem is not None:
+        raise AnnotationError(*where, problem)
 
 
 def _window(pair: Any, duration: float, where: tuple[str, int], report: ReadReport) -> tuple[float, float]:
@@ -160,6 +173,7 @@ def _read_jsonl(
         vid = _field(record, "vid", where)
         if not isinstance(vid, str) or not vid:
             raise AnnotationError(*where, f"vid must be a non-empty string, got {vid!r}")
+        _check_id(vid, where, "vid")
         duration = _number(_field(record, "duration", where), where, "duration")
         if duration <= 0:
             raise AnnotationError(*where, f"duration must be > 0, got {duration}")
@@ -204,6 +218,7 @@ def read_durations(path: Path) -> dict[str, float]:
             raise AnnotationError(str(path), lineno, f"duration {parts[1]!r} is not a number") from None
         if not math.isfinite(duration) or duration <= 0:
             raise AnnotationError(str(path), lineno, f"duration must be a positive number, got {parts[1]!r}")
+        _check_id(parts[0].strip(), (str(path), lineno), "vid")
         out[parts[0].strip()] = duration
     if not out:
         raise ValueError(f"{path}: no durations found")
@@ -230,6 +245,7 @@ def read_charades_txt(path: Path, durations_path: Path) -> tuple[list[Query], Re
         if len(parts) != 3:
             raise AnnotationError(*where, f"expected `vid start end` before `##`, got {head!r}")
         vid = parts[0]
+        _check_id(vid, where, "vid")
         try:
             start, end = float(parts[1]), float(parts[2])
         except ValueError:

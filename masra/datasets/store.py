@@ -48,6 +48,7 @@ from masra.datasets.features import (
     text_path,
     video_path,
 )
+from masra.datasets.lengths import check_lengths, warn_lengths
 from masra.datasets.readers import load_queries
 from masra.datasets.types import QueryId
 
@@ -111,7 +112,11 @@ class _Plan:
     text_lengths: np.ndarray  # (num_queries,) int64
 
 
-def _collect(card: DatasetCard, splits: list[str]) -> tuple[list[str], list[QueryId], list[Path]]:
+def _collect(
+    card: DatasetCard, splits: list[str]
+) -> tuple[list[str], list[QueryId], list[Path], dict[str, float]]:
+    """Sorted vids, qids, the annotation files read, and each vid's annotated duration."""
+    durations: dict[str, float] = {}
     vids: set[str] = set()
     qids: dict[str, QueryId] = {}
     owner: dict[str, str] = {}
@@ -128,11 +133,12 @@ def _collect(card: DatasetCard, splits: list[str]) -> tuple[list[str], list[Quer
             owner[key] = q.vid
             qids.setdefault(key, q.qid)
             vids.add(q.vid)
+            durations.setdefault(q.vid, q.duration)
     if not qids:
         raise ValueError(f"dataset {card.name!r}: splits {splits} hold no queries; nothing to store")
     if card.format == "charades_txt" and card.durations is not None:
         ann_files.append(card.durations)
-    return sorted(vids), list(qids.values()), ann_files
+    return sorted(vids), list(qids.values()), ann_files, durations
 
 
 def _plan(card: DatasetCard, vids: list[str], qids: list[QueryId]) -> _Plan:
@@ -243,7 +249,7 @@ def build_feature_store(
         raise ValueError("build_feature_store needs at least one split")
     out = Path(out_dir) if out_dir is not None else card.root / "store"
     splits = list(dict.fromkeys(splits))
-    vids, qids, ann_files = _collect(card, splits)
+    vids, qids, ann_files, durations = _collect(card, splits)
     find_missing(card, vids, qids)
     sources = ann_files + [video_path(s, v) for s in card.video_features for v in vids]
     sources += [text_path(card, q) for q in qids]
@@ -268,6 +274,8 @@ def build_feature_store(
     try:
         t0 = time.perf_counter()
         plan = _plan(card, vids, qids)
+        lengths = dict(zip(plan.video_ids, plan.video_lengths.tolist(), strict=True))
+        warn_lengths(check_lengths(durations, lengths, card.clip_len), f"feature store {out}")
         _write(card, plan, tmp, dtype)
         index = {
             "version": STORE_VERSION,

@@ -1,17 +1,31 @@
 """Typed configs of the grounding model and its criterion, validated where they are built.
 
 Both round-trip through JSON (``to_dict`` / ``from_dict``) so a checkpoint folder can store them and
-rebuild the model without any other state. The defaults follow the Moment-DETR / QD-DETR lineage
-(hidden 256, 2 cross-modal + 2 encoder + 2 decoder layers, 10 queries, 8 heads, dropout 0.1; loss
-weights span L1 10, gIoU 1, label 4, saliency 1 with margin 0.2). See ``docs/method.md``.
+rebuild the model without any other state. Every field's value is checked against its annotated type
+when a config is built (:func:`check_types`: a bool is not an int, an int is fine for a float, None
+only for optional fields), so a YAML ``true`` or ``"128"`` is a ValueError naming the key and value.
+The defaults follow the Moment-DETR / QD-DETR lineage (hidden 256, 2 cross-modal + 2 encoder + 2
+decoder layers, 10 queries, 8 heads, dropout 0.1; loss weights span L1 10, gIoU 1, label 4, saliency 1
+with margin 0.2). See ``docs/method.md``.
 """
 
 from __future__ import annotations
 
+import functools
+import numbers
+import types
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
-__all__ = ["PRIOR_PLACEMENTS", "LossConfig", "ModelConfig"]
+__all__ = [
+    "PRIOR_PLACEMENTS",
+    "LossConfig",
+    "ModelConfig",
+    "check_field_types",
+    "check_types",
+    "type_problem",
+]
 
 PRIOR_PLACEMENTS = ("video", "cross")
 
@@ -31,6 +45,75 @@ class _JsonConfig:
         if unknown:
             raise ValueError(f"{cls.__name__}: unknown keys {unknown}; known keys are {sorted(known)}")
         return cls(**data)
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = get_origin(tp)
+    if origin is Union or origin is types.UnionType:
+        return any(_type_ok(value, arg) for arg in get_args(tp))
+    if tp is Any:
+        return True
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:  # numpy integers too
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if origin is not None:  # dict[str, Any] -> dict
+        return isinstance(value, origin)
+    if isinstance(tp, type) and hasattr(tp, "__dataclass_fields__"):  # a nested config: object or mapping
+        return isinstance(value, tp | dict)
+    return isinstance(value, tp)
+
+
+def _type_name(tp: Any) -> str:
+    names = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string"}
+    origin = get_origin(tp)
+    if origin is Union or origin is types.UnionType:
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in get_args(tp))
+    if origin is dict or tp is dict:
+        return "a mapping"
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def type_problem(cls: type, key: str, value: Any, prefix: str = "") -> str | None:
+    """Why ``value`` does not fit the annotated type of field ``key`` of dataclass ``cls``, or None.
+
+    Unknown keys are not judged here (``from_dict`` reports them). ``prefix`` starts the key in the
+    reason (``"model."``, ``"ModelConfig."``).
+    """
+    hints = _hints(cls)
+    if key not in hints or _type_ok(value, hints[key]):
+        return None
+    hint = ""
+    if isinstance(value, str) and _type_ok(1.5, hints[key]):
+        try:
+            float(value)
+            hint = " (YAML reads a number such as 1e-4 without a '.' as a string: write 1.0e-4)"
+        except ValueError:
+            pass
+    return f"{prefix}{key} must be {_type_name(hints[key])}, got {value!r} ({type(value).__name__}){hint}"
+
+
+def check_types(cls: type, values: Mapping[str, Any], prefix: str = "") -> None:
+    """Raise ValueError for the first value of ``values`` whose type does not fit ``cls``'s field."""
+    for key, value in values.items():
+        problem = type_problem(cls, key, value, prefix)
+        if problem is not None:
+            raise ValueError(problem)
+
+
+def check_field_types(obj: Any) -> None:
+    """:func:`check_types` of every field of the dataclass instance ``obj`` (keys ``Class.field``)."""
+    cls = type(obj)
+    check_types(cls, {f.name: getattr(obj, f.name) for f in fields(cls)}, f"{cls.__name__}.")
 
 
 def _positive(owner: str, **values: float) -> None:
@@ -107,6 +190,7 @@ class ModelConfig(_JsonConfig):
     semantic_relevance: bool = True
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         owner = type(self).__name__
         _positive(
             owner,
@@ -215,6 +299,7 @@ class LossConfig(_JsonConfig):
     lrca_video_temperature: float = 0.1
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         owner = type(self).__name__
         _non_negative(
             owner,

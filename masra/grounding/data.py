@@ -31,6 +31,7 @@ from torch import Tensor
 
 from masra.datasets.card import DatasetCard
 from masra.datasets.features import temporal_endpoint_features
+from masra.datasets.lengths import check_lengths, warn_lengths
 from masra.datasets.store import FeatureStore
 from masra.datasets.types import Query
 from masra.grounding.batch import Batch, PriorBatch, VideoBatch, host_to_device
@@ -340,6 +341,11 @@ def build_split(
         vid_rows.setdefault(q.vid, row)
     if not kept_q:
         raise ValueError(f"{name}: no queries left to use ({report.summary()})")
+    durations: dict[str, float] = {}
+    for q in kept_q:
+        durations.setdefault(q.vid, q.duration)
+    full_lengths = {v: int(store.video_lengths[r]) for v, r in vid_rows.items()}
+    warn_lengths(check_lengths(durations, full_lengths, clip_len), f"split {name!r}")
     vids = list(vid_rows)
     vindex = {v: i for i, v in enumerate(vids)}
     v_rows = np.array([vid_rows[v] for v in vids], np.int64)

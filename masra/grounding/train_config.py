@@ -5,6 +5,11 @@ A config file holds any of the :class:`TrainConfig` fields; ``model`` and ``loss
 ``card`` a mapping of dataset-card overrides. Command-line overrides are dotted keys applied on top
 (``epochs=50``, ``model.hidden_dim=128``, ``loss.w_lrca=0.5``, ``card.root=/data/qvh``).
 
+Every value's type is checked at load against the dataclass field types (``model``, ``loss`` and
+``postprocess`` keys too): a bool is not an int, an int is fine for a float, null only where the field
+is optional. A wrong type is a ValueError naming the key, the file (or ``--set``) and the value, e.g.
+``priors_run: true`` (YAML's boolean, not a run named "true": quote it).
+
 Example::
 
     dataset: fixture
@@ -27,6 +32,7 @@ from typing import Any
 import yaml
 
 from masra.datasets.card import set_dotted
+from masra.grounding.config import LossConfig, ModelConfig, check_field_types, type_problem
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +72,7 @@ class PostprocessConfig:
     proposals: bool = False
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.top_k < 1:
             raise ValueError(f"postprocess.top_k must be >= 1, got {self.top_k}")
         if self.nms_iou is not None and not 0.0 < self.nms_iou <= 1.0:
@@ -151,6 +158,7 @@ class TrainConfig:
     cpu_threads: int | None = None
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if isinstance(self.postprocess, dict):
             self.postprocess = PostprocessConfig(**self.postprocess)
         for name in ("epochs", "batch_size", "eval_batch_size", "eval_every", "max_text_len", "log_every"):
@@ -265,7 +273,31 @@ def load_train_config(
             raw["card"][key[len("card.") :]] = value
         else:
             set_dotted(raw, key, value)
+    _check_value_types(raw, str(path) if path is not None else "training config", set(overrides or {}))
     try:
         return TrainConfig.from_dict(raw)
     except TypeError as e:  # a mapping where a scalar belongs, etc.
         raise ValueError(f"{path or 'training config'}: {e}") from None
+
+
+def _check_value_types(raw: dict[str, Any], source: str, override_keys: set[str]) -> None:
+    """Check each value's type against its field (TrainConfig, and the model / loss / postprocess keys).
+
+    The error names the dotted key, where the value came from (``source``, the config file, or
+    ``--set`` for an override) and the value.
+    """
+    groups: list[tuple[type, dict[str, Any], str]] = [(TrainConfig, raw, "")]
+    nested: list[tuple[str, type]] = [
+        ("model", ModelConfig),
+        ("loss", LossConfig),
+        ("postprocess", PostprocessConfig),
+    ]
+    for key, sub in nested:
+        if isinstance(raw.get(key), dict):
+            groups.append((sub, raw[key], f"{key}."))
+    for cls, values, prefix in groups:
+        for key, value in values.items():
+            problem = type_problem(cls, key, value, prefix)
+            if problem is not None:
+                origin = "--set" if f"{prefix}{key}" in override_keys else source
+                raise ValueError(f"{origin}: {problem}")

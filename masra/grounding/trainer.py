@@ -47,6 +47,8 @@ from masra.grounding.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
+NO_BAD_STEP = 2**62  # _first_bad when every watched loss was finite
+
 __all__ = ["Scorer", "TrainStep", "Trainer", "build_scheduler"]
 
 _PLAIN_KEYS = ("MR-full-R1@0.5", "MR-full-R1@0.7", "MR-full-mAP")
@@ -215,6 +217,11 @@ class Trainer:
         # divide the steps per epoch), so the sums and their step count live on the trainer.
         self._interval_sums: dict[str, Tensor] = {}
         self._interval_steps = 0
+        # Non-finite loss watch without a host sync per step: the first bad step (NO_BAD_STEP if none)
+        # lives on the device and is read at each log line and epoch end, with the qids of the steps
+        # since the last read (see _raise_if_non_finite).
+        self._first_bad: Tensor | None = None
+        self._recent_qids: dict[int, list[Any]] = {}
         self.best_value = -math.inf
         self.best_epoch = -1
         self.best_metrics: dict[str, Any] = {}
@@ -432,6 +439,7 @@ class Trainer:
                 batch.prior_videos = self.train_data.video_batch(self._prior_video_rows())
             _, losses = module(batch)
             total = weighted_total(losses, self.weights)
+            self._watch_loss(total, batch)
             self.acc.backward(total)
             if cfg.grad_clip > 0:
                 self.acc.clip_grad_norm_(module.parameters(), cfg.grad_clip)
@@ -448,6 +456,7 @@ class Trainer:
             self._interval_steps += 1
             progress.update(1)
             if self.global_step % cfg.log_every == 0:
+                self._raise_if_non_finite()
                 n_int = self._interval_steps
                 record = {k: float(v) / n_int for k, v in sums.items()}
                 self._interval_sums, self._interval_steps = {}, 0
@@ -460,15 +469,54 @@ class Trainer:
                     {f"train/{k}": v for k, v in record.items()} | {"train/lr": lr}, step=self.global_step
                 )
                 progress.set_postfix(loss=f"{record['loss']:.3f}")
+        self._raise_if_non_finite()  # before the epoch's evaluation and checkpoints
         return {k: float(v) / max(count, 1) for k, v in epoch_sums.items()}
+
+    def _watch_loss(self, total: Tensor, batch: Batch) -> None:
+        """Record (on the device, no sync) the step number if this step's loss is not finite."""
+        step = self.global_step + 1
+        cand = torch.where(torch.isfinite(total.detach()), NO_BAD_STEP, step).to(torch.long).reshape(1)
+        self._first_bad = cand if self._first_bad is None else torch.minimum(self._first_bad, cand)
+        self._recent_qids[step] = [m.get("qid") for m in batch.meta]
+
+    def _raise_if_non_finite(self) -> None:
+        """Stop training if a loss since the last check was NaN or Inf, naming the step and the qids.
+
+        Called at every log line and at the end of each epoch, before any evaluation or checkpoint, so
+        nothing is saved from the bad state: ``last/`` stays that of the latest finished epoch. All
+        processes agree (the first bad step is the minimum over processes).
+        """
+        qids, self._recent_qids = self._recent_qids, {}
+        if self._first_bad is None:
+            return
+        first = self._first_bad
+        if self.acc.num_processes > 1:
+            first = self.acc.gather(first).min().reshape(1)
+        bad = int(first.item())
+        if bad == NO_BAD_STEP:
+            return
+        raise FloatingPointError(
+            f"non-finite training loss at step {bad} (epoch {self.epoch + 1}); batch qids "
+            f"{qids.get(bad, 'of another process')}. Training stopped; {self.run_dir / 'last'} is left "
+            f"as it was (epoch {self.epoch}). Check the features of these queries and the learning rate"
+        )
 
     def fit(self, *, stop_after_epoch: int | None = None) -> dict[str, Any]:
         """Train to ``cfg.epochs`` (or stop, as if interrupted, once ``stop_after_epoch`` epochs are done).
 
         Returns ``{"best_metric", "best_value", "best_epoch", "best_metrics", "epochs_done", "steps",
         "train_seconds"}``.
+
+        Raises ValueError, before any step, when ``eval_split`` is set but holds no queries, and
+        FloatingPointError when a training loss is NaN or Inf (see ``_raise_if_non_finite``).
         """
         cfg = self.cfg
+        if cfg.eval_split is not None and (self.eval_data is None or len(self.eval_data) == 0):
+            # An empty eval split would train and report a best of nan; say so before any step.
+            raise ValueError(
+                f"eval split {cfg.eval_split!r} holds no queries: fix its annotation file, or set "
+                "eval_split: null to train without evaluation"
+            )
         self.t_start = time.perf_counter()
         total_steps = cfg.epochs * self.steps_per_epoch
         progress = tqdm(

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from masra.datasets.card import DatasetCard, load_card, parse_overrides
+from masra.datasets.lengths import check_lengths, feature_lengths, warn_lengths
 from masra.datasets.readers import load_queries
 from masra.datasets.stats import split_stats
 from masra.datasets.store import FeatureStore, build_feature_store
@@ -58,13 +59,22 @@ def data() -> None:
 )
 @_SET
 def stats(dataset: str, split: str, annotations: Path | None, overrides: tuple[str, ...]) -> None:
-    """Print JSON statistics of one split: queries, videos, windows, durations, window lengths."""
+    """Print JSON statistics of one split: queries, videos, windows, durations, window lengths.
+
+    ``feature_lengths`` compares each video's annotated duration with its feature length (npz headers
+    of the card's video features; videos without files are counted, not read); see docs/datasets.md.
+    """
     card = _card(dataset, overrides)
     try:
         queries, report = load_queries(card, split, annotations)
+        durations: dict[str, float] = {}
+        for q in queries:
+            durations.setdefault(q.vid, q.duration)
+        check = check_lengths(durations, feature_lengths(card, durations), card.clip_len)
     except (ValueError, KeyError, FileNotFoundError) as e:
         raise click.ClickException(_message(e)) from None
-    out = {"split": split, **split_stats(queries, report, card)}
+    warn_lengths(check, f"split {split!r}")
+    out = {"split": split, **split_stats(queries, report, card), "feature_lengths": check.to_dict()}
     click.echo(json.dumps(out, indent=2))
 
 

@@ -70,7 +70,7 @@ def train(
     run_dir = Path(out or f"runs/{Path(dataset).stem}")
     try:
         summary = run_training(cfg, run_dir, resume=resume, store_dir=store)
-    except (FileNotFoundError, ValueError) as e:  # bad data or priors: a message, not a traceback
+    except (FileNotFoundError, ValueError, FloatingPointError) as e:  # bad data, priors or a NaN loss
         raise click.ClickException(str(e)) from e
     if not PartialState().is_main_process:
         return
