@@ -273,6 +273,7 @@ def main(argv: list[str] | None = None) -> None:
                 if not finished_same(run, cfg.to_dict()):
                     jobs.append((cfg.to_dict(), run))
     t0 = time.perf_counter()
+    commit = _commit()  # the code the runs train with, read before they start
     if jobs and not args.render_only:
         log.info(
             "%d runs to train (%d kept), %d at a time",
@@ -294,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, Any] = {
         "machine": f"{socket.gethostname()}: CPU only, {os.cpu_count()} cores, {args.jobs} runs at a time, "
         f"1 torch thread each, load average {load[0]:.1f} at the end",
-        "commit": _commit(),
+        "commit": commit,
         "date": now.strftime("%Y-%m-%d %H:%M UTC"),
         "world": f"open world seed {world.get('seed', world.get('config', {}).get('seed'))} at {args.world_dir}",
         "metric": "MR-full-R1@0.5",
