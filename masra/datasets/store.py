@@ -19,9 +19,15 @@ Video rows are what :func:`masra.datasets.features.load_video_features` returns 
 store dtype. Query ids are stored as strings (:func:`qid_key`), so int and str ids share one index.
 
 A build writes into a hidden sibling directory and renames it into place when complete, so a killed
-build never leaves a store that opens. It is skipped when ``index.json`` carries the same fingerprint:
-store version, dtype, the splits, the card's feature dirs/keys/dims and clip length, and the size and
-modification time of every source file (annotations, durations, npz files).
+build never leaves a store that opens. Builds of one store folder are serialised by a lock file
+``.{name}.lock`` beside it (:class:`masra.runlock.RunLock`): a second build waits for the first, then
+finds its store up to date and uses it. A store is *up to date* when its ``index.json`` fingerprint
+matches its own split list and dtype: store version, dtype, the splits, the card's feature
+dirs/keys/dims and clip length, and the size and modification time of every source file
+(annotations, durations, npz files). An up-to-date store that holds all the requested splits (a
+superset is fine) is used as it is. Otherwise the store is rebuilt with a log line saying why, except
+with ``reuse_only=True`` (a store named with ``masra train --store``): an existing store is then never
+rebuilt, and a store missing splits or out of date is refused with what is missing.
 """
 
 from __future__ import annotations
@@ -51,10 +57,12 @@ from masra.datasets.features import (
 from masra.datasets.lengths import check_lengths, warn_lengths
 from masra.datasets.readers import load_queries
 from masra.datasets.types import QueryId
+from masra.runlock import RunLock
 
 log = logging.getLogger(__name__)
 
 STORE_VERSION = 1
+LOCK_WAIT_S = 6 * 3600.0  # how long a build waits for another build of the same store
 INDEX = "index.json"
 DTYPES = ("float16", "float32")
 _ARRAYS = (
@@ -235,13 +243,50 @@ def _clean_stale(out: Path) -> None:
             pass
 
 
+def _sources(card: DatasetCard, vids: list[str], qids: list[QueryId], ann_files: list[Path]) -> list[Path]:
+    sources = ann_files + [video_path(s, v) for s in card.video_features for v in vids]
+    return sources + [text_path(card, q) for q in qids]
+
+
+def _stale_reason(card: DatasetCard, old: dict[str, Any], splits: list[str], dtype: str | None) -> str | None:
+    """Why the store indexed by ``old`` cannot serve ``splits`` (None: it can, as it is)."""
+    have = [str(x) for x in old.get("splits") or []]
+    missing = [x for x in splits if x not in have]
+    if missing:
+        return f"it holds splits {have}; missing {missing}"
+    if dtype is not None and old.get("dtype") != dtype:
+        return f"its dtype is {old.get('dtype')}, not {dtype}"
+    try:
+        vids, qids, ann_files, _ = _collect(card, have)
+        spec = {
+            "version": STORE_VERSION,
+            "dtype": old.get("dtype"),
+            "splits": sorted(have),
+            "card": _card_spec(card),
+        }
+        fingerprint = _fingerprint(spec, _sources(card, vids, qids, ann_files))
+    except (ValueError, KeyError, OSError) as e:
+        return f"its splits {have} cannot be checked against the card: {e}"
+    if fingerprint != old.get("fingerprint"):
+        return "the card or its source files (annotations, features) changed since it was built"
+    return None
+
+
 def build_feature_store(
-    card: DatasetCard, splits: list[str], out_dir: Path | None = None, dtype: str = "float16"
+    card: DatasetCard,
+    splits: list[str],
+    out_dir: Path | None = None,
+    dtype: str = "float16",
+    *,
+    reuse_only: bool = False,
 ) -> Path:
     """Convert the features of ``splits`` into a store at ``out_dir`` (default ``{card.root}/store``).
 
-    Returns the store path. Skips the work when the store there is up to date (see module doc).
-    Raises :class:`~masra.datasets.types.MissingFilesError` before writing anything if files are absent.
+    Returns the store path. An up-to-date store there holding ``splits`` (or more) is used as it is
+    (see module doc). ``reuse_only``: never rebuild an existing store, refuse one that is missing
+    splits or out of date (``ValueError`` naming what is missing); a folder that does not exist yet
+    is built. Raises :class:`~masra.datasets.types.MissingFilesError` before writing anything if
+    files are absent.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
@@ -249,23 +294,39 @@ def build_feature_store(
         raise ValueError("build_feature_store needs at least one split")
     out = Path(out_dir) if out_dir is not None else card.root / "store"
     splits = list(dict.fromkeys(splits))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with RunLock(out.parent / f".{out.name}.lock", f"feature store {out}", wait=LOCK_WAIT_S):
+        old = _read_index(out)
+        if old is not None:
+            reason = _stale_reason(card, old, splits, None if reuse_only else dtype)
+            if reason is None:
+                log.info(
+                    "feature store %s is up to date (splits %s, %d videos, %d queries); not rebuilt",
+                    out, old.get("splits"), len(old.get("video_ids", [])), len(old.get("qids", [])),
+                )  # fmt: skip
+                return out
+            if reuse_only:
+                raise ValueError(
+                    f"feature store {out} cannot be used for splits {splits}: {reason}. It is not rebuilt "
+                    f"because it was named; rebuild it with `masra data build-store --dataset {card.name} "
+                    + " ".join(f"--split {x}" for x in splits)
+                    + f" --out {out}`, or delete it"
+                )
+            log.warning("rebuilding feature store %s: %s", out, reason)
+        elif out.exists() and any(out.iterdir()):
+            raise ValueError(
+                f"{out} exists and is not a feature store (no readable {INDEX}); refusing to replace it"
+            )
+        else:
+            log.info("building feature store %s (splits %s)", out, splits)
+        return _build(card, splits, out, dtype)
+
+
+def _build(card: DatasetCard, splits: list[str], out: Path, dtype: str) -> Path:
     vids, qids, ann_files, durations = _collect(card, splits)
     find_missing(card, vids, qids)
-    sources = ann_files + [video_path(s, v) for s in card.video_features for v in vids]
-    sources += [text_path(card, q) for q in qids]
     spec = {"version": STORE_VERSION, "dtype": dtype, "splits": sorted(splits), "card": _card_spec(card)}
-    fingerprint = _fingerprint(spec, sources)
-    old = _read_index(out)
-    if old is not None and old.get("fingerprint") == fingerprint:
-        log.info(
-            "feature store %s is up to date (%d videos, %d queries); not rebuilt", out, len(vids), len(qids)
-        )
-        return out
-    if out.exists() and old is None and any(out.iterdir()):
-        raise ValueError(
-            f"{out} exists and is not a feature store (no readable {INDEX}); refusing to replace it"
-        )
-
+    fingerprint = _fingerprint(spec, _sources(card, vids, qids, ann_files))
     out.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"

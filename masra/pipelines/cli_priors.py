@@ -183,10 +183,15 @@ def priors() -> None:
 @click.option("--max-model-len", type=int, default=None, help="vLLM context length [16384].")
 @click.option("--gpu-memory-utilization", type=float, default=0.9, show_default=True)
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub (off by default).")
+@click.option(
+    "--break-lock",
+    is_flag=True,
+    help="Take the part's lock even if another host's writer holds it (only when that writer is gone).",
+)
 def generate(**kw: Any) -> None:
     """Generate priors for a dataset's videos (resumable; reruns skip finished videos)."""
     from masra.prior_gen.engines import EngineConfig, default_backend, load_engine
-    from masra.prior_gen.generate import GenerateConfig, PriorGenerator, generate_priors
+    from masra.prior_gen.generate import GenerateConfig, PriorGenerator, RunLockedError, generate_priors
     from masra.prior_gen.runs import ShardSpec, videos_from_card
     from masra.prior_gen.video import VideoConfig
 
@@ -244,18 +249,21 @@ def generate(**kw: Any) -> None:
         items = videos_from_card(card, splits)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
-    if kw["limit"] is not None:
-        items = sorted((it for it in items if spec.owns(it.vid)), key=lambda it: it.vid)[: kw["limit"]]
     run_dir = kw["run_dir"] or run_dir
     gen = PriorGenerator(family=fam, clip_len=card.clip_len, max_clips=card.max_clips, cfg=cfg)
-    summary = generate_priors(
-        items,
-        generator=gen,
-        engine_factory=lambda: load_engine(engine_cfg),
-        run_dir=run_dir,
-        shard=spec,
-        manifest_extra={"dataset": card.name, "splits": splits, "requested_model": model},
-    )
+    try:
+        summary = generate_priors(
+            items,
+            generator=gen,
+            engine_factory=lambda: load_engine(engine_cfg),
+            run_dir=run_dir,
+            shard=spec,
+            manifest_extra={"dataset": card.name, "splits": splits, "requested_model": model},
+            limit=kw["limit"],
+            break_lock=kw["break_lock"],
+        )
+    except RunLockedError as e:
+        raise click.ClickException(str(e)) from None
     click.echo(f"priors in {run_dir}")
     click.echo(summary.line())
 

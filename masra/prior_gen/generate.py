@@ -4,14 +4,21 @@ A run folder is ``{card.prior_dir}/{dataset}__{model-slug}__{prompt-version}``. 
 videos becomes one shard ``part-{i:03d}of{N:03d}-{seq:05d}.parquet`` (``i/N`` is the ``--shard``),
 written atomically; a killed run loses at most its in-flight batch. A rerun reads the ``video_id``
 column of all complete shards and skips those videos, so a second complete run writes nothing (it
-does not even load the model). Each invocation writes ``manifest-{i:03d}of{N:03d}.json``.
-Run layout, sharding and the clip grid are in :mod:`masra.prior_gen.runs`.
+does not even load the model). Each invocation rewrites ``manifest-{i:03d}of{N:03d}.json`` with
+totals over all shards present and appends itself to the manifest's ``invocations`` (see
+:func:`write_manifest`). One writer per part: ``lock-{i:03d}of{N:03d}.json`` in the run folder is
+held for the whole invocation (:class:`masra.runlock.RunLock`); a second writer of the same part is
+refused, a lock left by a dead process on this host is taken over. At start, temporary shard files
+(``.part-*.tmp``) of killed writers are removed. Run layout, sharding and the clip grid are in
+:mod:`masra.prior_gen.runs`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from masra.prior_gen import prompts
@@ -44,11 +52,22 @@ from masra.prior_gen.video import (
     event_times,
 )
 from masra.priors.schema import PRIOR_SCHEMA, SCHEMA_VERSION, STATUSES
-from masra.priors.shards import rows_to_table, write_table_atomic
+from masra.priors.shards import rows_to_table, shard_paths, write_table_atomic
+from masra.runlock import LockHeldError, RunLock, holder_alive, read_holder
 
 log = logging.getLogger(__name__)
 
 CAPTION_MODES = ("per_clip", "dense")
+_TMP_PART = re.compile(r"^\.part-(\d+of\d+)-.*\.tmp$")
+
+
+class RunLockedError(LockHeldError):
+    """Another writer holds this part of the run folder."""
+
+
+def lock_path(run_dir: Path, shard: ShardSpec) -> Path:
+    """The lock file of part ``shard`` of ``run_dir``."""
+    return Path(run_dir) / f"lock-{shard.tag}.json"
 
 
 @dataclass(frozen=True)
@@ -102,7 +121,7 @@ class GenerateConfig:
 
 @dataclass
 class RunSummary:
-    """What one invocation did (also the body of its manifest)."""
+    """What one invocation did (also its entry in the manifest's `invocations`)."""
 
     run_dir: str
     shard: str
@@ -256,54 +275,188 @@ def generate_priors(
     run_dir: Path,
     shard: ShardSpec = ShardSpec(),
     manifest_extra: dict[str, Any] | None = None,
+    limit: int | None = None,
+    break_lock: bool = False,
 ) -> RunSummary:
     """Generate priors for this shard's part of ``items`` into ``run_dir``; resumable.
 
-    The engine is only loaded when some video of the shard is not yet done.
+    ``items`` is the whole video list of the split(s); ``limit`` keeps only the first ``limit``
+    videos of the part (by id) for this invocation, and the manifest then says the part is not
+    complete. The engine is only loaded when some selected video is not yet done. Raises
+    :class:`RunLockedError` when another writer holds this part (``break_lock`` takes the lock anyway).
     """
     t0 = time.perf_counter()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     run_dir.mkdir(parents=True, exist_ok=True)
-    mine = sorted((it for it in items if shard.owns(it.vid)), key=lambda it: it.vid)
-    done = done_video_ids(run_dir)
-    todo = [it for it in mine if it.vid not in done]
-    summary = RunSummary(
-        str(run_dir), shard.tag, videos_total=len(mine), videos_skipped=len(mine) - len(todo)
-    )
-    log.info(
-        "shard %s: %d videos, %d already done, %d to do",
-        shard.tag,
-        len(mine),
-        summary.videos_skipped,
-        len(todo),
-    )
-    engine: Engine | None = None
+    lock = RunLock(lock_path(run_dir, shard), f"prior run {run_dir}, part {shard.tag}")
     try:
-        if todo:
-            engine = engine_factory()
-            _run(todo, generator, engine, run_dir, shard, summary)
+        lock.acquire(break_lock=break_lock)
+    except LockHeldError as e:
+        raise RunLockedError(str(e)) from None
+    try:
+        _clean_temp_files(run_dir, shard)
+        mine = sorted((it for it in items if shard.owns(it.vid)), key=lambda it: it.vid)
+        selected = mine if limit is None else mine[: max(limit, 0)]
+        done = done_video_ids(run_dir)
+        todo = [it for it in selected if it.vid not in done]
+        summary = RunSummary(
+            str(run_dir), shard.tag, videos_total=len(selected), videos_skipped=len(selected) - len(todo)
+        )
+        log.info(
+            "shard %s: %d videos%s, %d already done, %d to do",
+            shard.tag,
+            len(mine),
+            f" (--limit {limit}: {len(selected)})" if limit is not None else "",
+            summary.videos_skipped,
+            len(todo),
+        )
+        engine: Engine | None = None
+        error: str | None = None
+        try:
+            if todo:
+                engine = engine_factory()
+                _run(todo, generator, engine, run_dir, shard, summary)
+        except BaseException as e:
+            error = f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            summary.wall_s = time.perf_counter() - t0
+            invocation = {
+                "started_at": started,
+                "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "argv": sys.argv[1:],
+                "limit": limit,
+                "model_id": engine.model_id if engine else None,
+                "model_revision": engine.model_revision if engine else None,
+                "backend": engine.backend if engine else None,
+                "error": error,
+                **asdict(summary),
+                "rows_written": summary.videos_done,
+            }
+            write_manifest(run_dir, shard, [it.vid for it in mine], generator, invocation, manifest_extra)
+            if engine is not None:
+                engine.close()
     finally:
-        summary.wall_s = time.perf_counter() - t0
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "prompt_version": generator.prompt_version,
-            "prompt_family": generator.family.name,
-            "config": json.loads(generator.cfg.provenance()),
-            "model_id": engine.model_id if engine else None,
-            "model_revision": engine.model_revision if engine else None,
-            "backend": engine.backend if engine else None,
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "complete": summary.videos_skipped + summary.videos_done == summary.videos_total,
-            **(manifest_extra or {}),
-            **asdict(summary),
-        }
-        path = run_dir / f"manifest-{shard.tag}.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(path)
-        if engine is not None:
-            engine.close()
+        lock.release()
     log.info("priors %s: %s", run_dir.name, summary.line())
     return summary
+
+
+def _clean_temp_files(run_dir: Path, shard: ShardSpec) -> None:
+    """Remove ``.part-*.tmp`` files of killed writers: this part's, and other parts' with no live lock."""
+    removed = 0
+    for tmp in run_dir.glob(".part-*.tmp"):
+        m = _TMP_PART.match(tmp.name)
+        if m is None:
+            continue
+        if m.group(1) != shard.tag:
+            holder = read_holder(run_dir / f"lock-{m.group(1)}.json")
+            if (run_dir / f"lock-{m.group(1)}.json").exists() and (
+                holder is None or holder_alive(holder) is not False
+            ):
+                continue  # possibly being written right now
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    if removed:
+        log.info("removed %d temporary shard file(s) left by killed runs in %s", removed, run_dir)
+
+
+def _row_totals(run_dir: Path, shard: ShardSpec | None) -> dict[str, Any]:
+    """Counts over the rows of the complete shards of ``run_dir`` (of one part, or of all)."""
+    cols = ["video_id", "status", "error", "model_id", "model_revision", "backend", "tokens_in", "tokens_out"]
+    paths = [p for p in shard_paths(run_dir) if shard is None or p.name.startswith(f"part-{shard.tag}-")]
+    status_counts = dict.fromkeys(STATUSES, 0)
+    reasons: dict[str, int] = {}
+    models: dict[str, int] = {}
+    ids: set[str] = set()
+    rows = tokens_in = tokens_out = 0
+    last: dict[str, Any] = {}
+    for p in paths:
+        t = pq.read_table(p, columns=[c for c in cols if c in pq.read_schema(p).names])
+        for r in t.to_pylist():
+            rows += 1
+            ids.add(r["video_id"])
+            status_counts[r["status"]] = status_counts.get(r["status"], 0) + 1
+            if r["status"] == FAILED:
+                reason = reason_kind(r.get("error") or "")
+                reasons[reason] = reasons.get(reason, 0) + 1
+            model = r.get("model_id") or "unknown"
+            models[model] = models.get(model, 0) + 1
+            tokens_in += r.get("tokens_in") or 0
+            tokens_out += r.get("tokens_out") or 0
+            last = r
+    return {
+        "rows": rows,
+        "videos": len(ids),
+        "ids": ids,
+        "status_counts": status_counts,
+        "failure_reasons": reasons,
+        "model_ids": models,
+        "model_id": last.get("model_id"),
+        "model_revision": last.get("model_revision"),
+        "backend": last.get("backend"),
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out,
+        "shards": [p.name for p in paths],
+    }
+
+
+def write_manifest(
+    run_dir: Path,
+    shard: ShardSpec,
+    part_ids: list[str],
+    generator: PriorGenerator,
+    invocation: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Rewrite ``manifest-{part}.json`` from the shards present, appending ``invocation``.
+
+    Totals (``videos_done``, ``status_counts``, ``failure_reasons``, tokens, ``model_id``) are over
+    the rows of this part's shards; ``run_totals`` over all shards of the folder. ``complete`` is
+    true only when every video of the part (``part_ids``: the part of the whole split list, not of
+    a ``--limit``) has a row. ``invocations`` keeps every invocation's arguments, times and rows
+    written (older manifests' bodies are kept as their first invocation).
+    """
+    path = run_dir / f"manifest-{shard.tag}.json"
+    previous: list[dict[str, Any]] = []
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        previous = list(old.get("invocations") or [{k: v for k, v in old.items() if k != "config"}])
+    except (OSError, ValueError, AttributeError):
+        pass
+    part = _row_totals(run_dir, shard)
+    run = _row_totals(run_dir, None)
+    ids: set[str] = part.pop("ids")
+    run.pop("ids")
+    missing = [v for v in part_ids if v not in ids]
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "prompt_version": generator.prompt_version,
+        "prompt_family": generator.family.name,
+        "config": json.loads(generator.cfg.provenance()),
+        **(extra or {}),
+        "run_dir": str(run_dir),
+        "shard": shard.tag,
+        "finished_at": invocation.get("finished_at"),
+        "videos_total": len(part_ids),
+        "videos_done": part["videos"],
+        "videos_missing": len(missing),
+        "missing_sample": missing[:20],
+        "complete": not missing,
+        **{k: part[k] for k in ("model_id", "model_revision", "backend", "model_ids")},
+        "rows": part["rows"],
+        "status_counts": part["status_counts"],
+        "failure_reasons": part["failure_reasons"],
+        "tokens_in": part["tokens_in"],
+        "tokens_out": part["tokens_out"],
+        "shards": part["shards"],
+        "run_totals": {k: v for k, v in run.items() if k != "shards"} | {"shards": len(run["shards"])},
+        "invocations": [*previous, invocation],
+    }
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return manifest
 
 
 def _run(

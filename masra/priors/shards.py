@@ -1,7 +1,9 @@
 """Atomic Parquet shard writing and reading (pyarrow only; stage 2 may import this).
 
 A shard is written to a temporary file in the same folder and renamed into place, so a reader never
-sees a partial shard: a killed writer leaves at most a ``*.tmp`` file, which readers ignore.
+sees a partial shard: a killed writer leaves at most a ``*.tmp`` file, which readers ignore (and
+``masra priors generate`` removes at its next start). Shards get the mode of a normal new file
+(``0666`` less the umask, e.g. ``0644``), not the ``0600`` of a temporary file.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ def rows_to_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.Ta
     return pa.Table.from_pydict(cols, schema=schema)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_table_atomic(table: pa.Table, path: str | os.PathLike[str]) -> Path:
     """Write ``table`` to ``path`` atomically (temp file + fsync + rename).
 
@@ -37,6 +45,7 @@ def write_table_atomic(table: pa.Table, path: str | os.PathLike[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             pq.write_table(table, f, compression="zstd", use_dictionary=strings)
             f.flush()
