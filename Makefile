@@ -10,6 +10,8 @@ PIP := $(PY) -m pip
 MASRA := $(VENV)/bin/masra
 DATASET ?= fixture
 RUN ?= runs/$(DATASET)
+# Extra `masra train` / `masra ablate` options, e.g. TRAIN_ARGS=--overwrite to replace an earlier run.
+TRAIN_ARGS ?=
 FIXTURE_DIR ?= data/generated/fixture
 SEED ?= 0
 STAMP := $(VENV)/.installed
@@ -78,7 +80,7 @@ priors: $(STAMP) $(FIXTURE_DEPS) $(if $(filter fixture,$(DATASET)),$(TINY_QWEN))
 	$(MASRA) priors report --dataset $(DATASET)
 
 train: $(STAMP) $(FIXTURE_DEPS)
-	$(MASRA) train --dataset $(DATASET) --out $(RUN)
+	$(MASRA) train --dataset $(DATASET) --out $(RUN) $(TRAIN_ARGS)
 
 # On the fixture, a bare `make eval` trains the checkpoint first when there is none.
 ifeq ($(DATASET),fixture)
@@ -91,7 +93,7 @@ eval: $(STAMP) $(FIXTURE_DEPS) $(EVAL_DEPS)
 	$(MASRA) eval --checkpoint $(RUN)/best --dataset $(DATASET) --split val
 
 ablate: $(STAMP) $(FIXTURE_DEPS)
-	$(MASRA) ablate --dataset $(DATASET) --out runs/ablate-$(DATASET)
+	$(MASRA) ablate --dataset $(DATASET) --out runs/ablate-$(DATASET) $(TRAIN_ARGS)
 
 # The main job on the fixture: stage 1 with the tiny test MLLM (to show the path works; its random
 # weights write no information), then stage 2 on the fixture's reference priors, eval and a report.
@@ -102,7 +104,7 @@ demo: $(STAMP) fixture-ready $(TINY_QWEN)
 	$(MASRA) priors embed --dataset fixture
 	$(MASRA) priors report --dataset fixture
 	@echo; echo "== [2/4] stage 2: training on the fixture's REFERENCE priors (source=reference: what a perfect MLLM would write)"
-	$(MASRA) train --dataset fixture --out $(DEMO_RUN) --priors reference
+	$(MASRA) train --dataset fixture --out $(DEMO_RUN) --priors reference --overwrite
 	@echo; echo "== [3/4] evaluation of the best checkpoint on val (standard protocol)"
 	$(MASRA) eval --checkpoint $(DEMO_RUN)/best --dataset fixture --split val
 	@echo; echo "== [4/4] run report"

@@ -112,7 +112,7 @@ def _train(cfg_dict: dict[str, Any], run: str, store: str) -> tuple[str, float]:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("masra").setLevel(logging.WARNING)
     t0 = time.perf_counter()
-    run_training(TrainConfig.from_dict(cfg_dict), run, store_dir=store)
+    run_training(TrainConfig.from_dict(cfg_dict), run, store_dir=store, overwrite=True)  # unfinished: redo
     return run, time.perf_counter() - t0
 
 

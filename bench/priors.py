@@ -501,7 +501,7 @@ def main(argv: list[str] | None = None) -> None:
                 if finished_same(run, cfg.to_dict()):
                     log.info("%s: finished run of the same configuration kept", run)
                     continue
-                run_training(cfg, run, store_dir=runs_root / "store")
+                run_training(cfg, run, store_dir=runs_root / "store", overwrite=True)  # not finished: redo
     per, position_r1 = collect_runs(runs_root, settings, args.seeds)
     now = dt.datetime.now(dt.timezone.utc)
     results = {

@@ -10,8 +10,24 @@ Layout of ``{run}/best`` and ``{run}/last``::
     rng_<rank>.safetensors   torch CPU / CUDA generator states of process <rank>
     rng_<rank>.json          Python and NumPy generator states of process <rank>
 
-Nothing is unpickled when loading. A folder is written under a temporary name and renamed into place,
-so a killed save never leaves a half-written checkpoint under the final name.
+Nothing is unpickled when loading.
+
+Layout of a run folder's checkpoints (safe against a kill at any instant)::
+
+    checkpoints/step-000000123/   one complete checkpoint per saved step (written as
+                                  ``checkpoints/.step-000000123.tmp`` and renamed into place)
+    best.json  last.json          pointers {"checkpoint": "checkpoints/step-...", "step", "epoch"}, each
+                                  replaced atomically (temporary file, then ``os.replace``)
+    best  last                    symbolic links to the pointed folders, replaced atomically (a new
+                                  link, then ``os.replace``); where symbolic links are not available,
+                                  copies of the folders, and the pointer files say which is current
+
+A step folder appears under its final name only once complete, and every pointer or link replacement
+is one atomic rename, so at every instant ``best`` and ``last`` name complete checkpoints (the
+pointer files, read by :func:`resolve_checkpoint`, cover the copy fallback and run folders of older
+masra versions, whose ``best/`` and ``last/`` are plain folders). Folders no pointer names are
+pruned after each save. ``--resume`` continues from the newest complete step folder
+(:func:`find_resume_checkpoint`).
 """
 
 from __future__ import annotations
@@ -20,6 +36,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -35,23 +52,43 @@ from masra.grounding.model import MasraModel, build_model
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "CHECKPOINTS_DIR",
     "CHECKPOINT_FORMAT",
-    "finalize_checkpoint",
+    "adopt_checkpoint",
+    "checkpoint_folder",
+    "checkpoint_staging",
+    "find_resume_checkpoint",
     "load_checkpoint",
     "load_rng_state",
     "load_training_state",
+    "point_checkpoint",
+    "prune_checkpoints",
+    "publish_checkpoint",
     "read_checkpoint_config",
+    "resolve_checkpoint",
     "save_rng_state",
     "save_training_state",
-    "staging_dir",
 ]
 
 CHECKPOINT_FORMAT = "masra-grounding-checkpoint/1"
+CHECKPOINTS_DIR = "checkpoints"
+POINTER_NAMES = ("best", "last")
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+_REQUIRED = ("config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json")
 
 
-def staging_dir(final: Path) -> Path:
-    """The temporary folder a checkpoint is written to before :func:`finalize_checkpoint`."""
-    return final.parent / f".{final.name}.tmp"
+def _step_name(step: int) -> str:
+    return f"step-{step:09d}"
+
+
+def checkpoint_folder(run_dir: Path, step: int) -> Path:
+    """``{run_dir}/checkpoints/step-<step>``: where :func:`publish_checkpoint` puts the checkpoint of ``step``."""
+    return Path(run_dir) / CHECKPOINTS_DIR / _step_name(step)
+
+
+def checkpoint_staging(run_dir: Path, step: int) -> Path:
+    """The temporary folder the checkpoint of ``step`` is written to before :func:`publish_checkpoint`."""
+    return Path(run_dir) / CHECKPOINTS_DIR / f".{_step_name(step)}.tmp"
 
 
 def save_training_state(
@@ -163,20 +200,192 @@ def load_training_state(
     return state
 
 
-def finalize_checkpoint(staging: Path, final: Path) -> None:
-    """Move a complete staging folder into place, replacing ``final``."""
-    if final.exists():
-        aside = final.parent / f".{final.name}.old"
+def _remove(folder: Path) -> None:
+    """Delete a folder: first renamed to a hidden name (one atomic step), then removed."""
+    if not folder.exists():
+        return
+    gone = folder.parent / f".{folder.name}.del"
+    shutil.rmtree(gone, ignore_errors=True)
+    os.rename(folder, gone)
+    shutil.rmtree(gone, ignore_errors=True)
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.parent / f".{path.name}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _pointed(run_dir: Path, name: str) -> Path | None:
+    """The folder ``{run_dir}/{name}.json`` names, if it names a complete one."""
+    pointer = Path(run_dir) / f"{name}.json"
+    try:
+        with open(pointer, encoding="utf-8") as f:
+            target = Path(run_dir) / str(json.load(f)["checkpoint"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return target if _is_complete(target) else None
+
+
+def _is_complete(folder: Path) -> bool:
+    return folder.is_dir() and all((folder / n).is_file() for n in _REQUIRED)
+
+
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint folder ``path`` stands for: itself when it holds ``config.json`` (a folder, or
+    the ``best`` / ``last`` link of a run), else the folder its pointer file ``{path}.json`` names
+    (during the instant a copied ``best`` / ``last`` is swapped); otherwise ``path`` unchanged."""
+    p = Path(path)
+    if (p / "config.json").is_file():
+        return p
+    pointed = _pointed(p.parent, p.name)
+    return pointed if pointed is not None else p
+
+
+def _replace_folder_entry(run_dir: Path, name: str, new: Path) -> None:
+    """Put ``new`` (a link or a folder) in place of ``{run_dir}/{name}``."""
+    final = run_dir / name
+    if final.is_dir() and not final.is_symlink():
+        # A plain folder (an older masra's, or the copy fallback's) cannot be replaced in one rename;
+        # the pointer file already names the new checkpoint, which resolve_checkpoint reads meanwhile.
+        aside = run_dir / f".{name}.replaced"
         shutil.rmtree(aside, ignore_errors=True)
         os.rename(final, aside)
-        os.rename(staging, final)
+        os.replace(new, final)
         shutil.rmtree(aside, ignore_errors=True)
     else:
-        os.rename(staging, final)
+        os.replace(new, final)
+
+
+def point_checkpoint(run_dir: Path, name: str, folder: Path) -> None:
+    """Make ``{run_dir}/{name}`` (``best`` or ``last``) and its pointer file name ``folder``."""
+    run_dir = Path(run_dir)
+    rel = os.path.relpath(folder, run_dir)
+    state: dict[str, Any] = {}
+    try:
+        with open(folder / "trainer_state.json", encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        pass
+    _write_json_atomic(
+        run_dir / f"{name}.json", {"checkpoint": rel, "step": state.get("step"), "epoch": state.get("epoch")}
+    )
+    link = run_dir / f".{name}.link.tmp"
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    try:
+        os.symlink(rel, link, target_is_directory=True)
+    except (OSError, NotImplementedError):  # no symbolic links here: a copy of the folder
+        copy = run_dir / f".{name}.copy.tmp"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(folder, copy)
+        _replace_folder_entry(run_dir, name, copy)
+        return
+    _replace_folder_entry(run_dir, name, link)
+
+
+def _step_folders(run_dir: Path) -> list[tuple[int, Path]]:
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = _STEP_DIR.match(p.name)
+        if m and _is_complete(p):
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def prune_checkpoints(run_dir: Path) -> None:
+    """Remove step folders no pointer names, unfinished staging folders and older masra's leftovers."""
+    run_dir = Path(run_dir)
+    keep = {p.resolve() for p in (_pointed(run_dir, n) for n in POINTER_NAMES) if p is not None}
+    if len(keep) == 0:
+        return
+    root = run_dir / CHECKPOINTS_DIR
+    for p in sorted(root.iterdir()) if root.is_dir() else []:
+        if _STEP_DIR.match(p.name):
+            if p.resolve() not in keep:
+                _remove(p)
+        elif p.name.startswith(".") and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+    for name in POINTER_NAMES:
+        for leftover in (f".{name}.old", f".{name}.tmp", f".{name}.replaced", f".{name}.copy.tmp"):
+            shutil.rmtree(run_dir / leftover, ignore_errors=True)
+
+
+def publish_checkpoint(staging: Path, run_dir: Path, step: int, names: tuple[str, ...]) -> Path:
+    """Rename a complete staging folder to ``checkpoints/step-<step>``, point ``names`` at it, prune."""
+    run_dir = Path(run_dir)
+    final = checkpoint_folder(run_dir, step)
+    if final.exists():
+        # Left by a run killed before its pointers moved (so no pointer names it), or a repeated save.
+        named = [
+            n
+            for n in POINTER_NAMES
+            if (p := _pointed(run_dir, n)) is not None and p.resolve() == final.resolve()
+        ]
+        if named:
+            raise FileExistsError(f"{final} exists and is the current {' and '.join(named)} checkpoint")
+        _remove(final)
+    os.rename(staging, final)
+    for name in names:
+        point_checkpoint(run_dir, name, final)
+    prune_checkpoints(run_dir)
+    return final
+
+
+def _legacy_state_step(folder: Path) -> int | None:
+    if not _is_complete(folder):
+        return None
+    try:
+        with open(folder / "trainer_state.json", encoding="utf-8") as f:
+            return int(json.load(f)["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def find_resume_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run folder, or None.
+
+    The newest ``checkpoints/step-*`` folder (even one a killed run wrote but did not yet point
+    ``last`` at); for a run folder of an older masra, the complete one of ``last/`` and the
+    ``.last.old`` / ``.last.tmp`` folders its non-atomic replacement could leave.
+    """
+    run_dir = Path(run_dir)
+    steps = _step_folders(run_dir)
+    if steps:
+        return steps[-1][1]
+    legacy = [
+        (step, p)
+        for p in (run_dir / "last", run_dir / ".last.old", run_dir / ".last.tmp")
+        if (step := _legacy_state_step(p)) is not None
+    ]
+    return max(legacy, key=lambda sp: sp[0])[1] if legacy else None
+
+
+def adopt_checkpoint(run_dir: Path, folder: Path, *, is_best: bool) -> None:
+    """After resuming from ``folder``: point ``last`` at it (and ``best`` when it was the best, or
+    when no ``best`` is left), then prune. Nothing is done for a folder outside ``checkpoints/``."""
+    run_dir = Path(run_dir)
+    if folder.resolve().parent != (run_dir / CHECKPOINTS_DIR).resolve():
+        return
+    current = _pointed(run_dir, "last")
+    if current is None or current.resolve() != folder.resolve():
+        point_checkpoint(run_dir, "last", folder)
+    best = _pointed(run_dir, "best")
+    if best is None and not is_best:
+        log.warning("%s: no best checkpoint is left; best now points at %s", run_dir, folder)
+    if best is None or (is_best and best.resolve() != folder.resolve()):
+        point_checkpoint(run_dir, "best", folder)
+    prune_checkpoints(run_dir)
 
 
 def read_checkpoint_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
-    path = Path(folder) / "config.json"
+    path = resolve_checkpoint(folder) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"not a masra checkpoint (no config.json): {folder}")
     with open(path, encoding="utf-8") as f:
@@ -199,6 +408,7 @@ def load_checkpoint(
     The config dict holds ``dataset``, ``model``, ``loss``, ``train``, ``epoch``, ``step`` and
     ``metrics``; ``ModelConfig.from_dict(config["model"])`` gives the typed model config.
     """
+    folder = resolve_checkpoint(folder)
     config = read_checkpoint_config(folder)
     model_cfg = ModelConfig.from_dict(config["model"])
     LossConfig.from_dict(config["loss"])  # validate

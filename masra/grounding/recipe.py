@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -24,6 +26,7 @@ from accelerate.utils import set_seed
 from masra.datasets.card import DatasetCard, load_card
 from masra.datasets.readers import load_queries
 from masra.datasets.store import FeatureStore, build_feature_store
+from masra.grounding.checkpoint import find_resume_checkpoint, read_checkpoint_config
 from masra.grounding.config import LossConfig, ModelConfig
 from masra.grounding.data import ResidentSplit, build_split, label_subset
 from masra.grounding.losses import build_criterion
@@ -36,11 +39,16 @@ from masra.priors.table import PriorTable, read_prior_table
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PRIOR_PARTS", "build_configs", "run_training"]
+__all__ = ["PRIOR_PARTS", "RESUME_SAFE_KEYS", "build_configs", "resume_config_changes", "run_training"]
 
 PRIOR_PARTS = ("esta", "lrca", "sge")  # parts whose losses read priors
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32}
-_RUN_FILES = ("train_log.jsonl", "metrics.jsonl", "summary.json")
+_RUN_FILES = ("train_log.jsonl", "metrics.jsonl", "summary.json", "history.jsonl", "best.json", "last.json")
+_RUN_DIRS = ("best", "last", "checkpoints", ".best.old", ".last.old", ".best.tmp", ".last.tmp", "tensorboard")
+# Config keys a resumed run may change (anything under postprocess. too): they do not alter the
+# optimisation that the checkpoint continues. ``epochs`` may not go below the epochs already done.
+RESUME_SAFE_KEYS = ("epochs", "eval_every", "log_every", "eval_batch_size", "cpu_threads", "compile")
+_RESUME_SAFE_PREFIXES = ("postprocess.",)
 
 
 def build_configs(
@@ -62,20 +70,134 @@ def build_configs(
     return ModelConfig.from_dict(model), LossConfig.from_dict(dict(cfg.loss))
 
 
-def _prepare_run_dir(run_dir: Path, resume: bool, is_main: bool) -> None:
+def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool, is_main: bool) -> Path | None:
+    """Check the run folder for the mode asked; returns the checkpoint to resume from (or None).
+
+    A fresh run refuses a folder that already holds a run unless ``overwrite``, which deletes it.
+    """
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite exclude each other: continue the run, or replace it")
     if resume:
-        if not (run_dir / "last" / "config.json").is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {run_dir / 'last'}")
-        return
-    if is_main:
-        stale = [run_dir / n for n in (*_RUN_FILES, "best", "last") if (run_dir / n).exists()]
-        if stale:
-            log.warning(
-                "%s holds an earlier run; starting afresh (its logs and checkpoints are replaced)", run_dir
+        folder = find_resume_checkpoint(run_dir)
+        if folder is None:
+            raise FileNotFoundError(
+                f"--resume: no complete checkpoint in {run_dir} (no checkpoints/step-* or last/ folder)"
             )
-        for p in stale:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        return folder
+    held = [n for n in (*_RUN_FILES, *_RUN_DIRS) if (run_dir / n).exists() or (run_dir / n).is_symlink()]
+    held = [n for n in held if n != "tensorboard"]
+    if held and not overwrite:
+        raise ValueError(
+            f"{run_dir} already holds a run ({', '.join(held)}): pass --resume to continue it, "
+            "--overwrite to delete it and start afresh, or another --out"
+        )
+    if is_main:
+        if held:
+            log.warning("%s holds an earlier run; --overwrite: its logs and checkpoints are deleted", run_dir)
+        for n in (*_RUN_FILES, *_RUN_DIRS):
+            p = run_dir / n
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            elif p.exists() or p.is_symlink():
+                p.unlink()
         run_dir.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _config_view(train: dict[str, Any], model: dict[str, Any], loss: dict[str, Any]) -> dict[str, Any]:
+    """One flat JSON-normalised mapping of a run's settings: the train config with the resolved model
+    and loss configs in place of its ``model`` / ``loss`` overrides."""
+    view = _flatten({**train, "model": model, "loss": loss})
+    normalised: dict[str, Any] = json.loads(json.dumps(view, default=str))
+    return normalised
+
+
+def resume_config_changes(
+    checkpoint: Path, cfg: TrainConfig, model_cfg: ModelConfig, loss_cfg: LossConfig
+) -> dict[str, list[Any]]:
+    """The allowed changes ``{key: [old, new]}`` of a resumed run's config against its checkpoint's.
+
+    Raises ValueError listing every difference (``key: old -> new``) when any key outside
+    :data:`RESUME_SAFE_KEYS` / ``postprocess.*`` differs, or ``epochs`` is below the epochs done.
+    """
+    saved = read_checkpoint_config(checkpoint)
+    old_train = dict(saved.get("train") or {})
+    old_model = dict(saved.get("model") or {})
+    old_loss = dict(saved.get("loss") or {})
+    try:  # fill fields added since the checkpoint was written with their defaults
+        old_train = TrainConfig.from_dict(old_train).to_dict()
+        old_model = ModelConfig.from_dict(old_model).to_dict()
+        old_loss = LossConfig.from_dict(old_loss).to_dict()
+    except (TypeError, ValueError):
+        pass
+    old = _config_view(old_train, old_model, old_loss)
+    new = _config_view(cfg.to_dict(), model_cfg.to_dict(), loss_cfg.to_dict())
+    missing = "(unset)"
+    changes = {
+        k: [old.get(k, missing), new.get(k, missing)]
+        for k in sorted(set(old) | set(new))
+        if old.get(k, missing) != new.get(k, missing)
+    }
+    done = int(saved.get("epoch") or 0)
+    refused = {
+        k: v
+        for k, v in changes.items()
+        if not (k in RESUME_SAFE_KEYS or k.startswith(_RESUME_SAFE_PREFIXES))
+        or (k == "epochs" and isinstance(v[1], int) and v[1] < done)
+    }
+    if refused:
+        lines = "\n".join(f"  {k}: {json.dumps(v[0])} -> {json.dumps(v[1])}" for k, v in refused.items())
+        raise ValueError(
+            f"--resume: the config differs from that of the checkpoint {checkpoint} in settings a "
+            f"resumed run cannot change:\n{lines}\nOnly {', '.join(RESUME_SAFE_KEYS)} and postprocess.* may "
+            f"change on resume (epochs not below the {done} already done). Resume with the run's "
+            "settings, or start a new run (another --out, or --overwrite)"
+        )
+    return changes
+
+
+def _append_history(run_dir: Path, record: dict[str, Any]) -> None:
+    line = {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **record}
+    with open(run_dir / "history.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(line, default=str) + "\n")
+
+
+def _trim_logs(run_dir: Path, step: int) -> None:
+    """Drop the lines an interrupted run wrote after the checkpoint's ``step`` from the run's logs, so
+    that the resumed run does not write them a second time."""
+    for name in ("train_log.jsonl", "metrics.jsonl"):
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines()
+        kept = []
+        for line in lines:
+            try:
+                if int(json.loads(line)["step"]) <= step:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):  # a line cut by the kill
+                continue
+        if len(kept) == len(lines):
+            continue
+        tmp = run_dir / f".{name}.tmp"
+        tmp.write_text("".join(f"{x}\n" for x in kept), encoding="utf-8")
+        os.replace(tmp, path)
+        log.info(
+            "%s: dropped %d line(s) written after step %d by the interrupted run",
+            path,
+            len(lines) - len(kept),
+            step,
+        )
 
 
 def _scorer(card: DatasetCard) -> Scorer:
@@ -94,8 +216,14 @@ def run_training(
     resume: bool = False,
     stop_after_epoch: int | None = None,
     store_dir: str | Path | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Train as ``cfg`` says into ``run_dir``; returns the summary (also written to summary.json)."""
+    """Train as ``cfg`` says into ``run_dir``; returns the summary (also written to summary.json).
+
+    A fresh run refuses a ``run_dir`` that holds a run unless ``overwrite``; ``resume`` continues
+    from its newest complete checkpoint and refuses a config that changed in a key outside
+    :data:`RESUME_SAFE_KEYS` (see :func:`resume_config_changes`).
+    """
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     card = load_card(cfg.dataset, cfg.card)
@@ -109,7 +237,7 @@ def run_training(
     )
     if not acc.is_main_process:  # one copy of every log line
         logging.getLogger("masra").setLevel(logging.WARNING)
-    _prepare_run_dir(run_dir, resume, acc.is_main_process)
+    resume_from = _prepare_run_dir(run_dir, resume, overwrite, acc.is_main_process)
     acc.wait_for_everyone()
     set_seed(cfg.seed)
     if cfg.cpu_threads is not None and acc.device.type == "cpu":
@@ -119,7 +247,8 @@ def run_training(
 
     splits = [cfg.train_split] + ([cfg.eval_split] if cfg.eval_split else [])
     with acc.main_process_first():
-        store = FeatureStore.open(build_feature_store(card, splits, Path(store_dir) if store_dir else None))
+        named = Path(store_dir) if store_dir else None  # a store the user named is used, never rebuilt
+        store = FeatureStore.open(build_feature_store(card, splits, named, reuse_only=named is not None))
     train_q, _ = load_queries(card, cfg.train_split)
     eval_q = load_queries(card, cfg.eval_split)[0] if cfg.eval_split else []
 
@@ -134,6 +263,7 @@ def run_training(
     else:
         log.info("training without priors (%s)", "baseline" if not cfg.masra else "no prior-reading part on")
     model_cfg, loss_cfg = build_configs(cfg, card, priors.dim if priors is not None else None)
+    changes = resume_config_changes(resume_from, cfg, model_cfg, loss_cfg) if resume_from is not None else {}
 
     max_clips = cfg.max_clips or card.max_clips
     dtype = _DTYPES[mixed]
@@ -200,8 +330,23 @@ def run_training(
         },
         train_rows=train_rows,
     )
-    if resume:
-        trainer.resume(run_dir / "last")
+    if resume_from is not None:
+        trainer.resume(resume_from)
+        if acc.is_main_process:
+            _trim_logs(run_dir, trainer.global_step)
+            for key, (before, after) in changes.items():
+                log.info("resume: %s changed from %s to %s (recorded in history.jsonl)", key, before, after)
+    if acc.is_main_process:
+        _append_history(
+            run_dir,
+            {
+                "event": "resume" if resume_from is not None else "start",
+                "epoch": trainer.epoch,
+                "step": trainer.global_step,
+                "checkpoint": None if resume_from is None else os.path.relpath(resume_from, run_dir),
+                "changed": changes,
+            },
+        )
     tracker_cfg = {k: v for k, v in cfg.to_dict().items() if isinstance(v, int | float | str | bool)}
     acc.init_trackers("tensorboard", config=tracker_cfg)
     log.info(

@@ -6,7 +6,9 @@ Files of a run folder::
                       total) and every unweighted named loss as ``loss_<name>`` (means over the interval;
                       interval lines also give ``steps``, the number of steps averaged)
     metrics.jsonl     one line per evaluation: epoch, step, split, elapsed_s and the metrics' ``brief``
-    best/ last/       checkpoint folders (masra.grounding.checkpoint)
+    checkpoints/      step-<step>/ checkpoint folders (masra.grounding.checkpoint)
+    best/ last/       links to the best and the latest checkpoint (best.json / last.json: pointers)
+    history.jsonl     one line per start and resume: time, epoch, step, checkpoint, changed config keys
     summary.json      written by :func:`masra.grounding.recipe.run_training` at the end
     tensorboard/      trackers
 
@@ -32,12 +34,14 @@ from tqdm.auto import tqdm
 
 from masra.grounding.batch import Batch, PriorBatch
 from masra.grounding.checkpoint import (
-    finalize_checkpoint,
+    adopt_checkpoint,
+    checkpoint_folder,
+    checkpoint_staging,
     load_rng_state,
     load_training_state,
+    publish_checkpoint,
     save_rng_state,
     save_training_state,
-    staging_dir,
 )
 from masra.grounding.data import ResidentSplit, epoch_batches
 from masra.grounding.losses import weighted_total
@@ -345,10 +349,13 @@ class Trainer:
             "num_processes": self.acc.num_processes,
         }
 
-    def save(self, name: str, metrics: dict[str, Any] | None = None) -> Path:
-        """Write ``{run}/{name}`` (all processes write their RNG state; the main process the rest)."""
-        final = self.run_dir / name
-        staging = staging_dir(final)
+    def save(self, names: tuple[str, ...], metrics: dict[str, Any] | None = None) -> Path:
+        """Write ``{run}/checkpoints/step-<step>`` and point ``names`` (``best``, ``last``) at it.
+
+        All processes write their RNG state; the main process the rest, then publishes the folder
+        (:func:`~masra.grounding.checkpoint.publish_checkpoint`). Returns the step folder.
+        """
+        staging = checkpoint_staging(self.run_dir, self.global_step)
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
             shutil.rmtree(staging, ignore_errors=True)
@@ -375,15 +382,15 @@ class Trainer:
                 config=config,
                 state=self._state(),
             )
-            if name == "best" and self._last_rows:
+            if "best" in names and self._last_rows:
                 with open(staging / f"predictions_{self.cfg.eval_split}.jsonl", "w", encoding="utf-8") as f:
                     for row in self._last_rows:
                         f.write(json.dumps(row) + "\n")
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
-            finalize_checkpoint(staging, final)
+            publish_checkpoint(staging, self.run_dir, self.global_step, names)
         self.acc.wait_for_everyone()
-        return final
+        return checkpoint_folder(self.run_dir, self.global_step)
 
     def resume(self, folder: Path) -> None:
         """Continue from a checkpoint folder written by :meth:`save` (exactly, at an epoch boundary)."""
@@ -394,7 +401,7 @@ class Trainer:
             optimizer=self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer,
             scheduler=self.scheduler.scheduler if hasattr(self.scheduler, "scheduler") else self.scheduler,
         )
-        if state.get("num_processes", 1) != self.acc.num_processes:
+        if state.get("num_processes", 1) != self.acc.num_processes and self.acc.is_main_process:
             log.warning(
                 "resuming a %d-process run with %d processes: the data order differs from the original",
                 state.get("num_processes", 1),
@@ -407,6 +414,9 @@ class Trainer:
         self.best_epoch = int(state.get("best_epoch", -1))
         self.best_metrics = dict(state.get("best_metrics") or {})
         self.elapsed_before = float(state.get("elapsed_s", 0.0))
+        if self.acc.is_main_process:  # best / last name this checkpoint if a kill came before they moved
+            adopt_checkpoint(self.run_dir, folder, is_best=self.best_epoch == self.epoch)
+        self.acc.wait_for_everyone()
         log.info("resumed from %s at epoch %d (step %d)", folder, self.epoch, self.global_step)
 
     def _prior_video_rows(self) -> Tensor:
@@ -554,8 +564,7 @@ class Trainer:
     def _eval_and_keep(self) -> None:
         if self.eval_data is None:
             self.best_epoch = self.epoch
-            self.save("best")
-            self.save("last")
+            self.save(("best", "last"))
             return
         metrics = self.evaluate()
         brief = metrics["brief"]
@@ -567,9 +576,10 @@ class Trainer:
             self.epoch,
             ", ".join(f"{k} {v:.2f}" for k, v in brief.items() if isinstance(v, int | float)),
         )
+        names: tuple[str, ...] = ("last",)
         if value > self.best_value:
             self.best_value, self.best_epoch, self.best_metrics = value, self.epoch, dict(brief)
             if "without_saliency_rescore" in metrics:
                 self.best_metrics["without_saliency_rescore"] = metrics["without_saliency_rescore"]
-            self.save("best", brief)
-        self.save("last", brief)
+            names = ("best", "last")
+        self.save(names, brief)

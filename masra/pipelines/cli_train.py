@@ -49,7 +49,8 @@ def _with_common(fn: Any) -> Any:
 @_with_common
 @click.option("--out", default=None, help="Run folder (default runs/<dataset>).")
 @click.option("--no-masra", is_flag=True, help="Train the baseline: every MASRA part off, no priors read.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its newest complete checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Delete the run that --out holds and start afresh.")
 @click.option("--store", default=None, help="Feature store folder (default {card root}/store).")
 def train(
     dataset: str,
@@ -59,9 +60,15 @@ def train(
     out: str | None,
     no_masra: bool,
     resume: bool,
+    overwrite: bool,
     store: str | None,
 ) -> None:
-    """Train a grounding model; writes {out}/best, {out}/last, metrics.jsonl, train_log.jsonl, summary.json."""
+    """Train a grounding model; writes {out}/best, {out}/last, metrics.jsonl, train_log.jsonl, summary.json.
+
+    A folder that already holds a run is refused unless --resume (continue it; only epochs, eval
+    cadence, log_every, eval_batch_size, postprocess.*, cpu_threads and compile may change) or
+    --overwrite (replace it).
+    """
     from accelerate import PartialState
 
     from masra.grounding.recipe import run_training
@@ -69,7 +76,7 @@ def train(
     cfg = _config(dataset, config, sets, priors, no_masra)
     run_dir = Path(out or f"runs/{Path(dataset).stem}")
     try:
-        summary = run_training(cfg, run_dir, resume=resume, store_dir=store)
+        summary = run_training(cfg, run_dir, resume=resume, store_dir=store, overwrite=overwrite)
     except (FileNotFoundError, ValueError, FloatingPointError) as e:  # bad data, priors or a NaN loss
         raise click.ClickException(str(e)) from e
     if not PartialState().is_main_process:
@@ -103,7 +110,10 @@ def format_table(rows: dict[str, dict[str, Any]]) -> str:
 @click.command("ablate")
 @_with_common
 @click.option("--out", required=True, help="Folder for one run per variant plus ablation.json / ablation.md.")
-def ablate(dataset: str, config: str | None, sets: tuple[str, ...], priors: str | None, out: str) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace the variants' runs that --out already holds.")
+def ablate(
+    dataset: str, config: str | None, sets: tuple[str, ...], priors: str | None, out: str, overwrite: bool
+) -> None:
     """Train the baseline, full MASRA and MASRA with each part removed; print R1@0.5, R1@0.7, mAP."""
     from masra.grounding.recipe import run_training
 
@@ -116,7 +126,7 @@ def ablate(dataset: str, config: str | None, sets: tuple[str, ...], priors: str 
         )
         log.info("ablation: %s", name)
         try:
-            summary = run_training(cfg, out_dir / name)
+            summary = run_training(cfg, out_dir / name, overwrite=overwrite)
         except (FileNotFoundError, ValueError) as e:
             raise click.ClickException(f"ablation {name}: {e}") from e
         rows[name] = dict(summary.get("best_metrics") or {})
