@@ -134,7 +134,7 @@ BAD_ROWS = [
     (json.dumps(video("a\u0000b")), "NUL or control character"),
     (json.dumps(video("a\tb")), "NUL or control character"),
     (json.dumps(video(" v ")), "leading or trailing white space"),
-    (json.dumps(video("")), "vid is empty"),
+    (json.dumps(video("")), "vid must be a non-empty string"),
     (json.dumps({**video("x"), "vid": 7}), "vid must be a string, got int"),
     (json.dumps(GOOD), "duplicate vid 'good' (first on line 1)"),
     (

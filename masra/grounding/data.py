@@ -125,18 +125,7 @@ class ResidentSplit:
         i = host_to_device(idx, self.device)
         v = self.q2v[i]  # (B,)
         sp = self.spans[i]  # (B, S, 2)
-        priors = None
-        if with_priors and self.has_prior is not None:
-            assert self.event_spans is not None and self.event_emb is not None and self.event_mask is not None
-            assert self.caption_emb is not None and self.caption_mask is not None
-            priors = PriorBatch(
-                event_spans=self.event_spans[v],
-                event_emb=self.event_emb[v],
-                event_mask=self.event_mask[v],
-                caption_emb=self.caption_emb[v],
-                caption_mask=self.caption_mask[v],
-                has_prior=self.has_prior[v],
-            )
+        priors = self._priors(v) if with_priors and self.has_prior is not None else None
         return Batch(
             video=self.video[v],
             video_mask=self.video_mask[v],
@@ -152,10 +141,14 @@ class ResidentSplit:
         """The videos ``rows`` ((Bv,) int64 video rows, on the CPU) with their priors, no query."""
         if self.has_prior is None:
             raise ValueError("video_batch needs a split built with priors")
-        assert self.event_spans is not None and self.event_emb is not None and self.event_mask is not None
-        assert self.caption_emb is not None and self.caption_mask is not None
         v = host_to_device(rows, self.device)
-        priors = PriorBatch(
+        return VideoBatch(video=self.video[v], video_mask=self.video_mask[v], priors=self._priors(v))
+
+    def _priors(self, v: Tensor) -> PriorBatch:
+        """The priors of video rows ``v`` ((B,) on this split's device)."""
+        assert self.has_prior is not None and self.event_spans is not None and self.event_emb is not None
+        assert self.event_mask is not None and self.caption_emb is not None and self.caption_mask is not None
+        return PriorBatch(
             event_spans=self.event_spans[v],
             event_emb=self.event_emb[v],
             event_mask=self.event_mask[v],
@@ -163,7 +156,6 @@ class ResidentSplit:
             caption_mask=self.caption_mask[v],
             has_prior=self.has_prior[v],
         )
-        return VideoBatch(video=self.video[v], video_mask=self.video_mask[v], priors=priors)
 
     @property
     def num_videos(self) -> int:

@@ -36,9 +36,10 @@ import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path, PureWindowsPath
+from pathlib import Path
 from typing import Any
 
+from masra.datasets.ids import id_problem
 from masra.prior_gen.runs import ShardSpec, num_clips_for
 from masra.priors.run import PriorRun
 from masra.priors.schema import PRIOR_SCHEMA, SCHEMA_VERSION
@@ -127,25 +128,12 @@ class ImportReport:
 def check_video_id(vid: object, what: str = "vid") -> str | None:
     """The reason ``vid`` is not a usable video id (it names files such as ``{vid}.npz``), or None.
 
-    ``what`` names the value in the reason (``"vid"``; the CLI checks run names with it too).
+    ``what`` names the value in the reason (``"vid"``; the CLI checks run names with it too). The rule
+    is the annotation readers' (:func:`masra.datasets.ids.id_problem`).
     """
     if not isinstance(vid, str):
         return f"{what} must be a string, got {_kind(vid)}"
-    if not vid:
-        return f"{what} is empty"
-    if any(ord(c) < 32 or ord(c) == 127 for c in vid):
-        return f"{what} {vid!r} contains a NUL or control character"
-    if "/" in vid or "\\" in vid:
-        return f"{what} {vid!r} is a path (contains '/' or '\\'); give a bare name"
-    if ".." in vid:
-        return f"{what} {vid!r} contains '..'"
-    if vid.startswith("."):
-        return f"{what} {vid!r} starts with '.'"
-    if PureWindowsPath(vid).drive or os.path.isabs(vid):
-        return f"{what} {vid!r} is an absolute path"
-    if vid != vid.strip():
-        return f"{what} {vid!r} has leading or trailing white space"
-    return None
+    return id_problem(vid, what)
 
 
 def refit_captions(captions: Sequence[str], num_clips: int, duration: float, clip_len: float) -> list[str]:
