@@ -328,3 +328,122 @@ def test_all_decoder_layers_matched_in_one_call_equal_layer_by_layer() -> None:
         )
     # the layers differ, so equal losses above are not one layer's numbers repeated
     assert losses["span_l1"].item() != pytest.approx(losses["span_l1_0"].item())
+
+
+# ---- normaliser under torch.distributed ---------------------------------------------------------------
+_RANK_SPANS = ((1, 3), (0, 2, 0))  # rank 0 holds 4 target spans, rank 1 holds 2: global mean 3
+
+
+def _rank_inputs(rank: int) -> tuple[dict, Batch]:
+    """Rank ``rank``'s outputs (with one intermediate layer) and batch; the same on every call."""
+    gen = torch.Generator().manual_seed(100 + rank)
+    counts = _RANK_SPANS[rank]
+    bsz, queries, clips = len(counts), 5, 6
+
+    def layer() -> dict[str, torch.Tensor]:
+        return {
+            "pred_logits": torch.randn(bsz, queries, 2, generator=gen),
+            "pred_spans": torch.rand(bsz, queries, 2, generator=gen) * 0.5 + 0.1,
+        }
+
+    outputs: dict = {**layer(), "aux_outputs": [layer()], "saliency": torch.randn(bsz, clips, generator=gen)}
+    batch = Batch(
+        video=torch.zeros(bsz, clips, 4),
+        video_mask=torch.ones(bsz, clips, dtype=torch.bool),
+        text=torch.zeros(bsz, 3, 4),
+        text_mask=torch.ones(bsz, 3, dtype=torch.bool),
+        spans=[torch.rand(n, 2, generator=gen) * 0.4 + 0.2 for n in counts],
+        saliency=torch.rand(bsz, clips, generator=gen),
+    )
+    return outputs, batch
+
+
+def _distributed_rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    """One simulated process: gloo on CPU; saves its losses, normalisers and all_reduce count."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        crit = _criterion(**ALL_OFF)
+        normalisers: list[float] = []
+        span_l1 = crit.matched_map["span_l1"]
+
+        def spy_l1(outputs, matched):  # records the normaliser every layer divides by
+            normalisers.append(float(matched.num_spans))
+            return span_l1(outputs, matched)
+
+        crit.matched_map["span_l1"] = spy_l1
+        reduces = 0
+        all_reduce = dist.all_reduce
+
+        def counting_all_reduce(*args, **kwargs):
+            nonlocal reduces
+            reduces += 1
+            return all_reduce(*args, **kwargs)
+
+        dist.all_reduce = counting_all_reduce
+        try:
+            losses = crit(*_rank_inputs(rank))
+        finally:
+            dist.all_reduce = all_reduce
+        torch.save(
+            {
+                "losses": {k: v.detach() for k, v in losses.items()},
+                "normalisers": normalisers,
+                "reduces": reduces,
+            },
+            f"{out_dir}/rank{rank}.pt",
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def test_span_normaliser_is_all_reduced_across_processes(tmp_path) -> None:
+    import torch.multiprocessing as mp
+
+    world = len(_RANK_SPANS)
+    mp.spawn(_distributed_rank, args=(world, str(tmp_path / "init"), str(tmp_path)), nprocs=world, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
+
+    # one all_reduce per step (not per layer); every rank and layer divides by the mean count, 3
+    assert [r["reduces"] for r in ranks] == [1, 1]
+    assert [r["normalisers"] for r in ranks] == [[3.0, 3.0], [3.0, 3.0]]
+
+    crit = _criterion(**ALL_OFF)
+    inputs = [_rank_inputs(r) for r in range(world)]
+    for rank, (outputs, batch) in enumerate(inputs):  # each rank: its own sums over the global mean count
+        local = crit(outputs, batch)
+        for name in ("span_l1", "span_giou", "span_l1_0", "span_giou_0"):
+            expected = local[name] * sum(_RANK_SPANS[rank]) / 3
+            torch.testing.assert_close(ranks[rank]["losses"][name], expected)
+        # the losses that do not count targets are the rank's own
+        for name in ("label", "label_0", "saliency_margin", "saliency_rank"):
+            torch.testing.assert_close(ranks[rank]["losses"][name], local[name])
+
+    # DDP averages the ranks' gradients: the mean of the ranks' span losses is the loss of one
+    # process on the concatenated batch (sum of every rank's numerator / global count)
+    (out0, b0), (out1, b1) = inputs
+
+    def cat(key: str, a: dict, b: dict) -> torch.Tensor:
+        return torch.cat([a[key], b[key]])
+
+    def cat_layer(a: dict, b: dict) -> dict:
+        return {k: cat(k, a, b) for k in ("pred_logits", "pred_spans")}
+
+    joint_out = {
+        **cat_layer(out0, out1),
+        "aux_outputs": [cat_layer(out0["aux_outputs"][0], out1["aux_outputs"][0])],
+        "saliency": cat("saliency", out0, out1),
+    }
+    joint_batch = Batch(
+        video=torch.cat([b0.video, b1.video]),
+        video_mask=torch.cat([b0.video_mask, b1.video_mask]),
+        text=torch.cat([b0.text, b1.text]),
+        text_mask=torch.cat([b0.text_mask, b1.text_mask]),
+        spans=[*b0.spans, *b1.spans],
+        saliency=torch.cat([b0.saliency, b1.saliency]),
+    )
+    joint = crit(joint_out, joint_batch)
+    for name in ("span_l1", "span_giou", "span_l1_0", "span_giou_0"):
+        mean = (ranks[0]["losses"][name] + ranks[1]["losses"][name]) / world
+        torch.testing.assert_close(mean, joint[name])

@@ -47,14 +47,34 @@ class _Matched:
     """Matched pairs of one decoder layer, flattened over the batch.
 
     Attributes: batch_idx / query_idx (M,) device indices of the matched queries; pred (M, 2) and
-    target (M, 2) (center, width) in float32; num_spans: number of targets in the batch (at least 1).
+    target (M, 2) (center, width) in float32; num_spans: the span losses' normaliser, see
+    :func:`_num_spans` (a float on one process, a 0-d device tensor under torch.distributed).
     """
 
     batch_idx: Tensor
     query_idx: Tensor
     pred: Tensor
     target: Tensor
-    num_spans: float
+    num_spans: float | Tensor
+
+
+def _num_spans(count: int, device: torch.device) -> float | Tensor:
+    """The number of target spans the span losses divide by, at least 1.
+
+    On one process it is the batch's own ``count`` (a Python float: no device work). When
+    torch.distributed is initialised with several processes it is, as in DETR, the count summed over
+    processes by one all_reduce and divided by the world size: every process then divides by the
+    same number, and the gradient that DDP averages equals the concatenated batch's. It stays a
+    device tensor so that the host does not wait for the reduction.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return float(max(count, 1))
+    world = torch.distributed.get_world_size()
+    if world == 1:
+        return float(max(count, 1))
+    total = torch.tensor(float(count), device=device)
+    torch.distributed.all_reduce(total)
+    return (total / world).clamp(min=1.0)
 
 
 @dataclass
@@ -159,6 +179,7 @@ class SetCriterion(nn.Module):
         ).astype(np.int64)  # (3, sum of matches over stages) on the CPU
         per_stage = [sum(counts[k * batch : (k + 1) * batch]) for k in range(len(stages))]
         on_device = host_to_device(torch.from_numpy(flat), all_targets.device).split(per_stage, dim=1)
+        num_spans = _num_spans(offsets[-1], all_targets.device)  # one all_reduce for every stage
         out = []
         for outputs, triple in zip(stages, on_device, strict=True):
             batch_idx, query_idx, target_idx = triple.unbind(0)
@@ -168,13 +189,14 @@ class SetCriterion(nn.Module):
                     query_idx=query_idx,
                     pred=outputs["pred_spans"][batch_idx, query_idx].float(),
                     target=all_targets[target_idx].float(),
-                    num_spans=float(max(offsets[-1], 1)),
+                    num_spans=num_spans,
                 )
             )
         return out
 
     def loss_span_l1(self, outputs: Outputs, matched: _Matched) -> Tensor:
-        """Sum of |pred - target|_1 over matched (center, width) pairs / number of targets."""
+        """Sum of |pred - target|_1 over matched (center, width) pairs / number of targets (mean over
+        processes under torch.distributed)."""
         return F.l1_loss(matched.pred, matched.target, reduction="sum") / matched.num_spans
 
     def loss_span_giou(self, outputs: Outputs, matched: _Matched) -> Tensor:
