@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,3 +99,33 @@ def test_cli_reports_bad_line(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["eval", "--predictions", str(preds), "--annotations", str(TACOS_SAMPLE)])
     assert res.exit_code != 0
     assert f"{preds}:2: invalid JSON" in res.output
+
+
+# Runs the CLI like the `masra` script does, then prints the top-level packages it imported.
+_REPORT_MODULES = """
+import atexit, sys
+atexit.register(lambda: print("MODULES", *sorted({m.partition(".")[0] for m in sys.modules})))
+sys.argv = ["masra", *sys.argv[1:]]
+from masra.pipelines.cli import main
+main()
+"""
+HEAVY = ("torch", "transformers", "accelerate", "vllm", "pyarrow", "av")
+
+
+@pytest.mark.parametrize("command", ["help", "eval"])
+def test_cli_start_up_imports_nothing_heavy(tmp_path: Path, command: str) -> None:
+    """`masra --help` and scoring a submission file import no torch / transformers / accelerate / vllm."""
+    gt = {"qid": 7, "query": "a dog runs", "duration": 10, "vid": "v_0.0_10.0",
+          "relevant_windows": [[2, 6]], "relevant_clip_ids": [1, 2], "saliency_scores": [[1, 2, 3], [4, 4, 4]]}  # fmt: skip
+    pred = {"qid": 7, "pred_relevant_windows": [[2.0, 6.0, 1.0]], "pred_saliency_scores": [0, 6, 12, 0, 0]}
+    (tmp_path / "gt.jsonl").write_text(json.dumps(gt) + "\n")
+    (tmp_path / "pred.jsonl").write_text(json.dumps(pred) + "\n")
+    args = ["--help"] if command == "help" else [
+        "eval", "--predictions", str(tmp_path / "pred.jsonl"), "--annotations", str(tmp_path / "gt.jsonl")
+    ]  # fmt: skip
+    res = subprocess.run([sys.executable, "-c", _REPORT_MODULES, *args], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert ("MR-full-mAP" in res.stdout) == (command == "eval")
+    modules = set(res.stdout.rpartition("MODULES")[2].split())
+    assert "masra" in modules and "click" in modules
+    assert not modules & set(HEAVY), f"masra {command} imported {sorted(modules & set(HEAVY))}"

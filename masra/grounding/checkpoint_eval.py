@@ -14,7 +14,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
@@ -23,8 +23,10 @@ from masra.datasets.features import load_text_features, load_video_features
 from masra.datasets.readers import load_queries
 from masra.datasets.types import Query
 from masra.grounding.metrics import GroundTruth, evaluate_submission, read_ground_truth
-from masra.grounding.predictor import Grounder
 from masra.grounding.submission import Prediction, write_submission
+
+if TYPE_CHECKING:  # torch: kept out of `masra eval --predictions`, which only needs load_ground_truth
+    from masra.grounding.predictor import Grounder
 
 log = logging.getLogger(__name__)
 

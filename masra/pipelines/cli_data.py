@@ -17,7 +17,6 @@ from masra.datasets.card import DatasetCard, load_card, parse_overrides
 from masra.datasets.lengths import check_lengths, feature_lengths, warn_lengths
 from masra.datasets.readers import load_queries
 from masra.datasets.stats import split_stats
-from masra.datasets.store import FeatureStore, build_feature_store
 
 _DATASET = click.option(
     "--dataset", "-d", required=True, help="Card name (data/datasets/NAME.yaml) or a path to a card YAML."
@@ -93,6 +92,8 @@ def build_store(
     dataset: str, splits: tuple[str, ...], out: Path | None, dtype: str, overrides: tuple[str, ...]
 ) -> None:
     """Convert the per-video npz features of the splits into one memory-mapped store (run once)."""
+    from masra.datasets.store import FeatureStore, build_feature_store  # lazy: pyarrow, off `masra --help`
+
     card = _card(dataset, overrides)
     try:
         path = build_feature_store(card, list(splits), out, dtype=dtype)

@@ -11,8 +11,8 @@ import click
 import yaml
 from click.core import ParameterSource
 
-from masra.fixture import BuildConfig, WorldConfig, build_fixture
 from masra.fixture.open_world import OpenWorldConfig
+from masra.fixture.world import WorldConfig
 
 SHAPES_ONLY = ("pairs_per_video", "query_all_types", "workers", "background_events")
 OPEN_ONLY = ("test_videos", "sentences", "set_world")
@@ -153,6 +153,8 @@ def fixture(
             )
             summary = build_open_world(cfg_open)
         else:
+            from masra.fixture.build import BuildConfig, build_fixture  # lazy: av, pyarrow
+
             shapes = WorldConfig(
                 seed=seed,
                 train_videos=WorldConfig.train_videos if train_videos is None else train_videos,
