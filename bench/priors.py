@@ -27,7 +27,7 @@ seeds of val R1@0.5, R1@0.7 and mAP, at the last evaluation (no selection on val
 evaluation by R1@0.5 (what ``masra train`` keeps). Every setting trains with :data:`PROTOCOL` on top of
 the config. A run whose folder already holds a finished run of the identical configuration is kept,
 so an interrupted benchmark resumes where it stopped. The table is printed, appended to
-``docs/benchmarks.md`` with verdicts stated plainly, and saved as JSON in ``bench/results``.
+``bench/results/RUNLOG.md`` with verdicts stated plainly, and saved as JSON in ``bench/results``.
 """
 
 from __future__ import annotations
@@ -431,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
-    p.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
+    p.add_argument("--docs", type=Path, default=REPO / "bench" / "results" / "RUNLOG.md")
     p.add_argument("--no-docs", action="store_true")
     p.add_argument("--render-only", action="store_true", help="only collect and report finished runs")
     p.add_argument(

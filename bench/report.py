@@ -1,4 +1,4 @@
-"""Turn benchmark result dicts into the Markdown tables of ``docs/benchmarks.md`` and the console."""
+"""Turn benchmark result dicts into the Markdown sections of ``bench/results/RUNLOG.md`` and the console."""
 
 from __future__ import annotations
 
@@ -193,7 +193,7 @@ def append_markdown(path: Path, section: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         path.write_text(
-            "# Benchmarks\n\nWritten by `make bench`, `make bench-priors` and `bench/gpu.sh`.\n\n"
+            "# Benchmark run log\n\nWritten by `make bench`, `make bench-priors` and `bench/gpu.sh`.\n\n"
         )
     with open(path, "a", encoding="utf-8") as f:
         f.write("\n" + section)

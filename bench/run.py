@@ -6,8 +6,8 @@ reports its own peak RSS): :mod:`bench.train_speed`, :mod:`bench.infer_speed` an
 :mod:`bench.stage1_speed`. ``--dataset fixture`` measures the same on the fixture world
 (``make fixture``) with its reference priors.
 
-Output: ``bench/results/<host>-<date>.json``, a Markdown section appended to ``docs/benchmarks.md``
-naming the machine, and the same section on stdout. ``--append-docs RESULT.json`` only appends the
+Output: ``bench/results/<host>-<date>.json``, a Markdown section appended to the run log
+``bench/results/RUNLOG.md`` naming the machine, and the same section on stdout. ``--append-docs RESULT.json`` only appends the
 section of an earlier result (e.g. one that ``bench/gpu.sh`` wrote on another machine).
 
 On CPU the torch thread count defaults to 1 (``--threads``): on a shared 2-core machine two OpenMP
@@ -155,8 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd training")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1 on CPU)")
     p.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
-    p.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
-    p.add_argument("--no-docs", action="store_true", help="do not append to the docs")
+    p.add_argument("--docs", type=Path, default=REPO / "bench" / "results" / "RUNLOG.md")
+    p.add_argument("--no-docs", action="store_true", help="do not append to the run log")
     p.add_argument(
         "--result-name", default=None, help="file name of the result JSON (default <host>-<stamp>.json)"
     )

@@ -151,4 +151,4 @@ def test_dry_run_every_step_exits_0_and_the_section_appends(tmp_path: Path) -> N
         capture_output=True,
     )
     text = docs.read_text()
-    assert text.startswith("# Benchmarks") and "**Training**" in text and "**torch.compile**" in text
+    assert text.startswith("# Benchmark run log") and "**Training**" in text and "**torch.compile**" in text
