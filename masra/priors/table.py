@@ -100,13 +100,32 @@ def prior_source(run_dir: Path) -> str:
     return next(iter(counts)) if len(counts) == 1 else "mixed"
 
 
+def _check_finite(
+    values: np.ndarray, row_offsets: np.ndarray, vids: list[str], what: str, where: str
+) -> None:
+    """Refuse NaN or Inf in ``values`` (rows, ...), naming the video, the row within it and the column.
+
+    ``row_offsets`` (V + 1,) gives each video's first row, as from :func:`_nested_matrix`.
+    """
+    bad = ~np.isfinite(values.reshape(len(values), -1))
+    if not bad.any():
+        return
+    row, col = (int(x) for x in np.argwhere(bad)[0])
+    video = int(np.searchsorted(row_offsets, row, side="right")) - 1
+    raise ValueError(
+        f"{where}: {what} of video {vids[video]!r} is not finite ({int(bad.sum())} values in the run; "
+        f"first at entry {row - int(row_offsets[video])}, index {col}); re-embed the run with `masra priors embed`"
+    )
+
+
 def read_prior_table(prior_dir: Path, run: str, encoder: str) -> PriorTable:
     """Read all embedding shards of a prior run and pad them into a :class:`PriorTable`.
 
     Raises:
         FileNotFoundError: no shards under the embeddings folder.
         ValueError: mixed dims, vectors of the wrong width, a caption count differing from
-            ``num_clips``, or a video id present twice.
+            ``num_clips``, a video id present twice, or NaN / Inf in an embedding or an event time
+            (naming the video).
     """
     folder = embeddings_dir(prior_dir, run, encoder)
     if not folder.is_dir():
@@ -142,14 +161,18 @@ def read_prior_table(prior_dir: Path, run: str, encoder: str) -> PriorTable:
             f"{where}: {len(bad)} videos have a caption count different from num_clips, e.g. {ids}"
         )
 
+    starts = np.asarray(st_vals.to_numpy(zero_copy_only=False), np.float32)
+    ends = np.asarray(en_vals.to_numpy(zero_copy_only=False), np.float32)
+    _check_finite(ev_vals, ev_rows, vids, "event_emb", where)
+    _check_finite(cap_vals, cap_rows, vids, "caption_emb", where)
+    _check_finite(np.stack([starts, ends], -1), ev_rows, vids, "event_start/event_end", where)
+
     e_max = int(ev_count.max(initial=0))
     l_max = int(num_clips.max(initial=0))
     event_se = np.zeros((n, max(e_max, 1), 2), np.float32)
     event_emb = np.zeros((n, max(e_max, 1), dim), np.float16)
     caption_emb = np.zeros((n, max(l_max, 1), dim), np.float16)
     caption_valid = np.zeros((n, max(l_max, 1)), bool)
-    starts = np.asarray(st_vals.to_numpy(zero_copy_only=False), np.float32)
-    ends = np.asarray(en_vals.to_numpy(zero_copy_only=False), np.float32)
     valid = np.asarray(valid_vals.to_numpy(zero_copy_only=False), bool)
     for i in range(n):
         a, b = ev_rows[i], ev_rows[i + 1]
