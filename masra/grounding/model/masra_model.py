@@ -93,7 +93,7 @@ class MasraModel(nn.Module):
 
         Returns the (SGE-enhanced) features and, per enabled part, ``sge_pred`` (B, L, Dp); in
         training mode ``lrca_clip`` (B, L, Dl) and (``with_esta``) ``esta_clip`` (B, L, Dp), the
-        latter also at inference when the semantic relevance reads it (key ``semantics``).
+        latter also at inference when the semantic relevance reads it (see :meth:`_semantics`).
         """
         out: dict[str, Tensor] = {}
         if self.sge is not None:
@@ -102,9 +102,13 @@ class MasraModel(nn.Module):
             out["lrca_clip"] = self.lrca_head(h)
         if with_esta and self.esta_head is not None and (self.training or self.semantic is not None):
             out["esta_clip"] = self.esta_head(h)
-        if self.semantic is not None:
-            out["semantics"] = out["esta_clip"] if "esta_clip" in out else out["sge_pred"]
         return h, out
+
+    def _semantics(self, heads: dict[str, Tensor]) -> Tensor | None:
+        """The clips' semantic projection the relevance reads: ESTA's, else SGE's prediction."""
+        if self.semantic is None:
+            return None
+        return heads["esta_clip"] if "esta_clip" in heads else heads["sge_pred"]
 
     def _encode_video(
         self, video: Tensor, video_mask: Tensor, pos: Tensor
@@ -129,9 +133,7 @@ class MasraModel(nn.Module):
                 "prior heads read query-conditioned features"
             )
         pos = sine_position_encoding(video_mask, self.cfg.hidden_dim).to(video.dtype)  # (B, L, D)
-        heads = self._encode_video(video, video_mask, pos)[1]
-        heads.pop("semantics", None)
-        return heads
+        return self._encode_video(video, video_mask, pos)[1]
 
     def _encode(
         self,
@@ -207,7 +209,7 @@ class MasraModel(nn.Module):
         g, heads = self._encode_video(video, video_mask, pos)  # (B, L, D)
         pos = pos.to(g.dtype)
         t = self.text_proj(text)  # (B, T, D)
-        semantics = heads.pop("semantics", None)
+        semantics = self._semantics(heads)
 
         if self.training:
             # One pass over [matched; rolled-query] pairs: (2B, ...) then split.
