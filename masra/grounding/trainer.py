@@ -196,7 +196,8 @@ class Trainer:
                 self.num_labelled, cfg.batch_size, seed=cfg.seed, epoch=0, world=accelerator.num_processes
             )
         )
-        prior_weight = any(self.weights.get(n, 0.0) > 0 for n in ("esta_event", "esta_clip", "sge", "lrca"))
+        # The criterion's prior losses (those of the parts that are on); prior-only videos feed only them.
+        prior_weight = any(self.weights.get(n, 0.0) > 0 for n in getattr(criterion, "prior_map", {}))
         per_process = cfg.batch_size // accelerator.num_processes
         self.prior_videos = (
             min(train_data.num_videos, max(1, round(cfg.prior_video_ratio * per_process)))
@@ -289,12 +290,9 @@ class Trainer:
         return prob, span, sal
 
     def _rows(
-        self,
-        outputs: tuple[Tensor, Tensor, Tensor],
-        data: ResidentSplit,
-        saliency_weight: float,
-        proposals: bool,
+        self, outputs: tuple[Tensor, Tensor, Tensor], data: ResidentSplit, plain: bool = False
     ) -> list[dict[str, Any]]:
+        """Prediction rows with the configured post-processing (``plain``: the decoder ranking alone)."""
         pp = self.cfg.postprocess
         return predictions_from_outputs(
             *outputs,
@@ -302,21 +300,20 @@ class Trainer:
             top_k=pp.top_k,
             snap=pp.snap,
             nms_iou=pp.nms_iou,
-            saliency_weight=saliency_weight,
-            proposals=proposals,
+            saliency_weight=0.0 if plain else pp.saliency_weight,
+            proposals=pp.proposals and not plain,
         )
 
     def predict(self, data: ResidentSplit) -> list[dict[str, Any]]:
         """Prediction rows for every query of ``data`` with the configured post-processing."""
-        pp = self.cfg.postprocess
-        return self._rows(self.predict_outputs(data), data, pp.saliency_weight, pp.proposals)
+        return self._rows(self.predict_outputs(data), data)
 
     def evaluate(self) -> dict[str, Any]:
         """Score the eval split; append one line to metrics.jsonl; returns the full metrics dict."""
         assert self.eval_data is not None
         outputs = self.predict_outputs(self.eval_data)
         pp = self.cfg.postprocess
-        rows = self._rows(outputs, self.eval_data, pp.saliency_weight, pp.proposals)
+        rows = self._rows(outputs, self.eval_data)
         metrics = self.scorer(rows, self.eval_data)
         brief = metrics["brief"]
         record = {
@@ -327,7 +324,7 @@ class Trainer:
             **brief,
         }
         if pp.saliency_weight > 0 or pp.proposals:  # also the plain decoder ranking, for comparison
-            plain = self.scorer(self._rows(outputs, self.eval_data, 0.0, False), self.eval_data)["brief"]
+            plain = self.scorer(self._rows(outputs, self.eval_data, plain=True), self.eval_data)["brief"]
             record["without_saliency_rescore"] = {k: plain[k] for k in _PLAIN_KEYS if k in plain}
             metrics["without_saliency_rescore"] = record["without_saliency_rescore"]
         self._append("metrics.jsonl", record)
