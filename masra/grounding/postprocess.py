@@ -23,12 +23,14 @@ from torch import Tensor
 
 __all__ = [
     "foreground_prob",
+    "minmax_saliency",
     "predictions_from_outputs",
     "saliency_lists",
     "saliency_proposals",
     "saliency_rescore",
     "spans_to_windows",
     "temporal_nms",
+    "window_clips",
     "window_iou",
 ]
 
@@ -116,6 +118,21 @@ def spans_to_windows(
     return windows[:top_k]
 
 
+def minmax_saliency(saliency: Sequence[float] | np.ndarray, caller: str = "saliency") -> np.ndarray:
+    """Clip saliency min-max normalised to [0, 1] (all ones when flat); ``caller`` names the error."""
+    sal = np.asarray(saliency, dtype=np.float64)
+    if sal.size == 0:
+        raise ValueError(f"{caller} needs at least one clip score")
+    lo, hi = float(sal.min()), float(sal.max())
+    return (sal - lo) / (hi - lo) if hi > lo else np.ones_like(sal)
+
+
+def window_clips(start: float, end: float, clip_len: float, num_clips: int) -> tuple[int, int]:
+    """The clips ``[first, last)`` a window of seconds overlaps, at least one, within ``num_clips``."""
+    first = min(math.floor(start / clip_len), num_clips - 1)
+    return first, max(math.ceil(end / clip_len), first + 1)
+
+
 def saliency_rescore(
     windows: Sequence[Sequence[float]], saliency: Sequence[float], *, clip_len: float, weight: float
 ) -> list[Window]:
@@ -130,16 +147,11 @@ def saliency_rescore(
     """
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"saliency weight must be in [0, 1], got {weight}")
-    sal = np.asarray(saliency, dtype=np.float64)
-    if sal.size == 0:
-        raise ValueError("saliency_rescore needs at least one clip score")
-    lo, hi = float(sal.min()), float(sal.max())
-    norm = (sal - lo) / (hi - lo) if hi > lo else np.ones_like(sal)
+    norm = minmax_saliency(saliency, "saliency_rescore")
     out = []
     for w in windows:
         start, end = float(w[0]), float(w[1])
-        first = min(math.floor(start / clip_len), len(norm) - 1)
-        last = max(math.ceil(end / clip_len), first + 1)
+        first, last = window_clips(start, end, clip_len, len(norm))
         inside = float(norm[first:last].mean())
         out.append([start, end, round((1.0 - weight) * float(w[2]) + weight * inside, 6)])
     return sorted(out, key=lambda x: -x[2])
@@ -168,16 +180,9 @@ def saliency_proposals(
         >>> saliency_proposals([[0, 2, 0.9]], [0.0, 1.0, 1.0, 0.0], clip_len=2.0, duration=8.0)
         [[2.0, 6.0, 1.0], [0.0, 2.0, -0.666667]]
     """
-    sal = np.asarray(saliency, dtype=np.float64)
-    if sal.size == 0:
-        raise ValueError("saliency_proposals needs at least one clip score")
-    lo, hi = float(sal.min()), float(sal.max())
-    norm = (sal - lo) / (hi - lo) if hi > lo else np.ones_like(sal)
+    norm = minmax_saliency(saliency, "saliency_proposals")
     n = len(norm)
-    spans: list[tuple[int, int]] = []
-    for w in windows:
-        first = min(math.floor(float(w[0]) / clip_len), n - 1)
-        spans.append((first, max(math.ceil(float(w[1]) / clip_len), first + 1)))
+    spans = [window_clips(float(w[0]), float(w[1]), clip_len, n) for w in windows]
     for level in levels:
         above = np.concatenate([[False], norm >= level, [False]])
         edges = np.flatnonzero(above[1:] != above[:-1])  # run starts and ends, alternating

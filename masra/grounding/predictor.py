@@ -47,10 +47,12 @@ from masra.datasets.card import DatasetCard, load_card
 from masra.datasets.features import l2_normalize, temporal_endpoint_features
 from masra.grounding.postprocess import (
     foreground_prob,
+    minmax_saliency,
     saliency_proposals,
     saliency_rescore,
     spans_to_windows,
     temporal_nms,
+    window_clips,
 )
 from masra.grounding.submission import Prediction
 
@@ -547,11 +549,9 @@ class Grounder:
 
     def _saliency_rescore(self, candidates: list[list[float]], saliency: np.ndarray) -> list[list[float]]:
         """Scores x the mean min-max-normalised video saliency over each candidate's clips."""
-        lo, hi = float(saliency.min()), float(saliency.max())
-        norm = (saliency - lo) / (hi - lo) if hi > lo else np.ones_like(saliency)
+        norm = minmax_saliency(saliency)
         out = []
         for a, e, c in candidates:
-            i0 = min(int(a // self.config.clip_len), len(norm) - 1)
-            i1 = max(int(np.ceil(e / self.config.clip_len)), i0 + 1)
+            i0, i1 = window_clips(a, e, self.config.clip_len, len(norm))
             out.append([a, e, c * float(norm[i0:i1].mean())])
         return out
