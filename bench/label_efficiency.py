@@ -41,6 +41,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from bench.priors import finished_same  # one rule for "this run is done" in both accuracy benches
+
 log = logging.getLogger("bench.label_efficiency")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,14 +88,6 @@ def steps_per_epoch(num_queries: int, fraction: float, batch: int) -> int:
 
 def run_name(setting: str, fraction: float, seed: int) -> str:
     return f"{setting.replace('+', '_')}-f{fraction:g}-seed{seed}"
-
-
-def finished_same(run: Path, train_cfg: dict[str, Any]) -> bool:
-    """True when ``run`` holds a finished run (summary.json) trained with exactly ``train_cfg``."""
-    config = run / "last" / "config.json"
-    if not (run / "summary.json").is_file() or not config.is_file():
-        return False
-    return bool(json.loads(config.read_text()).get("train") == json.loads(json.dumps(train_cfg)))
 
 
 def last_metrics(run: Path) -> dict[str, Any]:
