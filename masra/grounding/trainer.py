@@ -24,6 +24,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -75,14 +76,9 @@ def _to_float(x: Any) -> Any:
 def _float_priors(p: PriorBatch | None) -> PriorBatch | None:
     if p is None:
         return None
-    return PriorBatch(
-        event_spans=p.event_spans.float(),
-        event_emb=p.event_emb.float(),
-        event_mask=p.event_mask,
-        caption_emb=p.caption_emb.float(),
-        caption_mask=p.caption_mask,
-        has_prior=p.has_prior,
-        clip_mask=p.clip_mask,
+    # Only the float fields change; masks (and any field added later) are carried over as they are.
+    return replace(
+        p, event_spans=p.event_spans.float(), event_emb=p.event_emb.float(), caption_emb=p.caption_emb.float()
     )
 
 
