@@ -4,7 +4,7 @@ Measured per variant (random weights: speed does not depend on them):
 
 * **batched**: the trainer's evaluation path (``Trainer.predict``'s loop): resident val batches of
   ``eval_batch_size`` queries through the model in eval mode, outputs copied to the host; queries/s.
-* **single query**: :class:`~masra.grounding.predictor.Grounder` ``predict`` of one (video, query)
+* **single query**: :class:`~masra.grounding.infer.grounder.Grounder` ``predict`` of one (video, query)
   pair from host arrays, as an application would call it; median / p90 latency.
 * **end to end**: val split from the feature store to a metrics JSON file: open the store and
   annotations, build the resident split, predict, post-process (``predictions_from_outputs``), score
@@ -47,14 +47,13 @@ from bench.common import (
 )
 from bench.train_speed import VARIANTS, open_data
 from masra.datasets.store import FeatureStore
-from masra.grounding.config import ModelConfig
-from masra.grounding.data import ResidentSplit, epoch_batches
+from masra.grounding.config import ModelConfig, TrainConfig
+from masra.grounding.data.resident import ResidentSplit, epoch_batches
+from masra.grounding.infer.decode import foreground_prob, predictions_from_outputs
+from masra.grounding.infer.grounder import Grounder, GrounderConfig
 from masra.grounding.metrics import evaluate_submission
 from masra.grounding.model import build_model
-from masra.grounding.postprocess import foreground_prob, predictions_from_outputs
-from masra.grounding.predictor import Grounder, GrounderConfig
-from masra.grounding.recipe import build_configs
-from masra.grounding.train_config import TrainConfig
+from masra.grounding.train.recipe import build_configs
 
 log = logging.getLogger(__name__)
 

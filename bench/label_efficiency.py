@@ -3,7 +3,7 @@
 On the open world (``make openworld``, docs/fixture.md), where priors know what the training
 annotations do not (every event of a video is described, only some are queries), five settings are
 trained at each label fraction with ``configs/openworld.yaml`` through the real training entry point
-(:func:`masra.grounding.recipe.run_training`):
+(:func:`masra.grounding.train.recipe.run_training`):
 
 * ``baseline``: every MASRA part off, no priors read;
 * ``masra+true``: MASRA with the world's ``reference`` priors (jittered spans, some wrong captions);
@@ -99,8 +99,8 @@ def _train(cfg_dict: dict[str, Any], run: str, store: str) -> tuple[str, float]:
     """One training run in a worker process; returns (run folder, seconds)."""
     import torch
 
-    from masra.grounding.recipe import run_training
-    from masra.grounding.train_config import TrainConfig
+    from masra.grounding.config import TrainConfig
+    from masra.grounding.train.recipe import run_training
 
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     from masra.datasets.card import load_card, parse_overrides
     from masra.datasets.readers import load_queries
     from masra.datasets.store import build_feature_store
-    from masra.grounding.train_config import load_train_config
+    from masra.grounding.config import load_train_config
 
     marker = args.world_dir / "fixture.json"
     if '"complete"' not in (marker.read_text() if marker.is_file() else ""):

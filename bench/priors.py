@@ -1,7 +1,7 @@
 """`make bench-priors`: are the priors used? Baseline vs MASRA with reference, shuffled and noisy priors.
 
 On the fixture (``make fixture``), four settings are trained with ``configs/fixture.yaml`` through
-the real training entry point (:func:`masra.grounding.recipe.run_training`), each with ``--seeds``
+the real training entry point (:func:`masra.grounding.train.recipe.run_training`), each with ``--seeds``
 seeds:
 
 * ``baseline``: every MASRA part off, no priors read;
@@ -451,8 +451,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from masra.datasets.card import load_card, parse_overrides
-    from masra.grounding.recipe import run_training
-    from masra.grounding.train_config import load_train_config
+    from masra.grounding.config import load_train_config
+    from masra.grounding.train.recipe import run_training
 
     torch.set_num_threads(args.threads)
     if not (args.fixture_dir / "fixture.json").is_file():

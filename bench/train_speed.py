@@ -1,7 +1,7 @@
 """Training throughput of the baseline and of full MASRA on the same resident data, in one process.
 
 Both variants are built exactly as ``masra train`` builds them (``build_configs`` -> ``build_model`` /
-``build_criterion`` -> :class:`~masra.grounding.trainer.Trainer`, which prepares them with
+``build_criterion`` -> :class:`~masra.grounding.train.trainer.Trainer`, which prepares them with
 Accelerate), and each timed step is the trainer's own step: gather the batch from the resident split,
 forward + criterion, weighted total, backward, clip, optimizer and scheduler step. The variants run
 in alternating blocks (baseline, MASRA, baseline, MASRA, ...) so drifts of a shared machine hit both
@@ -46,12 +46,12 @@ from bench.common import (
 from masra.datasets.card import DatasetCard, load_card
 from masra.datasets.readers import load_queries
 from masra.datasets.store import FeatureStore
-from masra.grounding.data import ResidentSplit, build_split, epoch_batches
+from masra.grounding.config import TrainConfig
+from masra.grounding.data.resident import ResidentSplit, build_split, epoch_batches
 from masra.grounding.losses import build_criterion, weighted_total
 from masra.grounding.model import build_model
-from masra.grounding.recipe import build_configs
-from masra.grounding.train_config import TrainConfig
-from masra.grounding.trainer import Trainer
+from masra.grounding.train.recipe import build_configs
+from masra.grounding.train.trainer import Trainer
 from masra.priors.table import PriorTable, read_prior_table
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from masra.datasets.card import load_card
 from masra.datasets.readers import load_queries
 from masra.datasets.store import FeatureStore, build_feature_store
 from masra.datasets.types import Query
-from masra.grounding.data import PriorCoverageError, build_split, epoch_batches
+from masra.grounding.data.resident import PriorCoverageError, build_split, epoch_batches
 from masra.priors.schema import EMBED_SCHEMA, SCHEMA_VERSION
 from masra.priors.shards import rows_to_table, write_table_atomic
 from masra.priors.table import read_prior_table
@@ -65,7 +65,7 @@ def test_padding_masks_tef_and_qvh_targets(tmp_path: Path) -> None:
 def test_every_row_is_the_stores_row_across_gather_chunks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype
 ) -> None:
-    import masra.grounding.data as data
+    import masra.grounding.data.resident as data
 
     monkeypatch.setattr(data, "GATHER_ROWS", 20)  # blocks of 1 video and of 6 texts
     card, store = _open(tmp_path, num_train=6, num_val=2, num_clips=10, long_video_clips=14)

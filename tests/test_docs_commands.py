@@ -371,8 +371,7 @@ def _help_targets() -> list[str]:
 @functools.cache
 def _train_keys() -> dict[str, frozenset[str] | None]:
     """TrainConfig fields; for mapping fields, the known sub-keys (None: any)."""
-    from masra.grounding.config import LossConfig, ModelConfig
-    from masra.grounding.train_config import PostprocessConfig, TrainConfig
+    from masra.grounding.config import LossConfig, ModelConfig, PostprocessConfig, TrainConfig
 
     subs: dict[str, Any] = {"model": ModelConfig, "loss": LossConfig, "postprocess": PostprocessConfig}
     return {
@@ -692,11 +691,11 @@ CLASS_ATTR = re.compile(r"^([A-Z]\w+)\.(\w+)$")
 CLASSES = {  # classes the docs name as `Class.attribute`, and where they live
     "LossConfig": "masra.grounding.config",
     "ModelConfig": "masra.grounding.config",
-    "TrainConfig": "masra.grounding.train_config",
-    "PostprocessConfig": "masra.grounding.train_config",
+    "TrainConfig": "masra.grounding.config",
+    "PostprocessConfig": "masra.grounding.config",
     "DatasetCard": "masra.datasets.card",
     "FeatureStore": "masra.datasets.store",
-    "Grounder": "masra.grounding.predictor",
+    "Grounder": "masra.grounding.infer.grounder",
 }
 
 
@@ -805,7 +804,7 @@ def _doc_value(text: str) -> Any:
 def test_training_config_table_matches_train_config() -> None:
     """docs/training.md's configuration table names every TrainConfig field, and its defaults are the
     dataclass defaults (``card`` marks a default taken from the dataset card)."""
-    from masra.grounding.train_config import PostprocessConfig, TrainConfig
+    from masra.grounding.config import PostprocessConfig, TrainConfig
 
     text = (REPO / "docs" / "training.md").read_text(encoding="utf-8")
     table = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
@@ -965,12 +964,12 @@ def test_placeholders_and_valid_commands_pass() -> None:
 def test_broken_references_are_reported() -> None:
     doc = """\
 See `masra/no_such_module.py`, `masra.grounding.metrics.no_such_function` and [x](no-such.md).
-Fine: `masra/grounding/span_ops.py`, `masra.grounding.metrics.evaluate_submission(...)`, `runs/<name>/`.
+Fine: `masra/grounding/spans.py`, `masra.grounding.metrics.evaluate_submission(...)`, `runs/<name>/`.
 `LossConfig.w_sge`, `DatasetCard.extra`, `FeatureStore.open(path)`, but not `LossConfig.w_sgee`.
 
 ```python
 from masra.grounding.metrics import evaluate_submission, no_such_name
-from masra.grounding.span_ops import (
+from masra.grounding.spans import (
 ```
 
 ```yaml

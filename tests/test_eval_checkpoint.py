@@ -14,9 +14,9 @@ import pytest
 from _train_world import VIDEO_DIM, make_world, tiny_overrides
 from click.testing import CliRunner
 
-from masra.grounding.recipe import run_training
+from masra.grounding.config import load_train_config
 from masra.grounding.submission import read_submission
-from masra.grounding.train_config import load_train_config
+from masra.grounding.train.recipe import run_training
 from masra.pipelines.cli import main
 
 
@@ -115,7 +115,7 @@ def test_predict_prints_top_k(run: Path, tmp_path: Path) -> None:
         def encode_tokens(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
             return [(tokens, tokens.mean(0)) for _ in texts]
 
-    from masra.grounding.predictor import Grounder
+    from masra.grounding.infer.grounder import Grounder
 
     g = Grounder.from_pretrained(run / "best", text_encoder=Encoder())
     [res] = g.predict(

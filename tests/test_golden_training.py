@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from _train_world import make_world, tiny_overrides
 
-from masra.grounding.recipe import run_training
-from masra.grounding.train_config import load_train_config
+from masra.grounding.config import load_train_config
+from masra.grounding.train.recipe import run_training
 
 RTOL = 1e-5
 STEPS = 10

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from masra.grounding.batch import Batch, PriorBatch
 from masra.grounding.config import LossConfig, ModelConfig
+from masra.grounding.data.batch import Batch, PriorBatch
 from masra.grounding.losses import build_criterion
 from masra.grounding.losses.esta import (
     EstaTargets,

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from masra.grounding.batch import Batch, PriorBatch
 from masra.grounding.config import LossConfig, ModelConfig
+from masra.grounding.data.batch import Batch, PriorBatch
 from masra.grounding.losses import build_criterion, weighted_total
 from masra.grounding.losses.esta import esta_clip_loss, esta_event_loss, event_membership
 from masra.grounding.losses.lrca import local_window, lrca_loss

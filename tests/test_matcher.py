@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from masra.grounding.config import LossConfig
-from masra.grounding.matcher import HungarianMatcher, build_matcher
+from masra.grounding.losses.matcher import HungarianMatcher, build_matcher
 
 
 def _random_batch(seed: int, batch: int = 5, queries: int = 6) -> tuple[torch.Tensor, torch.Tensor, list]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from masra.grounding.postprocess import (
+from masra.grounding.infer.decode import (
     foreground_prob,
     predictions_from_outputs,
     saliency_lists,

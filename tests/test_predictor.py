@@ -13,8 +13,8 @@ from torch import Tensor, nn
 
 from masra.grounding.checkpoint import CHECKPOINT_FORMAT
 from masra.grounding.config import LossConfig, ModelConfig
+from masra.grounding.infer.grounder import Grounder, GrounderConfig, window_starts
 from masra.grounding.model import build_model
-from masra.grounding.predictor import Grounder, GrounderConfig, window_starts
 
 VIDEO_DIM, TEXT_DIM, MAX_CLIPS = 12, 16, 16
 

@@ -17,7 +17,7 @@ from _train_world import make_world, tiny_overrides
 from masra.datasets.card import load_card
 from masra.datasets.features import l2_normalize, load_text_features, load_video_features
 from masra.datasets.readers import load_queries
-from masra.grounding.predictor import Grounder
+from masra.grounding.infer.grounder import Grounder
 
 LONG, OFFSET = 80, 56  # the original 16 clips become clips 56-71 of 80
 
@@ -29,8 +29,8 @@ def iou(a: list[float], b: tuple[float, float]) -> float:
 
 @pytest.mark.slow
 def test_answers_found_far_past_the_trained_length(tmp_path: Path) -> None:
-    from masra.grounding.recipe import run_training
-    from masra.grounding.train_config import load_train_config
+    from masra.grounding.config import load_train_config
+    from masra.grounding.train.recipe import run_training
 
     card_path = make_world(tmp_path / "data", num_train=64, num_val=16)
     cfg = load_train_config(

@@ -9,14 +9,13 @@ import pytest
 import torch
 from _train_world import make_world, tiny_overrides
 
-from masra.grounding.batch import Batch, PriorBatch, VideoBatch
-from masra.grounding.config import LossConfig, ModelConfig
-from masra.grounding.data import label_subset
+from masra.grounding.config import LossConfig, ModelConfig, TrainConfig, load_train_config
+from masra.grounding.data.batch import Batch, PriorBatch, VideoBatch
+from masra.grounding.data.resident import label_subset
 from masra.grounding.losses import build_criterion, weighted_total
 from masra.grounding.model import build_model
-from masra.grounding.recipe import run_training
-from masra.grounding.train_config import TrainConfig, load_train_config
-from masra.grounding.trainer import TrainStep
+from masra.grounding.train.recipe import run_training
+from masra.grounding.train.trainer import TrainStep
 
 B, L, E, DV, DT, DP = 3, 10, 3, 12, 16, 8
 PRIOR_LOSSES = ("esta_event", "esta_clip", "sge", "lrca")
@@ -184,7 +183,7 @@ def test_training_with_a_label_fraction_and_prior_videos(tmp_path: Path) -> None
 
 
 def test_saliency_proposals_find_the_salient_run_and_keep_decoder_windows() -> None:
-    from masra.grounding.postprocess import predictions_from_outputs, saliency_proposals
+    from masra.grounding.infer.decode import predictions_from_outputs, saliency_proposals
 
     sal = [0.0, 0.1, 0.9, 1.0, 0.8, 0.1, 0.0, 0.2]
     out = saliency_proposals([[0.0, 4.0, 0.99]], sal, clip_len=2.0, duration=15.0)

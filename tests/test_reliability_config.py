@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from masra.grounding.config import LossConfig, ModelConfig
-from masra.grounding.train_config import PostprocessConfig, TrainConfig, load_train_config
+from masra.grounding.config import LossConfig, ModelConfig, PostprocessConfig, TrainConfig, load_train_config
 from masra.pipelines.cli import main
 
 

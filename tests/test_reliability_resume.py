@@ -24,10 +24,10 @@ from _train_world import make_world, tiny_overrides
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-import masra.grounding.trainer as trainer_mod
+import masra.grounding.train.trainer as trainer_mod
 from masra.grounding.checkpoint import load_checkpoint
-from masra.grounding.recipe import run_training
-from masra.grounding.train_config import TrainConfig, load_train_config
+from masra.grounding.config import TrainConfig, load_train_config
+from masra.grounding.train.recipe import run_training
 from masra.pipelines.cli import main
 
 

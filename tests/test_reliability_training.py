@@ -9,9 +9,9 @@ import pytest
 import torch
 from _train_world import make_world, tiny_overrides
 
-import masra.grounding.trainer as trainer_mod
-from masra.grounding.recipe import run_training
-from masra.grounding.train_config import load_train_config
+import masra.grounding.train.trainer as trainer_mod
+from masra.grounding.config import load_train_config
+from masra.grounding.train.recipe import run_training
 
 
 def test_empty_eval_split_is_an_error_before_training(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from masra.grounding.span_ops import (
+from masra.grounding.spans import (
     generalized_temporal_iou,
     paired_generalized_iou,
     paired_iou,

@@ -12,9 +12,9 @@ from _train_world import make_world, tiny_overrides
 from safetensors.torch import load_file
 
 from masra.grounding.checkpoint import load_checkpoint
-from masra.grounding.recipe import run_training
-from masra.grounding.train_config import TrainConfig, load_train_config
-from masra.grounding.trainer import build_scheduler
+from masra.grounding.config import TrainConfig, load_train_config
+from masra.grounding.train.recipe import run_training
+from masra.grounding.train.trainer import build_scheduler
 
 
 def _metrics(run: Path) -> list[dict[str, object]]:

@@ -16,8 +16,8 @@ from safetensors.torch import save_model
 from masra.datasets.card import load_card
 from masra.grounding.checkpoint import CHECKPOINT_FORMAT
 from masra.grounding.config import LossConfig, ModelConfig
+from masra.grounding.infer.video_features import ClipVisionExtractor, features_for_card, sample_clip_frames
 from masra.grounding.model import build_model
-from masra.grounding.video_features import ClipVisionExtractor, features_for_card, sample_clip_frames
 from masra.pipelines.cli import main
 
 CLIP_DIM, SLOWFAST_DIM, TEXT_DIM = 24, 8, 384  # 384: the offline MiniLM encodes the query text
@@ -133,7 +133,7 @@ def test_sample_clip_frames_without_a_stated_duration(
     world: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No container duration: the last frame's time plus one frame interval, from the packets."""
-    import masra.grounding.video_features as vf
+    import masra.grounding.infer.video_features as vf
 
     frames, _ = sample_clip_frames(world["video"], 2.0)
     monkeypatch.setattr(vf, "probe_duration", lambda path, label: 0.0)
@@ -143,7 +143,7 @@ def test_sample_clip_frames_without_a_stated_duration(
 
 
 def test_sample_clip_frames_errors_name_the_file(tmp_path: Path) -> None:
-    from masra.grounding.video_features import VideoReadError
+    from masra.grounding.infer.video_features import VideoReadError
 
     with pytest.raises(VideoReadError, match="video file not found"):
         sample_clip_frames(tmp_path / "missing.mp4", 2.0)

@@ -1,0 +1,90 @@
+"""Stage 2: the grounding model, its training and its inference.
+
+The public API, imported lazily (``import masra.grounding`` loads no torch)::
+
+    from masra.grounding import Grounder, run_training, load_train_config
+
+Layout: ``config/`` (typed configs), ``spans.py`` (span maths), ``model/``, ``losses/``, ``data/``
+(resident split, batches), ``train/`` (trainer, run recipe), ``checkpoint.py`` (the checkpoint
+format), ``infer/`` (the one path from outputs to predictions, the Grounder, checkpoint evaluation),
+``submission.py`` (the prediction file format) and ``metrics/`` (the standard evaluation).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_PUBLIC = {
+    "Grounder": "masra.grounding.infer.grounder",
+    "GrounderConfig": "masra.grounding.infer.grounder",
+    "Grounding": "masra.grounding.infer.grounder",
+    "load_feature_npz": "masra.grounding.infer.grounder",
+    "predictions_from_outputs": "masra.grounding.infer.decode",
+    "evaluate_checkpoint": "masra.grounding.infer.evaluate",
+    "predict_queries": "masra.grounding.infer.evaluate",
+    "Trainer": "masra.grounding.train.trainer",
+    "run_training": "masra.grounding.train.recipe",
+    "build_configs": "masra.grounding.train.recipe",
+    "build_split": "masra.grounding.data.resident",
+    "ResidentSplit": "masra.grounding.data.resident",
+    "ModelConfig": "masra.grounding.config",
+    "LossConfig": "masra.grounding.config",
+    "TrainConfig": "masra.grounding.config",
+    "PostprocessConfig": "masra.grounding.config",
+    "load_train_config": "masra.grounding.config",
+    "build_model": "masra.grounding.model",
+    "build_criterion": "masra.grounding.losses",
+    "load_checkpoint": "masra.grounding.checkpoint",
+    "evaluate_submission": "masra.grounding.metrics",
+}
+
+__all__ = [
+    "Grounder",
+    "GrounderConfig",
+    "Grounding",
+    "LossConfig",
+    "ModelConfig",
+    "PostprocessConfig",
+    "ResidentSplit",
+    "TrainConfig",
+    "Trainer",
+    "build_configs",
+    "build_criterion",
+    "build_model",
+    "build_split",
+    "evaluate_checkpoint",
+    "evaluate_submission",
+    "load_checkpoint",
+    "load_feature_npz",
+    "load_train_config",
+    "predict_queries",
+    "predictions_from_outputs",
+    "run_training",
+]
+
+if TYPE_CHECKING:
+    from masra.grounding.checkpoint import load_checkpoint
+    from masra.grounding.config import (
+        LossConfig,
+        ModelConfig,
+        PostprocessConfig,
+        TrainConfig,
+        load_train_config,
+    )
+    from masra.grounding.data.resident import ResidentSplit, build_split
+    from masra.grounding.infer.decode import predictions_from_outputs
+    from masra.grounding.infer.evaluate import evaluate_checkpoint, predict_queries
+    from masra.grounding.infer.grounder import Grounder, GrounderConfig, Grounding, load_feature_npz
+    from masra.grounding.losses import build_criterion
+    from masra.grounding.metrics import evaluate_submission
+    from masra.grounding.model import build_model
+    from masra.grounding.train.recipe import build_configs, run_training
+    from masra.grounding.train.trainer import Trainer
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'masra.grounding' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -60,7 +60,7 @@ def _score_file(
     out: Path | None,
     intersection: bool,
 ) -> None:
-    from masra.grounding.checkpoint_eval import load_ground_truth
+    from masra.grounding.infer.evaluate import load_ground_truth
     from masra.grounding.metrics import evaluate_submission, read_ground_truth
     from masra.grounding.submission import read_submission
 
@@ -88,8 +88,8 @@ def _eval_checkpoint(
     annotations: Path | None,
 ) -> None:  # fmt: skip
     from masra.grounding.checkpoint import read_checkpoint_config
-    from masra.grounding.checkpoint_eval import evaluate_checkpoint
-    from masra.grounding.predictor import Grounder, checkpoint_card
+    from masra.grounding.infer.evaluate import evaluate_checkpoint
+    from masra.grounding.infer.grounder import Grounder, checkpoint_card
 
     config = read_checkpoint_config(checkpoint)
     over = parse_overrides(list(overrides))
@@ -215,7 +215,7 @@ def predict_command(
 ) -> None:  # fmt: skip
     """Ground sentences in one video with a checkpoint; prints the top-k windows per query."""
     from masra.grounding.checkpoint import read_checkpoint_config
-    from masra.grounding.predictor import Grounder, checkpoint_card, load_feature_npz
+    from masra.grounding.infer.grounder import Grounder, checkpoint_card, load_feature_npz
 
     if sum(x is not None for x in (video_features, video, vid)) != 1:
         raise click.UsageError("give exactly one of --video-features F.npz, --video V.mp4 and --vid VID")
@@ -223,7 +223,7 @@ def predict_command(
         card = checkpoint_card(read_checkpoint_config(checkpoint))
         grounder = Grounder.from_pretrained(checkpoint, text_encoder=text_encoder, card=card, device=device)
         if video is not None:
-            from masra.grounding.video_features import (
+            from masra.grounding.infer.video_features import (
                 DEFAULT_CLIP_MODEL,
                 ClipVisionExtractor,
                 features_for_card,
@@ -283,7 +283,7 @@ def viz_timelines(
     priors: Path | None, qids: tuple[str, ...], num: int, top_k: int, out: Path,
 ) -> None:  # fmt: skip
     """One PNG per query: GT windows, top-k predicted windows, saliency and event priors."""
-    from masra.grounding.checkpoint_eval import load_ground_truth
+    from masra.grounding.infer.evaluate import load_ground_truth
     from masra.grounding.metrics import read_ground_truth
     from masra.grounding.submission import read_submission
     from masra.viz.report import load_prior_events

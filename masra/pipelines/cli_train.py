@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from masra.datasets.card import parse_overrides
-from masra.grounding.train_config import MASRA_PARTS, TrainConfig, load_train_config
+from masra.grounding.config import MASRA_PARTS, TrainConfig, load_train_config
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def train(
     """
     from accelerate import PartialState
 
-    from masra.grounding.recipe import run_training
+    from masra.grounding.train.recipe import run_training
 
     cfg = _config(dataset, config, sets, priors, no_masra)
     run_dir = Path(out or f"runs/{Path(dataset).stem}")
@@ -115,7 +115,7 @@ def ablate(
     dataset: str, config: str | None, sets: tuple[str, ...], priors: str | None, out: str, overwrite: bool
 ) -> None:
     """Train the baseline, full MASRA and MASRA with each part removed; print R1@0.5, R1@0.7, mAP."""
-    from masra.grounding.recipe import run_training
+    from masra.grounding.train.recipe import run_training
 
     base_cfg = _config(dataset, config, sets, priors, False)
     out_dir = Path(out)

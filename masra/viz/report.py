@@ -129,8 +129,8 @@ def write_run_report(
         predictions: a submission file to show (default: ``best/predictions_<split>.jsonl``).
         num_examples: timelines in the report.
     """
-    from masra.grounding.checkpoint_eval import load_ground_truth
-    from masra.grounding.predictor import checkpoint_card
+    from masra.grounding.infer.evaluate import load_ground_truth
+    from masra.grounding.infer.grounder import checkpoint_card
 
     run = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run / "report"

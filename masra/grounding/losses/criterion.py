@@ -24,17 +24,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from masra.grounding.batch import Batch, host_to_device
 from masra.grounding.config import LossConfig, ModelConfig
+from masra.grounding.data.batch import Batch, host_to_device
 from masra.grounding.losses.esta import EstaTargets, esta_terms, event_membership
 from masra.grounding.losses.lrca import lrca_loss
+from masra.grounding.losses.matcher import HungarianMatcher, MatchIndices, build_matcher
 from masra.grounding.losses.saliency import (
     negative_pair_loss,
     saliency_margin_loss,
     saliency_rank_contrastive_loss,
 )
-from masra.grounding.matcher import HungarianMatcher, MatchIndices, build_matcher
-from masra.grounding.span_ops import paired_generalized_iou, span_cxw_to_xx
+from masra.grounding.spans import paired_generalized_iou, span_cxw_to_xx
 
 __all__ = ["SetCriterion", "build_criterion", "weighted_total"]
 

@@ -11,125 +11,17 @@ with margin 0.2). See ``docs/method.md``.
 
 from __future__ import annotations
 
-import functools
-import numbers
-import types
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+from dataclasses import dataclass
 
-__all__ = [
-    "PRIOR_PLACEMENTS",
-    "LossConfig",
-    "ModelConfig",
-    "check_field_types",
-    "check_types",
-    "type_problem",
-]
+from masra.grounding.config.checks import JsonConfig, check_field_types, non_negative, positive
+
+__all__ = ["PRIOR_PLACEMENTS", "LossConfig", "ModelConfig"]
 
 PRIOR_PLACEMENTS = ("video", "cross")
 
-_C = TypeVar("_C", bound="_JsonConfig")
-
-
-class _JsonConfig:
-    """JSON round trip shared by the configs: unknown keys are an error, missing keys take defaults."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload, no-any-return]
-
-    @classmethod
-    def from_dict(cls: type[_C], data: dict[str, Any]) -> _C:
-        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{cls.__name__}: unknown keys {unknown}; known keys are {sorted(known)}")
-        return cls(**data)
-
-
-def _type_ok(value: Any, tp: Any) -> bool:
-    origin = get_origin(tp)
-    if origin is Union or origin is types.UnionType:
-        return any(_type_ok(value, arg) for arg in get_args(tp))
-    if tp is Any:
-        return True
-    if tp is type(None):
-        return value is None
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:  # numpy integers too
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if origin is not None:  # dict[str, Any] -> dict
-        return isinstance(value, origin)
-    if isinstance(tp, type) and hasattr(tp, "__dataclass_fields__"):  # a nested config: object or mapping
-        return isinstance(value, tp | dict)
-    return isinstance(value, tp)
-
-
-def _type_name(tp: Any) -> str:
-    names = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string"}
-    origin = get_origin(tp)
-    if origin is Union or origin is types.UnionType:
-        return " or ".join("null" if a is type(None) else _type_name(a) for a in get_args(tp))
-    if origin is dict or tp is dict:
-        return "a mapping"
-    return names.get(tp, getattr(tp, "__name__", str(tp)))
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return get_type_hints(cls)
-
-
-def type_problem(cls: type, key: str, value: Any, prefix: str = "") -> str | None:
-    """Why ``value`` does not fit the annotated type of field ``key`` of dataclass ``cls``, or None.
-
-    Unknown keys are not judged here (``from_dict`` reports them). ``prefix`` starts the key in the
-    reason (``"model."``, ``"ModelConfig."``).
-    """
-    hints = _hints(cls)
-    if key not in hints or _type_ok(value, hints[key]):
-        return None
-    hint = ""
-    if isinstance(value, str) and _type_ok(1.5, hints[key]):
-        try:
-            float(value)
-            hint = " (YAML reads a number such as 1e-4 without a '.' as a string: write 1.0e-4)"
-        except ValueError:
-            pass
-    return f"{prefix}{key} must be {_type_name(hints[key])}, got {value!r} ({type(value).__name__}){hint}"
-
-
-def check_types(cls: type, values: Mapping[str, Any], prefix: str = "") -> None:
-    """Raise ValueError for the first value of ``values`` whose type does not fit ``cls``'s field."""
-    for key, value in values.items():
-        problem = type_problem(cls, key, value, prefix)
-        if problem is not None:
-            raise ValueError(problem)
-
-
-def check_field_types(obj: Any) -> None:
-    """:func:`check_types` of every field of the dataclass instance ``obj`` (keys ``Class.field``)."""
-    cls = type(obj)
-    check_types(cls, {f.name: getattr(obj, f.name) for f in fields(cls)}, f"{cls.__name__}.")
-
-
-def _positive(owner: str, **values: float) -> None:
-    for name, value in values.items():
-        if not value > 0:
-            raise ValueError(f"{owner}.{name} must be > 0, got {value!r}")
-
-
-def _non_negative(owner: str, **values: float) -> None:
-    for name, value in values.items():
-        if not value >= 0:
-            raise ValueError(f"{owner}.{name} must be >= 0, got {value!r}")
-
 
 @dataclass
-class ModelConfig(_JsonConfig):
+class ModelConfig(JsonConfig):
     """Architecture of :class:`masra.grounding.model.MasraModel`.
 
     Attributes:
@@ -192,7 +84,7 @@ class ModelConfig(_JsonConfig):
     def __post_init__(self) -> None:
         check_field_types(self)
         owner = type(self).__name__
-        _positive(
+        positive(
             owner,
             video_dim=self.video_dim,
             text_dim=self.text_dim,
@@ -204,7 +96,7 @@ class ModelConfig(_JsonConfig):
             lrca_dim=self.lrca_dim,
             dai_codebook_size=self.dai_codebook_size,
         )
-        _non_negative(
+        non_negative(
             owner,
             num_cross_layers=self.num_cross_layers,
             num_encoder_layers=self.num_encoder_layers,
@@ -253,7 +145,7 @@ class ModelConfig(_JsonConfig):
 
 
 @dataclass
-class LossConfig(_JsonConfig):
+class LossConfig(JsonConfig):
     """Matching costs, loss weights and loss hyper-parameters of the criterion.
 
     Attributes:
@@ -301,7 +193,7 @@ class LossConfig(_JsonConfig):
     def __post_init__(self) -> None:
         check_field_types(self)
         owner = type(self).__name__
-        _non_negative(
+        non_negative(
             owner,
             cost_class=self.cost_class,
             cost_span=self.cost_span,
@@ -318,7 +210,7 @@ class LossConfig(_JsonConfig):
             w_sge=self.w_sge,
             w_lrca=self.w_lrca,
         )
-        _positive(
+        positive(
             owner,
             rank_levels=self.rank_levels,
             rank_temperature=self.rank_temperature,

@@ -1,7 +1,7 @@
 """Evaluate a checkpoint on a dataset split: predictions in the submission format, then the metrics.
 
 :func:`evaluate_checkpoint` reads the split's queries and features through the dataset card, runs
-the :class:`~masra.grounding.predictor.Grounder` video by video (all queries of a video in one
+the :class:`~masra.grounding.infer.grounder.Grounder` video by video (all queries of a video in one
 batch; long videos by windows), writes ``predictions_{split}.jsonl`` and, when the split has
 labels, scores it with the standard protocol into ``metrics_{split}.json``. A split without labels
 (the QVHighlights test release) gets predictions only.
@@ -26,7 +26,7 @@ from masra.grounding.metrics import GroundTruth, evaluate_submission, read_groun
 from masra.grounding.submission import Prediction, write_submission
 
 if TYPE_CHECKING:  # torch: kept out of `masra eval --predictions`, which only needs load_ground_truth
-    from masra.grounding.predictor import Grounder
+    from masra.grounding.infer.grounder import Grounder
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ from torch import nn
 
 from masra.datasets.card import DatasetCard, load_card
 from masra.datasets.features import l2_normalize, temporal_endpoint_features
-from masra.grounding.postprocess import (
+from masra.grounding.infer.decode import (
     foreground_prob,
     minmax_saliency,
     saliency_proposals,
@@ -87,10 +87,10 @@ class GrounderConfig:
         off_core_weight: score factor of a long video's candidates centred outside their window's core.
         saliency_rescore: weight a long video's candidates by the video-level saliency they cover.
         saliency_weight: single-pass videos: blend each window's score with the saliency over it
-            (:func:`~masra.grounding.postprocess.saliency_rescore`; the checkpoint's
+            (:func:`~masra.grounding.infer.decode.saliency_rescore`; the checkpoint's
             ``postprocess.saliency_weight``, so predictions match the trainer's; 0 = off).
         proposals: the saliency curve's high runs join the decoder's windows and all are ranked by
-            saliency contrast (:func:`~masra.grounding.postprocess.saliency_proposals`; the
+            saliency contrast (:func:`~masra.grounding.infer.decode.saliency_proposals`; the
             checkpoint's ``postprocess.proposals``); replaces both re-scorings above.
         batch_size: (query, window) pairs per forward pass.
     """

@@ -1,7 +1,7 @@
 """One training run end to end: card -> feature store -> resident data (+ priors) -> Trainer -> summary.
 
 :func:`run_training` is what ``masra train`` and ``masra ablate`` call. It writes into the run folder
-(see :mod:`masra.grounding.trainer`) and ``summary.json``::
+(see :mod:`masra.grounding.train.trainer`) and ``summary.json``::
 
     {"dataset", "masra_parts", "priors": {"run", "encoder", "source", "videos"} | null,
      "best_metric", "best_value", "best_epoch", "best_metrics", "position_baseline",
@@ -27,14 +27,13 @@ from masra.datasets.card import DatasetCard, load_card
 from masra.datasets.readers import load_queries
 from masra.datasets.store import FeatureStore, build_feature_store
 from masra.grounding.checkpoint import find_resume_checkpoint, read_checkpoint_config
-from masra.grounding.config import LossConfig, ModelConfig
-from masra.grounding.data import ResidentSplit, build_split, label_subset
+from masra.grounding.config import LossConfig, ModelConfig, TrainConfig
+from masra.grounding.data.resident import ResidentSplit, build_split, label_subset
 from masra.grounding.losses import build_criterion
 from masra.grounding.metrics.evaluate import evaluate_submission
 from masra.grounding.model import build_model
-from masra.grounding.position_baseline import position_baselines
-from masra.grounding.train_config import TrainConfig
-from masra.grounding.trainer import Scorer, Trainer
+from masra.grounding.train.position_baseline import position_baselines
+from masra.grounding.train.trainer import Scorer, Trainer
 from masra.priors.table import PriorTable, read_prior_table
 
 log = logging.getLogger(__name__)

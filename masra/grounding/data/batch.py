@@ -6,7 +6,7 @@ real and ``False`` where it is padding.
 Span convention: a moment is stored normalised by the length of the video's clip grid,
 ``num_clips * clip_len`` seconds, so clip ``i`` of a video with ``L`` clips covers
 ``[i / L, (i + 1) / L]``. Model predictions and matching targets use (center, width) form;
-see :mod:`masra.grounding.span_ops` for conversions.
+see :mod:`masra.grounding.spans` for conversions.
 
 Priors are optional and only ever present in training batches; the model never reads them, only
 the criterion does.

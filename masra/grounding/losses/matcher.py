@@ -18,9 +18,9 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from masra.grounding.batch import host_to_device
 from masra.grounding.config import LossConfig
-from masra.grounding.span_ops import paired_generalized_iou, span_cxw_to_xx
+from masra.grounding.data.batch import host_to_device
+from masra.grounding.spans import paired_generalized_iou, span_cxw_to_xx
 
 __all__ = ["HungarianMatcher", "MatchIndices", "build_matcher"]
 

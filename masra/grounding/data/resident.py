@@ -2,7 +2,7 @@
 
 At start-up :func:`build_split` copies one split out of the feature store (and the prior table) into
 padded tensors, moves them to the training device in training precision, and from then on
-:meth:`ResidentSplit.batch` builds a :class:`~masra.grounding.batch.Batch` by indexing those tensors.
+:meth:`ResidentSplit.batch` builds a :class:`~masra.grounding.data.batch.Batch` by indexing those tensors.
 There are no DataLoader workers, no per-sample file reads and no per-sample decompression.
 
 Shapes (V videos, N queries, L = max clips kept, T = max tokens, S = max windows, E = max events):
@@ -34,7 +34,7 @@ from masra.datasets.features import temporal_endpoint_features
 from masra.datasets.lengths import check_lengths, warn_lengths
 from masra.datasets.store import FeatureStore
 from masra.datasets.types import Query
-from masra.grounding.batch import Batch, PriorBatch, VideoBatch, host_to_device
+from masra.grounding.data.batch import Batch, PriorBatch, VideoBatch, host_to_device
 from masra.priors.table import PriorTable
 
 log = logging.getLogger(__name__)

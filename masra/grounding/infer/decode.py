@@ -8,7 +8,7 @@ A prediction row (the QVHighlights submission format)::
 
 Defaults (documented in docs/training.md): the top 10 windows by foreground probability, no snapping,
 no NMS, no saliency re-scoring. Spans are normalised by the clip grid ``num_clips * clip_len`` (see
-:mod:`masra.grounding.batch`) and come back in seconds, clamped to ``[0, duration]``.
+:mod:`masra.grounding.data.batch`) and come back in seconds, clamped to ``[0, duration]``.
 """
 
 from __future__ import annotations

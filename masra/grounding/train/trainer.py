@@ -9,7 +9,7 @@ Files of a run folder::
     checkpoints/      step-<step>/ checkpoint folders (masra.grounding.checkpoint)
     best/ last/       links to the best and the latest checkpoint (best.json / last.json: pointers)
     history.jsonl     one line per start and resume: time, epoch, step, checkpoint, changed config keys
-    summary.json      written by :func:`masra.grounding.recipe.run_training` at the end
+    summary.json      written by :func:`masra.grounding.train.recipe.run_training` at the end
     tensorboard/      trackers
 
 The model and the criterion run inside one wrapper module so that distributed training synchronises
@@ -33,7 +33,6 @@ from accelerate import Accelerator
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from masra.grounding.batch import Batch, PriorBatch
 from masra.grounding.checkpoint import (
     adopt_checkpoint,
     checkpoint_folder,
@@ -44,11 +43,12 @@ from masra.grounding.checkpoint import (
     save_rng_state,
     save_training_state,
 )
-from masra.grounding.data import ResidentSplit, epoch_batches
+from masra.grounding.config import TrainConfig
+from masra.grounding.data.batch import Batch, PriorBatch
+from masra.grounding.data.resident import ResidentSplit, epoch_batches
+from masra.grounding.infer.decode import foreground_prob, predictions_from_outputs
 from masra.grounding.losses import weighted_total
 from masra.grounding.losses.criterion import CRITERION_INPUTS
-from masra.grounding.postprocess import foreground_prob, predictions_from_outputs
-from masra.grounding.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,8 @@ from typing import Any
 import yaml
 
 from masra.datasets.card import set_dotted
-from masra.grounding.config import LossConfig, ModelConfig, check_field_types, type_problem
+from masra.grounding.config.checks import check_field_types, type_problem
+from masra.grounding.config.model import LossConfig, ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ CONFIG_DIR_ENV = "MASRA_CONFIGS"
 
 @dataclass
 class PostprocessConfig:
-    """How predicted spans become ranked windows in seconds (see :mod:`masra.grounding.postprocess`).
+    """How predicted spans become ranked windows in seconds (see :mod:`masra.grounding.infer.decode`).
 
     Attributes:
         top_k: windows kept per query after NMS.

@@ -1,0 +1,33 @@
+"""Every typed config of the grounding stage, validated where it is built.
+
+- :mod:`~masra.grounding.config.model`: :class:`ModelConfig` (the architecture and the MASRA parts)
+  and :class:`LossConfig` (loss weights), both stored in a checkpoint's ``config.json``;
+- :mod:`~masra.grounding.config.train`: :class:`TrainConfig` (a run, loaded from
+  ``configs/<dataset>.yaml`` with ``--set`` overrides) and :class:`PostprocessConfig` (model outputs
+  to windows);
+- :mod:`~masra.grounding.config.checks`: the JSON round trip and the value-type checks they share.
+"""
+
+from masra.grounding.config.checks import check_field_types, check_types, type_problem
+from masra.grounding.config.model import PRIOR_PLACEMENTS, LossConfig, ModelConfig
+from masra.grounding.config.train import (
+    MASRA_PARTS,
+    PostprocessConfig,
+    TrainConfig,
+    find_train_config,
+    load_train_config,
+)
+
+__all__ = [
+    "MASRA_PARTS",
+    "PRIOR_PLACEMENTS",
+    "LossConfig",
+    "ModelConfig",
+    "PostprocessConfig",
+    "TrainConfig",
+    "check_field_types",
+    "check_types",
+    "find_train_config",
+    "load_train_config",
+    "type_problem",
+]
