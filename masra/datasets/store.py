@@ -38,6 +38,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -322,6 +323,25 @@ def build_feature_store(
         return _build(card, splits, out, dtype)
 
 
+def find_feature_store(
+    card: DatasetCard, splits: list[str], path: str | os.PathLike[str] | None = None
+) -> FeatureStore | None:
+    """The up-to-date store at ``path`` (default ``{card.root}/store``) holding ``splits``, or None.
+
+    Never builds, rebuilds or waits: evaluation uses the store training read (same bytes, same
+    dtype) when there is one, and the feature files otherwise. Any dtype is accepted.
+    """
+    out = Path(path) if path is not None else card.root / "store"
+    old = _read_index(out)
+    if old is None:
+        return None
+    reason = _stale_reason(card, old, list(dict.fromkeys(splits)), None)
+    if reason is not None:
+        log.info("feature store %s not used: %s", out, reason)
+        return None
+    return FeatureStore.open(out)
+
+
 def _build(card: DatasetCard, splits: list[str], out: Path, dtype: str) -> Path:
     vids, qids, ann_files, durations = _collect(card, splits)
     find_missing(card, vids, qids)
@@ -471,6 +491,10 @@ class FeatureStore:
         """(Dt,) pooled query feature."""
         return self.text_pooled[self.text_row(qid)]
 
+    def holds(self, vids: Iterable[str], qids: Iterable[QueryId]) -> bool:
+        """Whether every video of ``vids`` and every query of ``qids`` is in the store."""
+        return all(v in self._vrow for v in vids) and all(qid_key(q) in self._trow for q in qids)
+
     def __repr__(self) -> str:
         return (
             f"FeatureStore({str(self.path)!r}, videos={len(self.video_ids)}, queries={len(self.qids)}, "
@@ -478,4 +502,4 @@ class FeatureStore:
         )
 
 
-__all__ = ["FeatureStore", "build_feature_store", "qid_key"]
+__all__ = ["FeatureStore", "build_feature_store", "find_feature_store", "qid_key"]

@@ -87,6 +87,7 @@ def _eval_checkpoint(
     checkpoint: Path, dataset: str | None, split: str, overrides: tuple[str, ...], out: Path | None,
     annotations: Path | None,
 ) -> None:  # fmt: skip
+    from masra.datasets.store import find_feature_store
     from masra.grounding.checkpoint import read_checkpoint_config
     from masra.grounding.infer.evaluate import evaluate_checkpoint
     from masra.grounding.infer.grounder import Grounder, checkpoint_card
@@ -102,7 +103,11 @@ def _eval_checkpoint(
         raise click.ClickException(str(e)) from None
     grounder = Grounder.from_pretrained(checkpoint, card=card)
     out_dir = out or checkpoint.parent / f"eval_{card.name}_{split}"
-    result = evaluate_checkpoint(grounder, card, split, out_dir, annotations=annotations)
+    store = find_feature_store(card, [split]) if annotations is None else None
+    click.echo(
+        f"features from {f'the feature store {store.path} (as training read them)' if store else 'the feature files'}"
+    )
+    result = evaluate_checkpoint(grounder, card, split, out_dir, annotations=annotations, store=store)
     click.echo(f"{result.num_queries} predictions written to {result.predictions_path}")
     if result.metrics is None:
         click.echo(f"split {split!r} has no labels: predictions only")

@@ -22,12 +22,15 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "decode_query",
     "foreground_prob",
     "minmax_saliency",
     "predictions_from_outputs",
+    "rank_candidates",
     "saliency_lists",
     "saliency_proposals",
     "saliency_rescore",
+    "saliency_row_length",
     "spans_to_windows",
     "temporal_nms",
     "window_clips",
@@ -212,6 +215,80 @@ def saliency_lists(saliency: Tensor, lengths: Sequence[int] | Tensor) -> list[li
     return [[round(float(v), 5) for v in sal[b, :n]] for b, n in enumerate(lens)]
 
 
+def rank_candidates(
+    candidates: Sequence[Sequence[float]],
+    saliency: Sequence[float],
+    *,
+    clip_len: float,
+    duration: float,
+    top_k: int = 10,
+    nms_iou: float | None = None,
+    saliency_weight: float = 0.0,
+    proposals: bool = False,
+) -> list[Window]:
+    """The ranking stage every caller shares: candidate windows in seconds -> the final top windows.
+
+    With ``proposals`` the saliency curve's high runs join the candidates and all are ranked by
+    :func:`saliency_proposals`; else with ``saliency_weight > 0`` each candidate is re-scored by
+    :func:`saliency_rescore`; else the candidates keep their scores (ranked best first). Then NMS
+    (``nms_iou``, None = off) and ``top_k``.
+    """
+    if proposals:
+        ranked = saliency_proposals(candidates, saliency, clip_len=clip_len, duration=duration)
+    elif saliency_weight > 0:
+        ranked = saliency_rescore(candidates, saliency, clip_len=clip_len, weight=saliency_weight)
+    else:
+        ranked = sorted(([float(w[0]), float(w[1]), float(w[2])] for w in candidates), key=lambda w: -w[2])
+    return (temporal_nms(ranked, nms_iou) if nms_iou is not None else ranked)[:top_k]
+
+
+def decode_query(
+    prob: Tensor | np.ndarray,
+    spans: Tensor | np.ndarray,
+    saliency: Sequence[float],
+    *,
+    num_clips: int,
+    clip_len: float,
+    duration: float,
+    top_k: int = 10,
+    snap: bool = False,
+    nms_iou: float | None = None,
+    saliency_weight: float = 0.0,
+    proposals: bool = False,
+) -> list[Window]:
+    """One query's model outputs of one pass -> its ranked windows: THE decoding of masra.
+
+    The trainer's evaluation (through :func:`predictions_from_outputs`), the Grounder (one pass per
+    video, or per window of a long video) and so ``masra eval --checkpoint`` and the run report all
+    call this function, so they cannot drift apart.
+
+    Args:
+        prob: (Q,) foreground probabilities.
+        spans: (Q, 2) normalised (center, width) spans on the grid of ``num_clips`` clips.
+        saliency: the query's clip scores as written to the prediction row (5 decimals).
+        num_clips, clip_len, duration: as in :func:`spans_to_windows`.
+        top_k, snap, nms_iou, saliency_weight, proposals: the ``postprocess`` config.
+    """
+    windows = spans_to_windows(
+        spans, prob, num_clips=num_clips, clip_len=clip_len, duration=duration, top_k=len(prob), snap=snap
+    )
+    return rank_candidates(
+        windows,
+        saliency,
+        clip_len=clip_len,
+        duration=duration,
+        top_k=top_k,
+        nms_iou=nms_iou,
+        saliency_weight=saliency_weight,
+        proposals=proposals,
+    )
+
+
+def saliency_row_length(num_scores: int, duration: float, clip_len: float) -> int:
+    """Saliency scores a prediction row keeps: the clips that start inside the video, at least one."""
+    return max(1, min(num_scores, math.ceil(duration / clip_len - 1e-6)))
+
+
 def predictions_from_outputs(
     prob: Tensor,
     spans: Tensor,
@@ -224,11 +301,7 @@ def predictions_from_outputs(
     saliency_weight: float = 0.0,
     proposals: bool = False,
 ) -> list[dict[str, Any]]:
-    """Batched outputs -> prediction rows.
-
-    With ``saliency_weight > 0`` every window is first re-scored by :func:`saliency_rescore`, then
-    NMS and ``top_k`` apply. With ``proposals`` the saliency curve's high runs join the decoder's
-    windows and all are ranked by :func:`saliency_proposals` instead (``saliency_weight`` unused).
+    """Batched outputs of one pass -> prediction rows, each query through :func:`decode_query`.
 
     Args:
         prob: (B, Q) foreground probabilities.
@@ -236,6 +309,7 @@ def predictions_from_outputs(
         saliency: (B, L) clip scores.
         meta: per-sample dicts with ``qid``, ``query``, ``vid``, ``duration``, ``clip_len`` and
             ``num_clips`` (the clips the model saw).
+        top_k, snap, nms_iou, saliency_weight, proposals: the ``postprocess`` config.
     """
     if not (prob.shape[0] == spans.shape[0] == saliency.shape[0] == len(meta)):
         raise ValueError(
@@ -247,33 +321,27 @@ def predictions_from_outputs(
     sal = saliency_lists(saliency, [int(m["num_clips"]) for m in meta])
     rows = []
     for b, m in enumerate(meta):
-        rescore = saliency_weight > 0 or proposals
-        windows = spans_to_windows(
-            spans_np[b],
+        duration, clip_len = float(m["duration"]), float(m["clip_len"])
+        windows = decode_query(
             prob_np[b],
+            spans_np[b],
+            sal[b],
             num_clips=int(m["num_clips"]),
-            clip_len=float(m["clip_len"]),
-            duration=float(m["duration"]),
-            top_k=len(prob_np[b]) if rescore else top_k,
+            clip_len=clip_len,
+            duration=duration,
+            top_k=top_k,
             snap=snap,
-            nms_iou=None if rescore else nms_iou,
+            nms_iou=nms_iou,
+            saliency_weight=saliency_weight,
+            proposals=proposals,
         )
-        if proposals:
-            windows = saliency_proposals(
-                windows, sal[b], clip_len=float(m["clip_len"]), duration=float(m["duration"])
-            )
-            windows = (temporal_nms(windows, nms_iou) if nms_iou is not None else windows)[:top_k]
-        elif rescore:
-            windows = saliency_rescore(windows, sal[b], clip_len=float(m["clip_len"]), weight=saliency_weight)
-            windows = (temporal_nms(windows, nms_iou) if nms_iou is not None else windows)[:top_k]
-        n_sal = min(len(sal[b]), max(1, math.ceil(float(m["duration"]) / float(m["clip_len"]) - 1e-6)))
         rows.append(
             {
                 "qid": m["qid"],
                 "query": m.get("query", ""),
                 "vid": m["vid"],
                 "pred_relevant_windows": windows,
-                "pred_saliency_scores": sal[b][:n_sal],
+                "pred_saliency_scores": sal[b][: saliency_row_length(len(sal[b]), duration, clip_len)],
             }
         )
     return rows

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from masra.datasets.card import DatasetCard
 from masra.datasets.features import load_text_features, load_video_features
 from masra.datasets.readers import load_queries
-from masra.datasets.types import Query
+from masra.datasets.store import FeatureStore
+from masra.datasets.types import Query, QueryId
 from masra.grounding.metrics import GroundTruth, evaluate_submission, read_ground_truth
 from masra.grounding.submission import Prediction, write_submission
 
@@ -52,12 +54,33 @@ def load_ground_truth(
 
 
 def predict_queries(
-    grounder: Grounder, card: DatasetCard, queries: list[Query], videos_per_call: int = 64
+    grounder: Grounder,
+    card: DatasetCard,
+    queries: list[Query],
+    videos_per_call: int = 64,
+    *,
+    store: FeatureStore | None = None,
 ) -> list[Prediction]:
-    """Predictions for ``queries``, in their order, from the card's video and text feature files.
+    """Predictions for ``queries``, in their order.
 
+    Features come from ``store`` when it holds every video and query (the bytes training read, so
+    the trainer's own evaluation is reproduced exactly), else from the card's feature files.
     Videos are read ``videos_per_call`` at a time and their (window, query) pairs batched together.
     """
+    if store is not None and not store.holds({q.vid for q in queries}, [q.qid for q in queries]):
+        log.info("feature store %s lacks some of these queries; reading the feature files", store.path)
+        store = None
+
+    def video(vid: str) -> np.ndarray:  # no cut: long videos by windows
+        return (
+            np.asarray(store.video(vid), np.float32) if store is not None else load_video_features(card, vid)
+        )
+
+    def text(qid: QueryId) -> np.ndarray:
+        return (
+            np.asarray(store.text(qid), np.float32) if store is not None else load_text_features(card, qid)[0]
+        )
+
     by_vid: dict[str, list[int]] = {}
     for i, q in enumerate(queries):
         by_vid.setdefault(q.vid, []).append(i)
@@ -66,8 +89,8 @@ def predict_queries(
     with tqdm(total=len(groups), desc="videos", unit="video") as progress:
         for g in range(0, len(groups), videos_per_call):
             chunk = groups[g : g + videos_per_call]
-            videos = [load_video_features(card, vid) for vid, _ in chunk]  # no cut: long videos by windows
-            feats = [[load_text_features(card, queries[i].qid)[0] for i in rows] for _, rows in chunk]
+            videos = [video(vid) for vid, _ in chunk]
+            feats = [[text(queries[i].qid) for i in rows] for _, rows in chunk]
             durations = [queries[rows[0]].duration for _, rows in chunk]
             results = grounder.predict_many(videos, feats, durations=durations)
             for (_, rows), per_video in zip(chunk, results, strict=True):
@@ -96,11 +119,15 @@ def evaluate_checkpoint(
     out_dir: str | os.PathLike[str],
     *,
     annotations: str | os.PathLike[str] | None = None,
+    store: FeatureStore | None = None,
 ) -> EvalOutput:
-    """Predict ``split`` of ``card`` with ``grounder``; write predictions (and metrics when labelled)."""
+    """Predict ``split`` of ``card`` with ``grounder``; write predictions (and metrics when labelled).
+
+    ``store``: read features from this feature store (see :func:`predict_queries`).
+    """
     out = Path(out_dir)
     queries, _ = load_queries(card, split, Path(annotations) if annotations is not None else None)
-    preds = predict_queries(grounder, card, queries)
+    preds = predict_queries(grounder, card, queries, store=store)
     pred_path = write_submission(out / f"predictions_{split}.jsonl", preds)
     labelled = sum(q.labelled for q in queries)
     if labelled == 0:

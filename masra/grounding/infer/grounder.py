@@ -46,10 +46,11 @@ from torch import nn
 from masra.datasets.card import DatasetCard, load_card
 from masra.datasets.features import l2_normalize, temporal_endpoint_features
 from masra.grounding.infer.decode import (
+    decode_query,
     foreground_prob,
     minmax_saliency,
-    saliency_proposals,
-    saliency_rescore,
+    rank_candidates,
+    saliency_row_length,
     spans_to_windows,
     temporal_nms,
     window_clips,
@@ -155,7 +156,7 @@ class Grounding:
 
     def to_prediction(self, qid: int | str, vid: str | None, duration: float, clip_len: float) -> Prediction:
         """A submission row; saliency cut to the clips that start inside the video."""
-        n_sal = max(1, min(len(self.saliency), int(np.ceil(duration / clip_len - 1e-6))))
+        n_sal = saliency_row_length(len(self.saliency), duration, clip_len)
         return Prediction(
             qid=qid,
             windows=tuple((float(s), float(e), float(c)) for s, e, c in self.windows),
@@ -498,54 +499,68 @@ class Grounder:
         outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
         top_k: int,
     ) -> Grounding:
-        """One query's windows and saliency from its per-window outputs (module docstring)."""
+        """One query's windows and saliency from its per-window outputs (module docstring).
+
+        A video of one window is decoded by :func:`~masra.grounding.infer.decode.decode_query`, the
+        trainer's own decoding; a long video's windows are merged first, then ranked alike.
+        """
         cfg = self.config
         saliency = np.zeros(num_clips)
         counts = np.zeros(num_clips)
-        candidates: list[list[float]] = []
-        for (prob, spans, sal), s in zip(outputs, starts, strict=True):
+        for (_, _, sal), s in zip(outputs, starts, strict=True):
             saliency[s : s + span] += sal.numpy()
             counts[s : s + span] += 1
+        saliency = saliency / counts
+        rounded = [round(float(v), 5) for v in saliency]  # as written to a prediction row
+        if len(starts) == 1:
+            prob, spans, _ = outputs[0]
+            windows = decode_query(
+                prob,
+                spans,
+                rounded,
+                num_clips=span,
+                clip_len=cfg.clip_len,
+                duration=max(duration, 1e-6),
+                top_k=top_k,
+                snap=cfg.snap,
+                nms_iou=cfg.nms_iou,
+                saliency_weight=cfg.saliency_weight,
+                proposals=cfg.proposals,
+            )
+            return Grounding(windows=windows, saliency=saliency, num_windows=1)
+        candidates: list[list[float]] = []
+        for (prob, spans, _), s in zip(outputs, starts, strict=True):
             offset = s * cfg.clip_len
-            single = len(starts) == 1
-            rescore_single = single and (cfg.saliency_weight > 0 or cfg.proposals)
             local = spans_to_windows(
                 spans,
                 prob,
                 num_clips=span,
                 clip_len=cfg.clip_len,
                 duration=max(duration - offset, 1e-6),
-                top_k=top_k if single and not rescore_single else prob.shape[0],
+                top_k=prob.shape[0],
                 snap=cfg.snap,
-                nms_iou=cfg.nms_iou if single and not rescore_single else None,
             )
-            if len(starts) == 1:
-                candidates = local
-                continue
             lo, hi = self._core(s, starts, span)
             for a, e, c in local:
                 a, e = round(a + offset, 4), round(e + offset, 4)
                 weight = 1.0 if lo <= (a + e) / 2 <= hi else cfg.off_core_weight
                 candidates.append([a, e, c * weight])
-        saliency = saliency / counts
-        if cfg.proposals:  # the trainer's post-processing, over the whole video's saliency
-            rounded = [round(float(v), 5) for v in saliency]
-            candidates = saliency_proposals(candidates, rounded, clip_len=cfg.clip_len, duration=duration)
-            nms_iou = cfg.nms_iou if len(starts) == 1 else cfg.merge_nms_iou
-            candidates = (temporal_nms(candidates, nms_iou) if nms_iou is not None else candidates)[:top_k]
-        elif len(starts) == 1 and cfg.saliency_weight > 0:  # the trainer's post-processing, same order
-            rounded = [round(float(v), 5) for v in saliency]  # as the trainer's saliency lists
-            candidates = saliency_rescore(
-                candidates, rounded, clip_len=cfg.clip_len, weight=cfg.saliency_weight
+        if cfg.proposals:
+            windows = rank_candidates(
+                candidates,
+                rounded,
+                clip_len=cfg.clip_len,
+                duration=duration,
+                top_k=top_k,
+                nms_iou=cfg.merge_nms_iou,
+                proposals=True,
             )
-            nms = temporal_nms(candidates, cfg.nms_iou) if cfg.nms_iou is not None else candidates
-            candidates = nms[:top_k]
-        elif len(starts) > 1:
+        else:
             if cfg.saliency_rescore:
                 candidates = self._saliency_rescore(candidates, saliency)
             candidates = [[a, e, round(c, 6)] for a, e, c in candidates]
-            candidates = temporal_nms(candidates, cfg.merge_nms_iou)[:top_k]
-        return Grounding(windows=candidates, saliency=saliency, num_windows=len(starts))
+            windows = temporal_nms(candidates, cfg.merge_nms_iou)[:top_k]
+        return Grounding(windows=windows, saliency=saliency, num_windows=len(starts))
 
     def _saliency_rescore(self, candidates: list[list[float]], saliency: np.ndarray) -> list[list[float]]:
         """Scores x the mean min-max-normalised video saliency over each candidate's clips."""
