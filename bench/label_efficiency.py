@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from masra.datasets.card import load_card, parse_overrides
     from masra.datasets.readers import load_queries
-    from masra.datasets.store import build_feature_store
+    from masra.datasets.store_build import build_feature_store
     from masra.grounding.config import load_train_config
 
     marker = args.world_dir / "fixture.json"

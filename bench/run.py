@@ -97,7 +97,7 @@ def prepare_data(
         }
     else:
         from masra.datasets.card import load_card
-        from masra.datasets.store import build_feature_store
+        from masra.datasets.store_build import build_feature_store
 
         if not (fixture_dir / "fixture.json").is_file():
             raise SystemExit(f"no fixture at {fixture_dir}; run `make fixture` first (or pass --fixture-dir)")

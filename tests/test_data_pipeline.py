@@ -11,7 +11,8 @@ from _train_world import CLIP_LEN, PRIOR_DIM, TEXT_DIM, VIDEO_DIM, make_world
 
 from masra.datasets.card import load_card
 from masra.datasets.readers import load_queries
-from masra.datasets.store import FeatureStore, build_feature_store
+from masra.datasets.store import FeatureStore
+from masra.datasets.store_build import build_feature_store
 from masra.datasets.types import Query
 from masra.grounding.data.resident import PriorCoverageError, build_split, epoch_batches
 from masra.priors.schema import EMBED_SCHEMA, SCHEMA_VERSION
@@ -141,10 +142,10 @@ def test_missing_priors_error_and_partial_coverage(tmp_path: Path) -> None:
     split = build_split(
         card, queries, store, max_clips=16, max_text_len=8, priors=priors, allow_partial_priors=True
     )
-    assert split.has_prior is not None
-    assert split.has_prior.tolist() == [True] * 5 + [False] * 5
+    assert split.priors is not None
+    assert split.priors.has_prior.tolist() == [True] * 5 + [False] * 5
     assert split.report.videos_without_priors == 5
-    assert split.caption_mask is not None and not bool(split.caption_mask[5:].any())
+    assert not bool(split.priors.caption_mask[5:].any())
 
 
 def test_prior_clip_count_and_dim_mismatch(tmp_path: Path) -> None:
@@ -206,12 +207,13 @@ def test_prior_events_past_the_cut_are_dropped_and_crossing_ones_clipped(tmp_pat
     cut = 8 * CLIP_LEN
     starts = [q.windows[0][0] for q in queries]  # the toy world's one event per video is the GT window
     assert split.report.events_dropped == sum(s >= cut for s in starts) > 0
-    assert split.event_mask is not None and split.event_spans is not None and split.caption_mask is not None
+    assert split.priors is not None
+    pri = split.priors
     for i, q in enumerate(queries):
         (s, e) = q.windows[0]
         if s >= cut:
-            assert not bool(split.event_mask[i].any())
+            assert not bool(pri.event_mask[i].any())
         else:
             expected = torch.tensor([s / cut, min(e, cut) / cut])
-            assert bool(split.event_mask[i, 0]) and torch.allclose(split.event_spans[i, 0], expected)
-    assert split.caption_mask.shape == (12, 8) and bool(split.caption_mask.all())
+            assert bool(pri.event_mask[i, 0]) and torch.allclose(pri.event_spans[i, 0], expected)
+    assert pri.caption_mask.shape == (12, 8) and bool(pri.caption_mask.all())

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from masra.datasets.card import load_card
 from masra.datasets.readers import load_queries
-from masra.datasets.store import find_feature_store
+from masra.datasets.store_build import find_feature_store
 from masra.grounding.config import load_train_config
 from masra.grounding.infer.evaluate import load_ground_truth
 from masra.grounding.infer.grounder import Grounder

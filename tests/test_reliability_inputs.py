@@ -18,7 +18,7 @@ from masra.datasets.readers import (
     read_qvhighlights_jsonl,
     read_tacos_jsonl,
 )
-from masra.datasets.store import build_feature_store
+from masra.datasets.store_build import build_feature_store
 from masra.datasets.types import AnnotationError
 from masra.pipelines.cli import main
 

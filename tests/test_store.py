@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import masra.datasets.store as store_mod
+import masra.datasets.store_build as store_mod
 from masra.datasets.card import DatasetCard, FeatureSource, TextFeatureSource
 from masra.datasets.features import load_text_features, load_video_features
-from masra.datasets.store import INDEX, FeatureStore, build_feature_store, qid_key
+from masra.datasets.store import INDEX, FeatureStore, qid_key
+from masra.datasets.store_build import build_feature_store
 from masra.datasets.types import MissingFilesError
 
 DIMS = {"a": 3, "b": 5}

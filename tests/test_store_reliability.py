@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 from test_store import _world
 
-import masra.datasets.store as store_mod
-from masra.datasets.store import INDEX, FeatureStore, build_feature_store
+import masra.datasets.store_build as store_mod
+from masra.datasets.store import INDEX, FeatureStore
+from masra.datasets.store_build import build_feature_store
 from masra.runlock import RunLock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,7 +97,7 @@ def test_a_build_waits_while_another_build_holds_the_store(tmp_path: Path) -> No
 _BUILD = """
 import logging, pickle, sys, time
 from pathlib import Path
-import masra.datasets.store as s
+import masra.datasets.store_build as s
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 real = s._write
 def slow(*a, **k):

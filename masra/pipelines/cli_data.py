@@ -92,7 +92,8 @@ def build_store(
     dataset: str, splits: tuple[str, ...], out: Path | None, dtype: str, overrides: tuple[str, ...]
 ) -> None:
     """Convert the per-video npz features of the splits into one memory-mapped store (run once)."""
-    from masra.datasets.store import FeatureStore, build_feature_store  # lazy: pyarrow, off `masra --help`
+    from masra.datasets.store import FeatureStore  # lazy: pyarrow, off `masra --help`
+    from masra.datasets.store_build import build_feature_store
 
     card = _card(dataset, overrides)
     try:

@@ -87,7 +87,7 @@ def _eval_checkpoint(
     checkpoint: Path, dataset: str | None, split: str, overrides: tuple[str, ...], out: Path | None,
     annotations: Path | None,
 ) -> None:  # fmt: skip
-    from masra.datasets.store import find_feature_store
+    from masra.datasets.store_build import find_feature_store
     from masra.grounding.checkpoint import read_checkpoint_config
     from masra.grounding.infer.evaluate import evaluate_checkpoint
     from masra.grounding.infer.grounder import Grounder, checkpoint_card

@@ -52,6 +52,14 @@ class PriorBatch:
             moved[f.name] = None if value is None else value.to(device)
         return PriorBatch(**moved)
 
+    def rows(self, index: Tensor) -> PriorBatch:
+        """The rows ``index`` ((B,) int64, on this batch's device) of every field."""
+        picked: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            picked[f.name] = None if value is None else value[index]
+        return PriorBatch(**picked)
+
     @staticmethod
     def cat(first: PriorBatch, first_mask: Tensor, second: PriorBatch, second_mask: Tensor) -> PriorBatch:
         """The rows of ``first`` then ``second`` (same L and E), with their clip masks in ``clip_mask``."""

@@ -10,7 +10,7 @@ Shapes (V videos, N queries, L = max clips kept, T = max tokens, S = max windows
     text (N, T, Dt), text_len (N,), q2v (N,) video row of each query
     spans (N, S, 2) normalised (center, width), span_count (N,), saliency (N, L)
     priors: event_spans (V, E, 2) normalised (start, end), event_emb (V, E, Dp), event_mask (V, E),
-            caption_emb (V, L, Dp), caption_mask (V, L), has_prior (V,)
+            caption_emb (V, L, Dp), caption_mask (V, L), has_prior (V,): one PriorBatch over all videos
 
 Videos longer than ``max_clips`` are cut; windows and events starting after the cut are dropped,
 those crossing it are clipped, and both are counted in :class:`SplitReport` and the log.
@@ -35,6 +35,8 @@ from masra.datasets.lengths import check_lengths, warn_lengths
 from masra.datasets.store import FeatureStore
 from masra.datasets.types import Query
 from masra.grounding.data.batch import Batch, PriorBatch, VideoBatch, host_to_device
+from masra.grounding.data.order import epoch_batches, label_subset
+from masra.grounding.data.priors import PriorCoverageError, join_priors
 from masra.priors.table import PriorTable
 
 log = logging.getLogger(__name__)
@@ -50,10 +52,6 @@ __all__ = [
 ]
 
 _EPS = 1e-6
-
-
-class PriorCoverageError(ValueError):
-    """Training videos without priors while prior losses are on; names the count and a few ids."""
 
 
 @dataclass
@@ -89,12 +87,7 @@ class ResidentSplit:
     spans: Tensor
     span_count: Tensor
     saliency: Tensor
-    event_spans: Tensor | None
-    event_emb: Tensor | None
-    event_mask: Tensor | None
-    caption_emb: Tensor | None
-    caption_mask: Tensor | None
-    has_prior: Tensor | None
+    priors: PriorBatch | None
     meta: list[dict[str, Any]]
     queries: list[Query]
     report: SplitReport
@@ -105,7 +98,7 @@ class ResidentSplit:
 
     @property
     def has_priors(self) -> bool:
-        return self.has_prior is not None
+        return self.priors is not None
 
     @property
     def device(self) -> torch.device:
@@ -115,7 +108,7 @@ class ResidentSplit:
         """Move every tensor (in place) and return self."""
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, Tensor):
+            if isinstance(value, Tensor | PriorBatch):
                 setattr(self, f.name, value.to(device))
         return self
 
@@ -125,7 +118,7 @@ class ResidentSplit:
         i = host_to_device(idx, self.device)
         v = self.q2v[i]  # (B,)
         sp = self.spans[i]  # (B, S, 2)
-        priors = self._priors(v) if with_priors and self.has_prior is not None else None
+        priors = self._priors(v) if with_priors else None
         return Batch(
             video=self.video[v],
             video_mask=self.video_mask[v],
@@ -139,23 +132,15 @@ class ResidentSplit:
 
     def video_batch(self, rows: Tensor) -> VideoBatch:
         """The videos ``rows`` ((Bv,) int64 video rows, on the CPU) with their priors, no query."""
-        if self.has_prior is None:
-            raise ValueError("video_batch needs a split built with priors")
         v = host_to_device(rows, self.device)
-        return VideoBatch(video=self.video[v], video_mask=self.video_mask[v], priors=self._priors(v))
+        priors = self._priors(v)
+        if priors is None:
+            raise ValueError("video_batch needs a split built with priors")
+        return VideoBatch(video=self.video[v], video_mask=self.video_mask[v], priors=priors)
 
-    def _priors(self, v: Tensor) -> PriorBatch:
-        """The priors of video rows ``v`` ((B,) on this split's device)."""
-        assert self.has_prior is not None and self.event_spans is not None and self.event_emb is not None
-        assert self.event_mask is not None and self.caption_emb is not None and self.caption_mask is not None
-        return PriorBatch(
-            event_spans=self.event_spans[v],
-            event_emb=self.event_emb[v],
-            event_mask=self.event_mask[v],
-            caption_emb=self.caption_emb[v],
-            caption_mask=self.caption_mask[v],
-            has_prior=self.has_prior[v],
-        )
+    def _priors(self, v: Tensor) -> PriorBatch | None:
+        """The priors of video rows ``v`` ((B,) on this split's device), None without priors."""
+        return None if self.priors is None else self.priors.rows(v)
 
     @property
     def num_videos(self) -> int:
@@ -179,56 +164,6 @@ def gt_row(q: Query) -> dict[str, Any]:
         row["relevant_clip_ids"] = list(q.relevant_clip_ids)
         row["saliency_scores"] = [list(s) for s in q.saliency_scores]
     return row
-
-
-def label_subset(num_queries: int, fraction: float, seed: int) -> Tensor:
-    """Sorted (k,) int64 rows of the queries kept as labelled, ``k = max(1, round(fraction * n))``.
-
-    The rows are a prefix of one seeded permutation, so for one seed a smaller fraction's queries are
-    among a larger one's.
-    """
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"label fraction must be in (0, 1], got {fraction!r}")
-    order = np.random.default_rng([int(seed), 0x1ABE1]).permutation(num_queries)
-    k = max(1, round(fraction * num_queries))
-    return torch.from_numpy(np.sort(order[:k]).astype(np.int64))
-
-
-def epoch_batches(
-    num_items: int,
-    global_batch: int,
-    *,
-    seed: int,
-    epoch: int,
-    rank: int = 0,
-    world: int = 1,
-    shuffle: bool = True,
-) -> list[Tensor]:
-    """This process's index batches of one epoch; the order depends only on (seed, epoch).
-
-    Global batch ``s`` is ``order[s * G : (s + 1) * G]``; process ``rank`` takes its ``G / world``
-    contiguous share. With one process the last batch may be smaller; with several the order is
-    padded by wrapping around so every process runs the same number of equal batches.
-    """
-    if global_batch % world:
-        raise ValueError(f"batch size {global_batch} is not a multiple of the {world} processes")
-    if num_items < 1:
-        raise ValueError("an epoch needs at least one item")
-    if shuffle:
-        gen = torch.Generator().manual_seed(int(seed) * 100_003 + int(epoch))
-        order = torch.randperm(num_items, generator=gen)
-    else:
-        order = torch.arange(num_items)
-    steps = -(-num_items // global_batch)
-    if world > 1:
-        need = steps * global_batch
-        order = order.repeat(-(-need // num_items))[:need]
-    per = global_batch // world
-    out = []
-    for s in range(steps):
-        chunk = order[s * global_batch : (s + 1) * global_batch]
-        out.append(chunk[rank * per : (rank + 1) * per] if world > 1 else chunk)
-    return out
 
 
 def _windows_on_grid(
@@ -404,97 +339,28 @@ def build_split(
         spans=torch.from_numpy(spans),
         span_count=torch.from_numpy(span_count),
         saliency=torch.from_numpy(saliency),
-        event_spans=None,
-        event_emb=None,
-        event_mask=None,
-        caption_emb=None,
-        caption_mask=None,
-        has_prior=None,
+        priors=None,
         meta=meta,
         queries=kept_q,
         report=report,
         span_count_cpu=[int(c) for c in span_count],
     )
     if priors is not None:
-        _join_priors(
-            split, priors, vids, full_len, vlen, clip_len, prior_dim, allow_partial_priors, dtype, name
+        split.priors = join_priors(
+            priors,
+            vids,
+            full_len,
+            vlen,
+            split.video.shape[1],
+            clip_len,
+            prior_dim=prior_dim,
+            allow_partial=allow_partial_priors,
+            dtype=dtype,
+            name=name,
+            report=report,
         )
     _log_report(name, report)
     return split.to(device)
-
-
-def _join_priors(
-    split: ResidentSplit,
-    priors: PriorTable,
-    vids: list[str],
-    full_len: np.ndarray,
-    vlen: np.ndarray,
-    clip_len: float,
-    prior_dim: int | None,
-    allow_partial: bool,
-    dtype: torch.dtype,
-    name: str,
-) -> None:
-    """Attach per-video prior tensors to ``split`` (see :func:`build_split` for the errors)."""
-    report = split.report
-    if prior_dim is not None and priors.dim != prior_dim:
-        raise ValueError(
-            f"{name}: prior embeddings have dim {priors.dim} (encoder {priors.encoder}) but the model "
-            f"expects prior_dim {prior_dim}"
-        )
-    missing = [v for v in vids if v not in priors.index]
-    if missing and not allow_partial:
-        raise PriorCoverageError(
-            f"{name}: {len(missing)} of {len(vids)} videos have no priors (e.g. {', '.join(missing[:5])}); "
-            "generate them, train with --no-masra, or set allow_partial_priors=true"
-        )
-    mismatch = [
-        (v, int(priors.num_clips[priors.index[v]]), int(full_len[i]))
-        for i, v in enumerate(vids)
-        if v in priors.index and int(priors.num_clips[priors.index[v]]) != int(full_len[i])
-    ]
-    if mismatch:
-        ex = ", ".join(f"{v} (priors {p}, features {f})" for v, p, f in mismatch[:5])
-        raise ValueError(
-            f"{name}: {len(mismatch)} videos have priors for another clip count than their features: {ex}"
-        )
-    report.videos_without_priors = len(missing)
-    report.missing_prior_ids = missing[:20]
-    n_v, l_max = len(vids), split.video.shape[1]
-    has = np.array([v in priors.index for v in vids], dtype=bool)  # (V,)
-    rows = np.array([priors.index.get(v, 0) for v in vids], dtype=np.int64)  # (V,) prior row (0 if none)
-    grid = (vlen * clip_len).astype(np.float64)  # (V,) seconds of each (cut) clip grid
-
-    # Captions: the first L clips of each video's prior row; nothing for videos without priors.
-    l_p = min(l_max, priors.caption_emb.shape[1])
-    clip_ok = np.arange(l_p)[None, :] < vlen[:, None]  # (V, l_p)
-    cap_mask = np.zeros((n_v, l_max), dtype=bool)
-    cap_mask[:, :l_p] = priors.caption_valid[rows, :l_p] & clip_ok & has[:, None]
-    caption_emb = torch.zeros((n_v, l_max, priors.dim), dtype=dtype)
-    caption_emb[:, :l_p] = torch.from_numpy(priors.caption_emb[rows, :l_p]).to(dtype)
-    caption_emb[~torch.from_numpy(cap_mask)] = 0
-
-    # Events: drop those starting past the cut (or empty), clip the rest, then pack the kept ones first.
-    se = priors.event_se[rows].astype(np.float64)  # (V, E, 2) seconds
-    real = (np.arange(se.shape[1])[None, :] < priors.event_count[rows][:, None]) & has[:, None]
-    keep = real & (se[..., 0] < grid[:, None] - _EPS) & (se[..., 1] > se[..., 0])
-    report.events_dropped = int((real & ~keep).sum())
-    order = np.argsort(~keep, axis=1, kind="stable")  # kept events first, in their original order
-    keep = np.take_along_axis(keep, order, axis=1)
-    se = np.take_along_axis(se, order[..., None], axis=1)
-    norm = (
-        np.stack([np.maximum(se[..., 0], 0.0), np.minimum(se[..., 1], grid[:, None])], -1)
-        / grid[:, None, None]
-    )
-    event_spans = torch.from_numpy(np.where(keep[..., None], norm, 0.0).astype(np.float32))  # (V, E, 2)
-    emb = np.take_along_axis(priors.event_emb[rows], order[..., None], axis=1)  # (V, E, Dp)
-    event_emb = torch.from_numpy(emb).to(dtype)
-    event_mask = torch.from_numpy(keep)
-    event_emb[~event_mask] = 0
-    caption_mask = torch.from_numpy(cap_mask)
-    has_prior = torch.from_numpy(has)
-    split.event_spans, split.event_emb, split.event_mask = event_spans, event_emb, event_mask
-    split.caption_emb, split.caption_mask, split.has_prior = caption_emb, caption_mask, has_prior
 
 
 def _log_report(name: str, report: SplitReport) -> None:

@@ -25,7 +25,8 @@ from accelerate.utils import set_seed
 
 from masra.datasets.card import DatasetCard, load_card
 from masra.datasets.readers import load_queries
-from masra.datasets.store import FeatureStore, build_feature_store
+from masra.datasets.store import FeatureStore
+from masra.datasets.store_build import build_feature_store
 from masra.grounding.checkpoint import find_resume_checkpoint, read_checkpoint_config
 from masra.grounding.config import LossConfig, ModelConfig, TrainConfig
 from masra.grounding.data.resident import ResidentSplit, build_split, label_subset

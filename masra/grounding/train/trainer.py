@@ -12,8 +12,7 @@ Files of a run folder::
     summary.json      written by :func:`masra.grounding.train.recipe.run_training` at the end
     tensorboard/      trackers
 
-The model and the criterion run inside one wrapper module so that distributed training synchronises
-every parameter. The criterion runs in float32 with autocast off, whatever the mixed precision.
+The model and the criterion run as one module (:class:`~masra.grounding.train.step.TrainStep`).
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +43,14 @@ from masra.grounding.checkpoint import (
     save_training_state,
 )
 from masra.grounding.config import TrainConfig
-from masra.grounding.data.batch import Batch, PriorBatch
 from masra.grounding.data.resident import ResidentSplit, epoch_batches
-from masra.grounding.infer.decode import foreground_prob, predictions_from_outputs
+from masra.grounding.infer.decode import predictions_from_outputs
 from masra.grounding.losses import weighted_total
-from masra.grounding.losses.criterion import CRITERION_INPUTS
+from masra.grounding.train.step import TrainStep, build_optimizer, build_scheduler, gather_outputs
+from masra.grounding.train.watch import LossWatch
 
 log = logging.getLogger(__name__)
 
-NO_BAD_STEP = 2**62  # _first_bad when every watched loss was finite
 
 __all__ = ["Scorer", "TrainStep", "Trainer", "build_scheduler"]
 
@@ -60,90 +58,6 @@ _PLAIN_KEYS = ("MR-full-R1@0.5", "MR-full-R1@0.7", "MR-full-mAP")
 
 Scorer = Callable[[list[dict[str, Any]], ResidentSplit], dict[str, Any]]
 """(prediction rows, evaluated split) -> the metrics dict with a ``brief`` mapping."""
-
-
-def _to_float(x: Any) -> Any:
-    """Floating tensors (nested in dicts/lists) to float32."""
-    if isinstance(x, Tensor):
-        return x.float() if x.is_floating_point() else x
-    if isinstance(x, dict):
-        return {k: _to_float(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return type(x)(_to_float(v) for v in x)
-    return x
-
-
-def _float_priors(p: PriorBatch | None) -> PriorBatch | None:
-    if p is None:
-        return None
-    # Only the float fields change; masks (and any field added later) are carried over as they are.
-    return replace(
-        p, event_spans=p.event_spans.float(), event_emb=p.event_emb.float(), caption_emb=p.caption_emb.float()
-    )
-
-
-# The model outputs of the prior heads; prior-only videos append their rows to these.
-PRIOR_HEADS = ("esta_clip", "sge_pred", "lrca_clip")
-
-
-class TrainStep(nn.Module):
-    """Model + criterion in one module: ``forward(batch) -> (outputs, unweighted losses)``."""
-
-    def __init__(self, model: nn.Module, criterion: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.criterion = criterion
-
-    def forward(self, batch: Batch) -> tuple[dict[str, Any], dict[str, Tensor]]:
-        out = self.model(batch.video, batch.video_mask, batch.text, batch.text_mask)
-        priors = batch.priors
-        extra = batch.prior_videos
-        if extra is not None and priors is not None:
-            # Videos without a query: their prior heads' rows join the batch's, so the prior losses
-            # see both (and the extra events are negatives of the batch's, and the other way round).
-            heads: dict[str, Tensor] = self.model.video_semantics(extra.video, extra.video_mask)  # type: ignore[operator]
-            out = dict(out)
-            for key in PRIOR_HEADS:
-                if key in heads and key in out:
-                    out[key] = torch.cat([out[key], heads[key]])
-            priors = PriorBatch.cat(priors, batch.video_mask, extra.priors, extra.video_mask)
-        with torch.autocast(device_type=batch.video.device.type, enabled=False):
-            fbatch = Batch(
-                video=batch.video,
-                video_mask=batch.video_mask,
-                text=batch.text,
-                text_mask=batch.text_mask,
-                spans=batch.spans,
-                saliency=batch.saliency,
-                priors=_float_priors(priors),
-                meta=batch.meta,
-            )
-            # Only what the criterion reads is cast (under bf16 the other outputs would cost a cast each).
-            losses = self.criterion(
-                _to_float({k: v for k, v in out.items() if k in CRITERION_INPUTS}), fbatch
-            )
-        return out, losses
-
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up, then constant / cosine to 0 / x0.1 at ``lr_drop_epoch`` (stepped per step)."""
-    total = cfg.epochs * steps_per_epoch
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
-    drop = (cfg.lr_drop_epoch or 0) * steps_per_epoch
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if cfg.scheduler == "cosine":
-            progress = (step - warmup) / max(1, total - warmup)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        if cfg.scheduler == "step" and step >= drop:
-            return 0.1
-        return 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 class Trainer:
@@ -201,15 +115,7 @@ class Trainer:
             else 0
         )
         step = TrainStep(model, criterion)
-        decay: list[nn.Parameter] = []
-        no_decay: list[nn.Parameter] = []
-        for name, p in step.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim < 2 or name.endswith(".bias") else decay).append(p)
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.lr,
-        )
+        optimizer = build_optimizer(step, cfg)
         scheduler = build_scheduler(optimizer, cfg, self.steps_per_epoch)
         self.step_module, self.optimizer, self.scheduler = accelerator.prepare(step, optimizer, scheduler)
         self.epoch = 0  # epochs completed
@@ -218,11 +124,7 @@ class Trainer:
         # divide the steps per epoch), so the sums and their step count live on the trainer.
         self._interval_sums: dict[str, Tensor] = {}
         self._interval_steps = 0
-        # Non-finite loss watch without a host sync per step: the first bad step (NO_BAD_STEP if none)
-        # lives on the device and is read at each log line and epoch end, with the qids of the steps
-        # since the last read (see _raise_if_non_finite).
-        self._first_bad: Tensor | None = None
-        self._recent_qids: dict[int, list[Any]] = {}
+        self.loss_watch = LossWatch()  # NaN / Inf losses, read at each log line and epoch end
         self.best_value = -math.inf
         self.best_epoch = -1
         self.best_metrics: dict[str, Any] = {}
@@ -254,51 +156,17 @@ class Trainer:
 
     # ---- evaluation -----------------------------------------------------------------------------
     def predict_outputs(self, data: ResidentSplit) -> tuple[Tensor, Tensor, Tensor]:
-        """Model outputs for every query of ``data``, sharded over processes and gathered in order.
-
-        Returns foreground probabilities (N, Q), spans (N, Q, 2) and saliency (N, L), on the device.
-        """
-        model = self.model
-        was_training = model.training
-        model.eval()
-        probs, spans, sals = [], [], []
-        world = self.acc.num_processes
-        batches = epoch_batches(
-            len(data),
-            max(1, self.cfg.eval_batch_size // world) * world,
-            seed=0,
-            epoch=0,
-            rank=self.acc.process_index,
-            world=world,
-            shuffle=False,
-        )
-        with torch.no_grad():
-            for idx in batches:
-                b = data.batch(idx, with_priors=False)
-                with self.acc.autocast():
-                    out = model(b.video, b.video_mask, b.text, b.text_mask)
-                probs.append(self.acc.gather_for_metrics(foreground_prob(out["pred_logits"]).float()))
-                spans.append(self.acc.gather_for_metrics(out["pred_spans"].float()))
-                sals.append(self.acc.gather_for_metrics(out["saliency"].float()))
-        model.train(was_training)
-        n = len(data)
-        prob, span, sal = (torch.cat(x)[:n] for x in (probs, spans, sals))
-        return prob, span, sal
+        """Model outputs for every query of ``data`` (see :func:`gather_outputs`)."""
+        return gather_outputs(self.model, self.acc, data, self.cfg.eval_batch_size)
 
     def _rows(
         self, outputs: tuple[Tensor, Tensor, Tensor], data: ResidentSplit, plain: bool = False
     ) -> list[dict[str, Any]]:
         """Prediction rows with the configured post-processing (``plain``: the decoder ranking alone)."""
         pp = self.cfg.postprocess
-        return predictions_from_outputs(
-            *outputs,
-            data.meta,
-            top_k=pp.top_k,
-            snap=pp.snap,
-            nms_iou=pp.nms_iou,
-            saliency_weight=0.0 if plain else pp.saliency_weight,
-            proposals=pp.proposals and not plain,
-        )
+        if plain:
+            pp = replace(pp, saliency_weight=0.0, proposals=False)
+        return predictions_from_outputs(*outputs, data.meta, **asdict(pp))
 
     def predict(self, data: ResidentSplit) -> list[dict[str, Any]]:
         """Prediction rows for every query of ``data`` with the configured post-processing."""
@@ -342,6 +210,11 @@ class Trainer:
             "num_processes": self.acc.num_processes,
         }
 
+    def _unwrapped(self, name: str) -> Any:
+        """The optimizer or scheduler itself, without Accelerate's wrapper."""
+        obj = getattr(self, name)
+        return getattr(obj, name, obj)
+
     def save(self, names: tuple[str, ...], metrics: dict[str, Any] | None = None) -> Path:
         """Write ``{run}/checkpoints/step-<step>`` and point ``names`` (``best``, ``last``) at it.
 
@@ -366,12 +239,8 @@ class Trainer:
                 staging,
                 model=self.weights_model,
                 criterion=self.criterion,
-                optimizer=self.optimizer.optimizer
-                if hasattr(self.optimizer, "optimizer")
-                else self.optimizer,
-                scheduler=self.scheduler.scheduler
-                if hasattr(self.scheduler, "scheduler")
-                else self.scheduler,
+                optimizer=self._unwrapped("optimizer"),
+                scheduler=self._unwrapped("scheduler"),
                 config=config,
                 state=self._state(),
             )
@@ -391,8 +260,8 @@ class Trainer:
             folder,
             model=self.weights_model,
             criterion=self.criterion,
-            optimizer=self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer,
-            scheduler=self.scheduler.scheduler if hasattr(self.scheduler, "scheduler") else self.scheduler,
+            optimizer=self._unwrapped("optimizer"),
+            scheduler=self._unwrapped("scheduler"),
         )
         if state.get("num_processes", 1) != self.acc.num_processes and self.acc.is_main_process:
             log.warning(
@@ -442,7 +311,7 @@ class Trainer:
                 batch.prior_videos = self.train_data.video_batch(self._prior_video_rows())
             _, losses = module(batch)
             total = weighted_total(losses, self.weights)
-            self._watch_loss(total, batch)
+            self.loss_watch.record(total, self.global_step + 1, batch)
             self.acc.backward(total)
             if cfg.grad_clip > 0:
                 self.acc.clip_grad_norm_(module.parameters(), cfg.grad_clip)
@@ -475,34 +344,9 @@ class Trainer:
         self._raise_if_non_finite()  # before the epoch's evaluation and checkpoints
         return {k: float(v) / max(count, 1) for k, v in epoch_sums.items()}
 
-    def _watch_loss(self, total: Tensor, batch: Batch) -> None:
-        """Record (on the device, no sync) the step number if this step's loss is not finite."""
-        step = self.global_step + 1
-        cand = torch.where(torch.isfinite(total.detach()), NO_BAD_STEP, step).to(torch.long).reshape(1)
-        self._first_bad = cand if self._first_bad is None else torch.minimum(self._first_bad, cand)
-        self._recent_qids[step] = [m.get("qid") for m in batch.meta]
-
     def _raise_if_non_finite(self) -> None:
-        """Stop training if a loss since the last check was NaN or Inf, naming the step and the qids.
-
-        Called at every log line and at the end of each epoch, before any evaluation or checkpoint, so
-        nothing is saved from the bad state: ``last/`` stays that of the latest finished epoch. All
-        processes agree (the first bad step is the minimum over processes).
-        """
-        qids, self._recent_qids = self._recent_qids, {}
-        if self._first_bad is None:
-            return
-        first = self._first_bad
-        if self.acc.num_processes > 1:
-            first = self.acc.gather(first).min().reshape(1)
-        bad = int(first.item())
-        if bad == NO_BAD_STEP:
-            return
-        raise FloatingPointError(
-            f"non-finite training loss at step {bad} (epoch {self.epoch + 1}); batch qids "
-            f"{qids.get(bad, 'of another process')}. Training stopped; {self.run_dir / 'last'} is left "
-            f"as it was (epoch {self.epoch}). Check the features of these queries and the learning rate"
-        )
+        """Stop training if a loss since the last check was NaN or Inf (see :class:`LossWatch`)."""
+        self.loss_watch.check(self.acc, self.epoch, self.run_dir)
 
     def fit(self, *, stop_after_epoch: int | None = None) -> dict[str, Any]:
         """Train to ``cfg.epochs`` (or stop, as if interrupted, once ``stop_after_epoch`` epochs are done).
