@@ -18,6 +18,7 @@ options (``--strategy``, ``--skip-nonref``, ``--decode-threads``) are passed to
 :func:`masra.prior_gen.video.decode_at` for this run only.
 
 Run: ``python -m bench.stage1_speed --videos 6 --json out.json``.
+:mod:`bench.stage1_executors` compares the local and the Ray executor on the same videos.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-import masra.prior_gen.generate as gen_mod
+import masra.prior_gen.generator as gen_mod
+import masra.prior_gen.sink as sink_mod
 from bench.common import env_info, peak_rss_mib, write_json
 from masra.prior_gen import prompts
 from masra.prior_gen.engines.base import GenRequest, GenResult, SamplingConfig
@@ -211,12 +213,12 @@ def run_stage1_speed(cfg: Stage1SpeedConfig, work: Path, tiny_model: Path | None
     engine.generate = _timed(engine.generate, phases, "engine")
     generator.prepare = _timed(generator.prepare, phases, "prepare (decode + sample + build)")  # type: ignore[method-assign]
     generator.to_row = _timed(generator.to_row, phases, "parse + row")  # type: ignore[method-assign]
-    originals = (gen_mod.decode_at, gen_mod.write_table_atomic)
+    originals = (gen_mod.decode_at, sink_mod.write_table_atomic)
     decode = functools.partial(
         gen_mod.decode_at, strategy=cfg.strategy, skip_nonref=cfg.skip_nonref, threads=cfg.decode_threads
     )
     gen_mod.decode_at = _timed(decode, phases, "decode (inside prepare)")  # type: ignore[assignment]
-    gen_mod.write_table_atomic = _timed(gen_mod.write_table_atomic, phases, "write")  # type: ignore[assignment]
+    sink_mod.write_table_atomic = _timed(sink_mod.write_table_atomic, phases, "write")  # type: ignore[assignment]
     run_dir = work / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
     try:
@@ -224,7 +226,7 @@ def run_stage1_speed(cfg: Stage1SpeedConfig, work: Path, tiny_model: Path | None
         summary = generate_priors(items, generator=generator, engine_factory=lambda: engine, run_dir=run_dir)
         wall, cpu = time.perf_counter() - t1, time.process_time() - cpu1
     finally:
-        gen_mod.decode_at, gen_mod.write_table_atomic = originals
+        gen_mod.decode_at, sink_mod.write_table_atomic = originals
     n_clips = gen_mod.num_clips_for(cfg.duration, cfg.clip_len, cfg.max_clips)
     n_req = 1 + (n_clips if cfg.caption_mode == "per_clip" else 1)
     return {

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from test_prior_generate import make_world
 
 from masra.pipelines.cli import main
-from masra.pipelines.cli_priors import _strip_options
+from masra.pipelines.cli_priors_scale import strip_options
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_report_without_shards(card: Path, tmp_path: Path) -> None:
 
 def test_strip_options_for_data_parallel_workers() -> None:
     argv = ["priors", "generate", "--dataset", "qvh", "--data-parallel", "8", "--shard=1/2", "--fps", "1"]
-    assert _strip_options(argv, ("--data-parallel", "--shard")) == [
+    assert strip_options(argv, ("--data-parallel", "--shard")) == [
         "priors",
         "generate",
         "--dataset",
@@ -67,7 +67,7 @@ def test_strip_options_for_data_parallel_workers() -> None:
 
 
 def test_data_parallel_launches_one_worker_per_gpu_group(monkeypatch: pytest.MonkeyPatch) -> None:
-    import masra.pipelines.cli_priors as cli_priors
+    import masra.pipelines.cli_priors_scale as cli_priors
 
     launched: list[tuple[list[str], str]] = []
 
@@ -84,7 +84,7 @@ def test_data_parallel_launches_one_worker_per_gpu_group(monkeypatch: pytest.Mon
         "argv",
         ["masra", "priors", "generate", "-d", "qvh", "--data-parallel", "2", "--shard", "1/3"],
     )
-    cli_priors._launch_data_parallel(2, tp=2, shard=(1, 3))
+    cli_priors.launch_data_parallel(2, tp=2, shard=(1, 3))
     assert [(cmd[-2:], gpus) for cmd, gpus in launched] == [
         (["--shard", "2/6"], "0,1"),
         (["--shard", "3/6"], "2,3"),

@@ -242,7 +242,7 @@ def test_engine_error_on_one_request_is_a_partial_row(tmp_path: Path) -> None:
 def test_skip_nonref_reaches_the_decoder(
     world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import masra.prior_gen.generate as gen_mod
+    import masra.prior_gen.generator as gen_mod
 
     seen: list[bool] = []
     real = gen_mod.decode_at

@@ -209,15 +209,22 @@ def test_cli_limit_run_is_not_complete(world: Path, tmp_path: Path, monkeypatch:
 def test_leftover_temp_files_are_cleaned_unless_a_live_writer_holds_them(world: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    mine = run / ".part-000of001-00000.parquet.abc123.tmp"
-    orphan = run / ".part-001of002-00003.parquet.def456.tmp"  # its part has no lock: its writer is gone
+    mine = run / ".part-001of002-00000.parquet.abc123.tmp"
+    orphan = run / ".part-000of003-00003.parquet.def456.tmp"  # its part has no lock: its writer is gone
     held = run / ".part-000of002-00001.parquet.ghi789.tmp"  # its part's writer is alive
     dead = run / ".part-002of003-00000.parquet.jkl000.tmp"  # its part's lock is stale
     for p in (mine, orphan, held, dead):
         p.write_bytes(b"partial")
+    # The live writer is of the same sharding (N=2): a live writer of another one would be refused.
     _write_lock(run, os.getpid(), socket.gethostname(), tag="000of002")
     _write_lock(run, _dead_pid(), socket.gethostname(), tag="002of003")
-    generate_priors(_items(world), generator=generator(), engine_factory=ScriptedEngine, run_dir=run)
+    generate_priors(
+        _items(world),
+        generator=generator(),
+        engine_factory=ScriptedEngine,
+        run_dir=run,
+        shard=ShardSpec(1, 2),
+    )
     assert held.exists() and not mine.exists() and not orphan.exists() and not dead.exists()
 
 
@@ -234,3 +241,72 @@ def test_shards_have_a_normal_file_mode(world: Path, tmp_path: Path) -> None:
     modes = {stat.S_IMODE(p.stat().st_mode) for p in tmp_path.glob("part-*.parquet")}
     assert modes == {0o644}
     assert {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "r2").glob("part-*.parquet")} == {0o640}
+
+
+def test_a_live_writer_of_another_sharding_is_refused(world: Path, tmp_path: Path) -> None:
+    """`--shard 0/3` while `--shard 0/2` runs on the same folder: their parts overlap, so refuse."""
+    from masra.prior_gen.generate import ShardingConflictError
+
+    run = tmp_path / "run"
+    _write_lock(run, os.getpid(), socket.gethostname(), tag="000of002")  # a live writer of N=2
+    with pytest.raises(ShardingConflictError, match=r"part 000of002 of another sharding.*--shard i/002"):
+        generate_priors(
+            _items(world),
+            generator=generator(),
+            engine_factory=ScriptedEngine,
+            run_dir=run,
+            shard=ShardSpec(0, 3),
+        )
+    assert not list(run.glob("part-*.parquet")) and not (run / "lock-000of003.json").exists()
+    # The same sharding is fine (another part), and a dead writer of another sharding is no obstacle.
+    generate_priors(
+        _items(world),
+        generator=generator(),
+        engine_factory=ScriptedEngine,
+        run_dir=run,
+        shard=ShardSpec(1, 2),
+    )
+    _write_lock(run, _dead_pid(), socket.gethostname(), tag="000of002").replace(run / "lock-001of004.json")
+    generate_priors(
+        _items(world),
+        generator=generator(),
+        engine_factory=ScriptedEngine,
+        run_dir=run,
+        shard=ShardSpec(0, 3),
+    )
+
+
+def test_a_resharded_folder_keeps_every_video_once_and_its_manifests_true(
+    world: Path, tmp_path: Path
+) -> None:
+    """One sharding after another: the later one skips what the earlier wrote and says it is complete."""
+    run = tmp_path / "run"
+    for i in range(2):
+        generate_priors(
+            _items(world),
+            generator=generator(),
+            engine_factory=ScriptedEngine,
+            run_dir=run,
+            shard=ShardSpec(i, 2),
+        )
+
+    def must_not_load() -> ScriptedEngine:
+        raise AssertionError("every video already has a row")
+
+    totals = 0
+    for i in range(3):
+        summary = generate_priors(
+            _items(world),
+            generator=generator(),
+            engine_factory=must_not_load,
+            run_dir=run,
+            shard=ShardSpec(i, 3),
+        )
+        assert summary.videos_done == 0
+        manifest = _manifest(run, f"{i:03d}of003")
+        assert manifest["complete"] and manifest["videos_missing"] == 0
+        assert manifest["videos_done"] == manifest["videos_total"]
+        totals += manifest["videos_total"]
+    assert totals == len(ALL)
+    ids = read_shards(run, PRIOR_SCHEMA).column("video_id").to_pylist()
+    assert sorted(ids) == ALL

@@ -5,6 +5,8 @@ Examples::
 
     masra priors generate --dataset charades --backend vllm --shard 0/4
     masra priors generate --dataset qvhighlights --data-parallel 8      # one engine per GPU
+    masra priors generate --dataset qvhighlights --executor ray --ray-address auto --data-parallel 16
+    masra priors generate --dataset charades --backend openai --base-url http://127.0.0.1:8000/v1
     masra priors embed --dataset charades --encoder minilm
     masra priors report --dataset charades
     masra priors import captions.jsonl --dataset charades --run my-captions
@@ -16,17 +18,16 @@ Settings come from, in order of precedence: these options, the card's ``priors:`
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from masra.datasets.card import DatasetCard, load_card, parse_overrides
+from masra.pipelines.cli_priors_scale import executor_for, launch_data_parallel, parse_shard
 
 log = logging.getLogger(__name__)
 
@@ -109,43 +110,6 @@ def _existing_run(
     return run
 
 
-def _parse_shard(text: str) -> tuple[int, int]:
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise click.BadParameter(f"expected i/N, got {text!r}", param_hint="--shard") from None
-    if n < 1 or not 0 <= i < n:
-        raise click.BadParameter(f"need 0 <= i < N, got {text!r}", param_hint="--shard")
-    return i, n
-
-
-def _strip_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a in names:
-            skip = True
-        elif not any(a.startswith(n + "=") for n in names):
-            out.append(a)
-    return out
-
-
-def _launch_data_parallel(n: int, tp: int, shard: tuple[int, int]) -> None:
-    """Run ``n`` copies of this command, one per GPU group, on disjoint sub-shards."""
-    argv = _strip_options(sys.argv[1:], ("--data-parallel", "--shard"))
-    i, m = shard
-    procs = []
-    for k in range(n):
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES=",".join(str(k * tp + g) for g in range(tp)))
-        cmd = [sys.executable, "-m", "masra.pipelines", *argv, "--shard", f"{i * n + k}/{m * n}"]
-        log.info("data-parallel worker %d: %s", k, " ".join(cmd))
-        procs.append(subprocess.Popen(cmd, env=env))
-    codes = [p.wait() for p in procs]
-    if any(codes):
-        raise click.ClickException(f"data-parallel workers exited with codes {codes}")
-
-
 @click.group("priors")
 def priors() -> None:
     """Stage 1: MLLM priors (event spans + clip captions) as Parquet shards."""
@@ -160,7 +124,10 @@ def priors() -> None:
 @_MODEL
 @click.option("--revision", default=None, help="Hub revision of the model.")
 @click.option(
-    "--backend", type=click.Choice(["vllm", "transformers"]), default=None, help="[vllm with a GPU]"
+    "--backend",
+    type=click.Choice(["vllm", "transformers", "openai"]),
+    default=None,
+    help="[vllm with a GPU]; openai: a served model (--base-url).",
 )
 @_FAMILY
 @click.option("--caption-mode", type=click.Choice(["per_clip", "dense"]), default=None, help="[per_clip]")
@@ -177,7 +144,40 @@ def priors() -> None:
 )
 @click.option("--tensor-parallel", type=int, default=1, show_default=True, help="vLLM: GPUs per engine.")
 @click.option(
-    "--data-parallel", type=int, default=1, show_default=True, help="Engines (processes), one per GPU group."
+    "--data-parallel",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Engines, one per GPU group: processes (local executor) or engine actors (ray).",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: this process; ray: a Ray Data pipeline on a cluster (the `ray` extra).",
+)
+@click.option("--ray-address", default=None, help="Ray cluster to join (e.g. auto) [a new local one].")
+@click.option(
+    "--base-url", default=None, help="openai backend: the server's API root, e.g. http://host:8000/v1."
+)
+@click.option("--api-key-env", default=None, help="openai backend: environment variable with the API key.")
+@click.option(
+    "--max-concurrency", type=int, default=8, show_default=True, help="openai backend: requests in flight."
+)
+@click.option(
+    "--request-timeout",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="openai backend: seconds per reply.",
+)
+@click.option(
+    "--max-retries",
+    type=int,
+    default=5,
+    show_default=True,
+    help="openai backend: retries on 429/5xx/timeouts.",
 )
 @click.option("--dtype", default="auto", show_default=True)
 @click.option("--max-model-len", type=int, default=None, help="vLLM context length [16384].")
@@ -191,16 +191,19 @@ def priors() -> None:
 def generate(**kw: Any) -> None:
     """Generate priors for a dataset's videos (resumable; reruns skip finished videos)."""
     from masra.prior_gen.engines import EngineConfig, default_backend, load_engine
+    from masra.prior_gen.engines.openai_engine import ServerUnavailableError
     from masra.prior_gen.generate import GenerateConfig, PriorGenerator, RunLockedError, generate_priors
     from masra.prior_gen.runs import ShardSpec, videos_from_card
     from masra.prior_gen.video import VideoConfig
 
     card, st = _card(kw["dataset"], kw["overrides"])
-    shard = _parse_shard(kw["shard"])
-    if kw["data_parallel"] > 1:
-        _launch_data_parallel(kw["data_parallel"], kw["tensor_parallel"], shard)
+    shard = parse_shard(kw["shard"])
+    if kw["data_parallel"] > 1 and kw["executor"] == "local":
+        launch_data_parallel(kw["data_parallel"], kw["tensor_parallel"], shard)
         return
-    _check_model(kw["model"] or st.get("model") or DEFAULT_MODEL)
+    backend = kw["backend"] or st.get("backend") or default_backend()
+    if backend != "openai":  # a served model's name is the server's business
+        _check_model(kw["model"] or st.get("model") or DEFAULT_MODEL)
     run_dir, model, fam = _run_dir(card, st, kw["model"], kw["prompt_family"])
 
     def pick(name: str, default: Any) -> Any:
@@ -226,7 +229,7 @@ def generate(**kw: Any) -> None:
         )
         engine_cfg = EngineConfig(
             model=model,
-            backend=pick("backend", None) or default_backend(),
+            backend=backend,
             revision=kw["revision"],
             trust_remote_code=kw["trust_remote_code"],
             dtype=kw["dtype"],
@@ -236,8 +239,14 @@ def generate(**kw: Any) -> None:
             mm_processor_kwargs=st.get("mm_processor_kwargs", {}),
             vllm_options=st.get("vllm_options", {}),
             batch_size=st.get("batch_size", 8),
+            base_url=kw["base_url"],
+            api_key_env=kw["api_key_env"],
+            max_concurrency=kw["max_concurrency"],
+            request_timeout=kw["request_timeout"],
+            max_retries=kw["max_retries"],
         )
         spec = ShardSpec(*shard)
+        executor = executor_for(kw)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     splits = (
@@ -255,14 +264,15 @@ def generate(**kw: Any) -> None:
         summary = generate_priors(
             items,
             generator=gen,
-            engine_factory=lambda: load_engine(engine_cfg),
+            engine_factory=functools.partial(load_engine, engine_cfg),  # pickles, for Ray
             run_dir=run_dir,
             shard=spec,
             manifest_extra={"dataset": card.name, "splits": splits, "requested_model": model},
             limit=kw["limit"],
             break_lock=kw["break_lock"],
+            executor=executor,
         )
-    except RunLockedError as e:
+    except (RunLockedError, ServerUnavailableError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"priors in {run_dir}")
     click.echo(summary.line())

@@ -155,15 +155,28 @@ def prompt_version(family: PromptFamily) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:8]
 
 
+def events_text(duration: float, n_frames: int, max_events: int) -> str:
+    """The user text of the events request (no chat markup; the OpenAI backend sends it as is)."""
+    return EVENTS_TEXT.format(duration=duration, n_frames=n_frames, max_events=max_events)
+
+
+def clip_text(start: float, end: float) -> str:
+    """The user text of one per-clip caption request."""
+    return CLIP_TEXT.format(start=start, end=end)
+
+
+def dense_text(duration: float, num_clips: int, clip_len: float) -> str:
+    """The user text of the dense captions request."""
+    return DENSE_TEXT.format(duration=duration, num_clips=num_clips, clip_len=clip_len)
+
+
 def events_prompt(family: PromptFamily, duration: float, n_frames: int, max_events: int) -> str:
-    return family.render(
-        SYSTEM, EVENTS_TEXT.format(duration=duration, n_frames=n_frames, max_events=max_events)
-    )
+    return family.render(SYSTEM, events_text(duration, n_frames, max_events))
 
 
 def clip_prompt(family: PromptFamily, start: float, end: float) -> str:
-    return family.render(SYSTEM, CLIP_TEXT.format(start=start, end=end))
+    return family.render(SYSTEM, clip_text(start, end))
 
 
 def dense_prompt(family: PromptFamily, duration: float, num_clips: int, clip_len: float) -> str:
-    return family.render(SYSTEM, DENSE_TEXT.format(duration=duration, num_clips=num_clips, clip_len=clip_len))
+    return family.render(SYSTEM, dense_text(duration, num_clips, clip_len))

@@ -36,6 +36,10 @@ def load_engine(cfg: EngineConfig) -> Engine:
         from masra.prior_gen.engines.vllm_engine import VllmEngine
 
         return VllmEngine(cfg)
+    if cfg.backend == "openai":
+        from masra.prior_gen.engines.openai_engine import OpenAIEngine
+
+        return OpenAIEngine(cfg)
     from masra.prior_gen.engines.transformers_engine import TransformersEngine
 
     return TransformersEngine(cfg)

@@ -42,6 +42,8 @@ class GenRequest:
         times: (T,) seconds of each frame in the source video.
         max_tokens: output token limit.
         json_schema: JSON schema for structured output, or None for free text.
+        chat: the (system, user) texts ``prompt`` was rendered from, for backends that build their
+            own messages (the OpenAI chat-completions backend); None when not known.
     """
 
     key: tuple[Any, ...]
@@ -50,6 +52,7 @@ class GenRequest:
     times: np.ndarray
     max_tokens: int
     json_schema: dict[str, Any] | None = None
+    chat: tuple[str, str] | None = None
 
     @property
     def fps(self) -> float:
@@ -86,7 +89,7 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-BACKENDS = ("vllm", "transformers")
+BACKENDS = ("vllm", "transformers", "openai")
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,15 @@ class EngineConfig:
         batch_size: transformers: requests per ``generate`` call (static, left-padded batches).
         vllm_options: further keyword arguments for ``vllm.LLM`` (e.g. ``skip_mm_profiling``,
             ``enable_prefix_caching``, ``max_num_batched_tokens``); they override the ones above.
+        base_url: openai: the server's API root (``http://host:8000/v1``); ``model`` is the name
+            the server knows the model by.
+        api_key_env: openai: environment variable holding the API key (None: no key sent).
+        max_concurrency: openai: requests in flight at once.
+        request_timeout: openai: seconds to wait for one reply.
+        max_retries: openai: retries of a request after HTTP 429/5xx, a refused connection or a
+            timeout, with exponential backoff from ``retry_backoff`` seconds.
+        json_schema: openai: send the JSON schema as ``response_format`` (off for servers without
+            structured output).
     """
 
     model: str
@@ -125,6 +137,13 @@ class EngineConfig:
     enforce_eager: bool = False
     batch_size: int = 8
     vllm_options: dict[str, Any] = field(default_factory=dict)
+    base_url: str | None = None
+    api_key_env: str | None = None
+    max_concurrency: int = 8
+    request_timeout: float = 120.0
+    max_retries: int = 5
+    retry_backoff: float = 1.0
+    json_schema: bool = True
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -143,6 +162,17 @@ class EngineConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_model_len < 256 or self.max_num_seqs < 1:
             raise ValueError("max_model_len must be >= 256 and max_num_seqs >= 1")
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("the openai backend needs base_url (--base-url http://host:port/v1)")
+        if (
+            self.max_concurrency < 1
+            or self.request_timeout <= 0
+            or self.max_retries < 0
+            or self.retry_backoff < 0
+        ):
+            raise ValueError(
+                "max_concurrency >= 1, request_timeout > 0, max_retries >= 0, retry_backoff >= 0"
+            )
 
 
 def describe_revision(model: str, revision: str | None) -> str:
