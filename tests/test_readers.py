@@ -265,3 +265,25 @@ def test_real_charades_txt_equals_released_jsonl() -> None:
             assert [x for w in a.windows for x in w] == pytest.approx(
                 [x for w in b.windows for x in w], abs=1e-6
             )
+
+
+def test_charades_durations_found_beside_other_annotations(tmp_path: Path) -> None:
+    """With --annotations elsewhere, the durations file beside it wins over the card root's."""
+    card = load_card("charades", {"root": str(tmp_path / "card_root")})
+    elsewhere = tmp_path / "mine"
+    elsewhere.mkdir()
+    ann = _write(elsewhere / "my_test.txt", "LEOL6 0.0 5.0##a person opens a door.\n")
+    with pytest.raises(
+        FileNotFoundError, match=r"charades_v1_durations.tsv \(looked beside .*my_test.txt first\)"
+    ):
+        load_queries(card, "test", ann)
+    _write(elsewhere / "charades_v1_durations.tsv", "id\tlength\nLEOL6\t12.5\n")
+    [q], _ = load_queries(card, "test", ann)
+    assert (q.vid, q.duration) == ("LEOL6", 12.5)
+    # the card root's file is used when there is none beside the annotations
+    (tmp_path / "card_root").mkdir()
+    _write(tmp_path / "card_root" / "charades_v1_durations.tsv", "LEOL6\t30.0\n")
+    other = tmp_path / "other"
+    other.mkdir()
+    [q], _ = load_queries(card, "test", _write(other / "t.txt", "LEOL6 0.0 5.0##a person opens a door.\n"))
+    assert q.duration == 30.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from masra.viz.curves import curves_figure, group_terms
 from masra.viz.report import pick_examples, render_curves
 from masra.viz.timeline import TimelineData, render_timeline, top1_iou_of
 
@@ -40,3 +41,38 @@ def test_curves_need_data(tmp_path: Path) -> None:
     log = [{"epoch": 0, "step": s, "loss": 1.0 / s, "loss_span": 0.5 / s} for s in range(1, 5)]
     metrics = [{"epoch": e, "MR-full-mAP": 10.0 * e} for e in range(1, 3)]
     assert render_curves(log, metrics, tmp_path / "c.png") == tmp_path / "c.png"
+
+
+TERMS = ["span_l1", "span_giou", "label", "saliency_margin", "saliency_rank", "saliency_neg",
+         "esta_event", "esta_clip", "sge", "lrca"]  # fmt: skip
+
+
+def test_curves_have_total_evaluation_and_one_panel_per_term_grouped() -> None:
+    """13 loss terms (3 of them auxiliary copies) -> a total panel, an evaluation panel and 10 term panels."""
+    import matplotlib.pyplot as plt
+
+    log = []
+    for s in range(1, 6):
+        row: dict[str, float] = {"epoch": 0, "step": s, "loss": 20.0 / s}
+        row |= {f"loss_{t}": 1.0 / (s * (i + 1)) for i, t in enumerate(TERMS)}
+        row |= {f"loss_{t}_0": 1.1 / s for t in TERMS[:3]}
+        row["loss_saliency_neg"] = 0.5 / 10**s  # spans four decades: log scale
+        log.append(row)
+    groups = group_terms(set(log[0]))
+    assert list(groups) == ["DETR", "saliency", "priors"]
+    assert list(groups["DETR"]) == ["span_l1", "span_giou", "label"]
+    assert groups["DETR"]["label"] == ["loss_label_0"] and groups["priors"]["sge"] == []
+    fig = curves_figure(log, [{"epoch": 1, "MR-full-mAP": 12.0}])
+    try:
+        titles = [ax.get_title() for ax in fig.axes]
+        assert titles[:2] == ["total loss (weighted sum)", "evaluation"]
+        assert titles[2:] == [
+            "DETR: span_l1 (+1 aux)", "DETR: span_giou (+1 aux)", "DETR: label (+1 aux)",
+            "saliency: saliency_margin", "saliency: saliency_neg", "saliency: saliency_rank",
+            "priors: esta_clip", "priors: esta_event", "priors: lrca", "priors: sge",
+        ]  # fmt: skip
+        scales = {ax.get_title(): ax.get_yscale() for ax in fig.axes}
+        assert scales["saliency: saliency_neg"] == "log" and scales["total loss (weighted sum)"] == "linear"
+        assert len(fig.axes[2].lines) == 2  # the term and its auxiliary copy
+    finally:
+        plt.close(fig)

@@ -13,12 +13,21 @@ Example (abridged)::
     annotations: {train: highlight_train_release.jsonl, val: highlight_val_release.jsonl}
     clip_len: 2.0
     max_clips: 75
-    video_features: {slowfast: {dir: features/slowfast_features, dim: 2304},
-                     clip: {dir: features/clip_features, dim: 512}}
+    video_features: {slowfast: {dir: features/slowfast_features, dim: 2304, extractor: slowfast-r50},
+                     clip: {dir: features/clip_features, dim: 512, extractor: clip-vit-b32}}
     temporal_endpoint: true
     text_features: {dir: features/clip_text_features, key: last_hidden_state, dim: 512}
     video_dir: videos
     prior_dir: priors
+
+A video feature type may name the extractor that made it (``extractor``, a name of
+:data:`masra.features.registry.EXTRACTORS`) and its weights (``model``: a folder, file or hub id;
+default the extractor's own); ``masra features extract`` and raw-video prediction use them. Cards
+without them still load (their features can then only be read, not made).
+
+An annotation entry may be a list of files: the first that exists is used, e.g. QVHighlights'
+``test: [highlight_test_with_gt.jsonl, highlight_test_release.jsonl]`` (the published labels when
+present, else the unlabelled release).
 """
 
 from __future__ import annotations
@@ -55,12 +64,39 @@ def builtin_card_dir() -> Path:
 
 @dataclass(frozen=True)
 class FeatureSource:
-    """One video feature type: ``{dir}/{vid}.npz`` holding ``key`` of shape (L, dim)."""
+    """One video feature type: ``{dir}/{vid}.npz`` holding ``key`` of shape (L, dim).
+
+    ``extractor`` names the registered extractor that made it (None: unknown, features can only be
+    read); ``model`` its weights (None: the extractor's default).
+    """
 
     name: str
     dir: Path
     dim: int
     key: str = "features"
+    extractor: str | None = None
+    model: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.dim <= 0:
+            raise ValueError(f"video feature type {self.name!r}: dim must be > 0, got {self.dim}")
+        if self.extractor is None:
+            if self.model is not None:
+                raise ValueError(f"video feature type {self.name!r}: `model` given without an `extractor`")
+            return
+        from masra.features.registry import EXTRACTORS  # pure Python, no torch
+
+        spec = EXTRACTORS.get(self.extractor)
+        if spec is None:
+            raise ValueError(
+                f"video feature type {self.name!r}: unknown extractor {self.extractor!r}; "
+                f"known: {', '.join(sorted(EXTRACTORS))}"
+            )
+        if self.model is None and spec.dim is not None and spec.dim != self.dim:
+            raise ValueError(
+                f"video feature type {self.name!r}: extractor {self.extractor!r} makes {spec.dim}-d "
+                f"features, the card says dim {self.dim}"
+            )
 
 
 @dataclass(frozen=True)
@@ -183,16 +219,32 @@ def load_card(name_or_path: str | os.PathLike[str], overrides: dict[str, Any] | 
             q = Path(str(p))
             return q if q.is_absolute() else root / q
 
-        feats = tuple(
-            FeatureSource(name=n, dir=rel(spec["dir"]), dim=int(spec["dim"]), key=spec.get("key", "features"))
-            for n, spec in (raw.get("video_features") or {}).items()
-        )
+        def first_existing(p: str | list[str]) -> Path:
+            options = [rel(x) for x in (p if isinstance(p, list) else [p])]
+            if not options:
+                raise ValueError(f"{path}: an annotation entry lists no file")
+            return next((o for o in options if o.is_file()), options[0])
+
+        def optional_str(spec: dict[str, Any], key: str) -> str | None:
+            return None if spec.get(key) is None else str(spec[key])
+
+        def source(n: str, spec: dict[str, Any]) -> FeatureSource:
+            return FeatureSource(
+                name=n,
+                dir=rel(spec["dir"]),
+                dim=int(spec["dim"]),
+                key=spec.get("key", "features"),
+                extractor=optional_str(spec, "extractor"),
+                model=optional_str(spec, "model"),
+            )
+
+        feats = tuple(source(n, spec) for n, spec in (raw.get("video_features") or {}).items())
         tf = raw["text_features"]
         return DatasetCard(
             name=str(raw.get("name", path.stem)),
             format=str(raw["format"]),
             root=root,
-            annotations={s: rel(p) for s, p in (raw.get("annotations") or {}).items()},
+            annotations={s: first_existing(p) for s, p in (raw.get("annotations") or {}).items()},
             clip_len=float(raw["clip_len"]),
             max_clips=int(raw["max_clips"]),
             video_features=feats,

@@ -301,16 +301,27 @@ def load_queries(card: DatasetCard, split: str, path: Path | None = None) -> tup
         )
     readers: dict[str, Callable[[], tuple[list[Query], ReadReport]]] = {
         "qvhighlights": lambda: read_qvhighlights_jsonl(ann, clip_len=card.clip_len),
-        "charades_txt": lambda: read_charades_txt(ann, _durations(card)),
+        "charades_txt": lambda: read_charades_txt(ann, _durations(card, ann if path is not None else None)),
         "charades_jsonl": lambda: read_charades_jsonl(ann),
         "tacos": lambda: read_tacos_jsonl(ann),
     }
     return readers[card.format]()
 
 
-def _durations(card: DatasetCard) -> Path:
+def _durations(card: DatasetCard, annotations: Path | None = None) -> Path:
+    """The durations file: beside ``annotations`` (a file given instead of the card's) when one of the
+    card's durations file name is there, else the card's own."""
     if card.durations is None:  # the card validates this; kept for the type checker
         raise ValueError(f"card {card.name!r}: the charades_txt format needs a `durations` file")
+    if annotations is not None:
+        beside = annotations.parent / card.durations.name
+        if beside.is_file():
+            if beside.resolve() != card.durations.resolve():
+                log.info("durations of %s read from %s (beside the annotations)", annotations.name, beside)
+            return beside
     if not card.durations.is_file():
-        raise FileNotFoundError(f"durations file of dataset {card.name!r} not found: {card.durations}")
+        looked = f" (looked beside {annotations} first)" if annotations is not None else ""
+        raise FileNotFoundError(
+            f"durations file of dataset {card.name!r} not found: {card.durations}{looked}"
+        )
     return card.durations

@@ -16,13 +16,12 @@ from typing import Any
 
 from masra.grounding.metrics import GroundTruth, evaluate_submission
 from masra.grounding.submission import Prediction, read_submission
+from masra.viz.curves import render_curves
 from masra.viz.timeline import Event, TimelineData, render_timeline, timelines_from_predictions, top1_iou_of
 
 log = logging.getLogger(__name__)
 
 __all__ = ["load_prior_events", "pick_examples", "render_curves", "write_run_report"]
-
-CURVE_METRICS = ("MR-full-mAP", "MR-full-R1@0.5", "MR-full-R1@0.7", "HL-min-VeryGood-mAP")
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
@@ -44,50 +43,6 @@ def load_prior_events(prior_run: str | os.PathLike[str]) -> dict[str, list[Event
         row["video_id"]: [(float(e["start"]), float(e["end"]), str(e["text"])) for e in row["events"] or []]
         for row in table
     }
-
-
-def render_curves(
-    train_log: list[dict[str, Any]], metrics_log: list[dict[str, Any]], path: Path
-) -> Path | None:
-    """Loss curves over steps and evaluation metrics over epochs into one PNG; None without any data."""
-    steps = [r for r in train_log if not r.get("epoch_end")]
-    if len(steps) < 2:  # too few interval lines for a curve: use the per-epoch means
-        steps = [r for r in train_log if r.get("epoch_end")]
-    if not steps and not metrics_log:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, (ax_loss, ax_met) = plt.subplots(1, 2, figsize=(11, 3.6))
-    try:
-        names = sorted({k for r in steps for k in r if k == "loss" or k.startswith("loss_")})
-        for name in names:
-            pts = [(r["step"], r[name]) for r in steps if isinstance(r.get(name), int | float)]
-            if pts:
-                xs, ys = zip(*pts, strict=True)
-                ax_loss.plot(xs, ys, lw=2 if name == "loss" else 1, marker="o", ms=2, label=name)
-        ax_loss.set_xlabel("step")
-        ax_loss.set_title("training losses (loss = weighted total)", fontsize=9)
-        if names:
-            ax_loss.set_yscale("symlog", linthresh=1e-2)
-            ax_loss.legend(fontsize=6, ncol=2, frameon=False)
-        for key in CURVE_METRICS:
-            pts = [(r["epoch"], r[key]) for r in metrics_log if isinstance(r.get(key), int | float)]
-            if pts:
-                xs, ys = zip(*pts, strict=True)
-                ax_met.plot(xs, ys, marker="o", ms=3, label=key)
-        ax_met.set_xlabel("epoch")
-        ax_met.set_title("evaluation", fontsize=9)
-        if metrics_log:
-            ax_met.legend(fontsize=7, frameon=False)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-    finally:
-        plt.close(fig)
-    return path
 
 
 def pick_examples(items: list[TimelineData], n: int) -> list[TimelineData]:
