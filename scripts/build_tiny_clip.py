@@ -2,8 +2,9 @@
 
 Writes ``{out}``: a ``CLIPVisionModelWithProjection`` of the real architecture (2 layers, hidden 32,
 4 heads, 32x32 images in 8x8 patches, projection ``--dim``) and a ``CLIPImageProcessor`` config
-resizing to 32x32. ``masra.grounding.infer.video_features.ClipVisionExtractor.load(out)`` loads it with
-``HF_HUB_OFFLINE=1``. Its embeddings are meaningless (random weights) but deterministic for a seed.
+resizing to 32x32. The ``clip-vit-b32`` extractor loads it (``model: {out}`` in a card, or
+``load_extractor("clip-vit-b32", model=out)``) with ``HF_HUB_OFFLINE=1``. Its embeddings are
+meaningless (random weights) but deterministic for a seed.
 
 Usage: ``python scripts/build_tiny_clip.py --out data/generated/tiny_models/clip_vision [--dim 512]``
 """

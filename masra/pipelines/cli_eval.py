@@ -6,6 +6,7 @@ Examples::
     masra eval --predictions preds.jsonl --dataset tacos --split test
     masra eval --checkpoint runs/fixture/best --dataset fixture --split val
     masra predict --checkpoint runs/fixture/best --video-features v.npz --query "a red circle moves left"
+    masra predict --checkpoint runs/fixture/best --video my.mp4 --query "a red circle moves left"
 """
 
 from __future__ import annotations
@@ -187,15 +188,11 @@ def eval_command(
 @click.option(
     "--video",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A video file: CLIP features are extracted (other feature types are zero-filled).",
+    help="A video file (any length): its features are extracted with the extractors the checkpoint's "
+    "dataset card names, exactly as `masra features extract` stores them.",
 )
 @click.option(
     "--vid", default=None, help="A video id of the checkpoint's dataset: its feature files are read."
-)
-@click.option(
-    "--clip-model",
-    default=None,
-    help="CLIP model name or folder for --video (default openai/clip-vit-base-patch32).",
 )
 @click.option("--query", "queries", multiple=True, required=True, help="Query sentence (repeatable).")
 @click.option(
@@ -203,41 +200,43 @@ def eval_command(
 )
 @click.option("--top-k", type=int, default=5, show_default=True, help="Windows printed per query.")
 @click.option("--text-encoder", default=None, help="Text encoder name or folder (default: the dataset's).")
-@click.option("--device", default="cpu", show_default=True, help="Torch device.")
+@click.option("--device", default="cpu", show_default=True, help="Torch device (model and extractors).")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a key of the checkpoint's card, e.g. video_features.clip.model=PATH for --video.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line per query instead of a table.")
 def predict_command(
     checkpoint: Path,
     video_features: Path | None,
     video: Path | None,
     vid: str | None,
-    clip_model: str | None,
     queries: tuple[str, ...],
     duration: float | None,
     top_k: int,
     text_encoder: str | None,
     device: str,
+    overrides: tuple[str, ...],
     as_json: bool,
 ) -> None:  # fmt: skip
     """Ground sentences in one video with a checkpoint; prints the top-k windows per query."""
     from masra.grounding.checkpoint import read_checkpoint_config
     from masra.grounding.infer.grounder import Grounder, checkpoint_card, load_feature_npz
+    from masra.hub import ModelUnavailableError
+    from masra.video_io import VideoIOError
 
     if sum(x is not None for x in (video_features, video, vid)) != 1:
         raise click.UsageError("give exactly one of --video-features F.npz, --video V.mp4 and --vid VID")
     try:
-        card = checkpoint_card(read_checkpoint_config(checkpoint))
+        card = checkpoint_card(read_checkpoint_config(checkpoint), parse_overrides(list(overrides)))
         grounder = Grounder.from_pretrained(checkpoint, text_encoder=text_encoder, card=card, device=device)
         if video is not None:
-            from masra.grounding.infer.video_features import (
-                DEFAULT_CLIP_MODEL,
-                ClipVisionExtractor,
-                features_for_card,
-            )
+            from masra.grounding.infer.raw_video import video_features_for
 
-            extractor = ClipVisionExtractor.load(clip_model or DEFAULT_CLIP_MODEL, device=device)
-            extracted = features_for_card(video, card, extractor)
-            for note in extracted.notes:
-                click.echo(f"NOTE: {note}")
+            extracted = video_features_for(grounder, video)
             feats, duration = extracted.features, duration or extracted.duration
         elif vid is not None:
             from masra.datasets.features import load_video_features
@@ -247,6 +246,8 @@ def predict_command(
             assert video_features is not None
             feats = load_feature_npz(video_features, card)
         results = grounder.predict(feats, query_text=list(queries), duration=duration, top_k=top_k)
+    except (VideoIOError, ModelUnavailableError) as e:
+        raise click.ClickException(" ".join(str(e).split())) from None
     except (FileNotFoundError, KeyError, ValueError, RuntimeError) as e:
         raise click.ClickException(_message(e)) from None
     for res in results:

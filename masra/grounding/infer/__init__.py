@@ -5,7 +5,8 @@
 - :mod:`~masra.grounding.infer.grounder`: :class:`Grounder`, a checkpoint ready for features or text,
   videos of any length;
 - :mod:`~masra.grounding.infer.evaluate`: a checkpoint on a dataset split (``masra eval --checkpoint``);
-- :mod:`~masra.grounding.infer.video_features`: clip features of a raw video.
+- :mod:`~masra.grounding.infer.raw_video`: a video file through the card's registered extractors
+  (:meth:`Grounder.predict_video`, ``masra predict --video``).
 
 This ``__init__`` imports nothing, so ``masra eval --predictions`` stays free of torch.
 """

@@ -28,6 +28,10 @@ evaluation (``top_k``, ``snap``, ``nms_iou`` of the checkpoint's config).
 ``video_features`` are laid out as in the feature store: each feature type L2-normalised per clip and
 concatenated in card order, *without* temporal-endpoint features (the Grounder adds them per window,
 as training does). :func:`load_feature_npz` builds that from an npz file.
+
+A video file goes through :meth:`Grounder.predict_video`: the dataset card's registered extractors
+(:mod:`masra.features`) give exactly the features the store holds for it (see
+:mod:`masra.grounding.infer.raw_video`).
 """
 
 from __future__ import annotations
@@ -85,13 +89,17 @@ class Grounder:
         text_encoder: Any = None,
         text_encoder_name: str | None = None,
         device: str | torch.device = "cpu",
+        card: DatasetCard | None = None,
     ) -> None:
-        """``model`` follows the MasraModel forward contract; ``text_encoder`` has ``encode_tokens``."""
+        """``model`` follows the MasraModel forward contract; ``text_encoder`` has ``encode_tokens``;
+        ``card`` (the dataset card the model was trained on) names the extractors of raw videos."""
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = config
         self._text_encoder = text_encoder
         self.text_encoder_name = text_encoder_name
+        self.card = card
+        self._extractors: dict[str, Any] | None = None  # loaded by predict_video on first use
 
     @classmethod
     def from_pretrained(
@@ -146,7 +154,7 @@ class Grounder:
         log.info(
             "loaded %s (%s, max %d clips of %.1f s)", checkpoint, card.name, config.max_clips, config.clip_len
         )
-        return cls(model, config, text_encoder=text_encoder, text_encoder_name=name, device=device)
+        return cls(model, config, text_encoder=text_encoder, text_encoder_name=name, device=device, card=card)
 
     # ---- inputs -------------------------------------------------------------------------------
     def encode_text(self, texts: Sequence[str]) -> list[np.ndarray]:
@@ -236,6 +244,25 @@ class Grounder:
         for res, name in zip(results, names, strict=True):
             res.query = name
         return results
+
+    def predict_video(
+        self,
+        path: str | os.PathLike[str],
+        query_features: Any = None,
+        query_text: str | Sequence[str] | None = None,
+        *,
+        top_k: int | None = None,
+    ) -> list[Grounding]:
+        """Ground each query in a video file (any length), its features extracted as the card says.
+
+        The card's registered extractors (loaded once, then kept) give the features the store would
+        hold for this video, so the result equals :meth:`predict` on the stored features. Each
+        result's ``extra`` holds ``duration`` (s) and ``num_clips``. Raises
+        :class:`~masra.video_io.VideoIOError` (one line naming the file) for an unreadable video.
+        """
+        from masra.grounding.infer.raw_video import predict_video
+
+        return predict_video(self, path, query_features, query_text, top_k=top_k)
 
     @torch.no_grad()
     def predict_many(
