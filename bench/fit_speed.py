@@ -32,12 +32,8 @@ from bench.common import (
     write_json,
 )
 from bench.train_speed import open_data
-from masra.grounding.config import TrainConfig
-from masra.grounding.losses import build_criterion
+from masra.grounding import TrainConfig, Trainer, build_configs, build_criterion, build_model
 from masra.grounding.metrics import evaluate_submission
-from masra.grounding.model import build_model
-from masra.grounding.train.recipe import build_configs
-from masra.grounding.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 

@@ -47,13 +47,19 @@ from bench.common import (
 )
 from bench.train_speed import VARIANTS, open_data
 from masra.datasets.store import FeatureStore
-from masra.grounding.config import ModelConfig, TrainConfig
-from masra.grounding.data.resident import ResidentSplit, epoch_batches
-from masra.grounding.infer.decode import foreground_prob, predictions_from_outputs
-from masra.grounding.infer.grounder import Grounder, GrounderConfig
+from masra.grounding import (
+    Grounder,
+    GrounderConfig,
+    ModelConfig,
+    ResidentSplit,
+    TrainConfig,
+    build_configs,
+    build_model,
+    epoch_batches,
+    foreground_prob,
+    predictions_from_outputs,
+)
 from masra.grounding.metrics import evaluate_submission
-from masra.grounding.model import build_model
-from masra.grounding.train.recipe import build_configs
 
 log = logging.getLogger(__name__)
 

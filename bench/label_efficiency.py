@@ -99,8 +99,7 @@ def _train(cfg_dict: dict[str, Any], run: str, store: str) -> tuple[str, float]:
     """One training run in a worker process; returns (run folder, seconds)."""
     import torch
 
-    from masra.grounding.config import TrainConfig
-    from masra.grounding.train.recipe import run_training
+    from masra.grounding import TrainConfig, run_training
 
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
@@ -226,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     from masra.datasets.card import load_card, parse_overrides
     from masra.datasets.readers import load_queries
     from masra.datasets.store_build import build_feature_store
-    from masra.grounding.config import load_train_config
+    from masra.grounding import load_train_config
 
     marker = args.world_dir / "fixture.json"
     if '"complete"' not in (marker.read_text() if marker.is_file() else ""):

@@ -57,12 +57,16 @@ from torch.utils._pytree import tree_leaves
 
 from bench.common import env_info, pick_device, resolve_precision, write_json
 from masra.datasets.card import load_card
-from masra.grounding.config import TrainConfig
-from masra.grounding.data.batch import Batch, PriorBatch
-from masra.grounding.losses import build_criterion, weighted_total
-from masra.grounding.model import build_model
-from masra.grounding.train.recipe import build_configs
-from masra.grounding.train.trainer import TrainStep
+from masra.grounding import (
+    Batch,
+    PriorBatch,
+    TrainConfig,
+    TrainStep,
+    build_configs,
+    build_criterion,
+    build_model,
+    weighted_total,
+)
 
 log = logging.getLogger(__name__)
 

@@ -451,8 +451,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from masra.datasets.card import load_card, parse_overrides
-    from masra.grounding.config import load_train_config
-    from masra.grounding.train.recipe import run_training
+    from masra.grounding import load_train_config, run_training
 
     torch.set_num_threads(args.threads)
     if not (args.fixture_dir / "fixture.json").is_file():

@@ -46,12 +46,17 @@ from bench.common import (
 from masra.datasets.card import DatasetCard, load_card
 from masra.datasets.readers import load_queries
 from masra.datasets.store import FeatureStore
-from masra.grounding.config import TrainConfig
-from masra.grounding.data.resident import ResidentSplit, build_split, epoch_batches
-from masra.grounding.losses import build_criterion, weighted_total
-from masra.grounding.model import build_model
-from masra.grounding.train.recipe import build_configs
-from masra.grounding.train.trainer import Trainer
+from masra.grounding import (
+    ResidentSplit,
+    TrainConfig,
+    Trainer,
+    build_configs,
+    build_criterion,
+    build_model,
+    build_split,
+    epoch_batches,
+    weighted_total,
+)
 from masra.priors.table import PriorTable, read_prior_table
 
 log = logging.getLogger(__name__)

@@ -137,3 +137,25 @@ def test_prior_gen_reaches_schemas_and_shards_only_through_priors() -> None:
             ):
                 bad.append(f"{_where(p, node.lineno)}: {node.value.id}.{node.attr} (use masra.priors)")
     assert not bad, "stage 1 must go through masra.priors for schemas and shards:\n" + "\n".join(bad)
+
+
+def test_bench_uses_the_public_api_of_the_grounding_stage() -> None:
+    """bench/ imports stage 2 through ``masra.grounding``'s public names (and the numpy-only metrics),
+    and imports no private name from ``masra`` at all."""
+    import masra.grounding
+
+    public = set(masra.grounding.__all__)
+    bench = MASRA.parent / "bench"
+    problems = []
+    for path in sorted(bench.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith("masra"):
+                continue
+            where = f"bench/{path.name}:{node.lineno}"
+            names = [a.name for a in node.names]
+            problems += [f"{where}: private name {n}" for n in names if n.startswith("_")]
+            if node.module == "masra.grounding":
+                problems += [f"{where}: {n} is not in masra.grounding.__all__" for n in names if n not in public]
+            elif _within(node.module or "", "masra.grounding") and node.module != "masra.grounding.metrics":
+                problems.append(f"{where}: imports {node.module}; use masra.grounding's public names")
+    assert not problems, "\n".join(problems)

@@ -16,6 +16,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _PUBLIC = {
+    "Scorer": "masra.grounding.train.trainer",
+    "foreground_prob": "masra.grounding.infer.decode",
+    "weighted_total": "masra.grounding.losses",
+    "TrainStep": "masra.grounding.train.step",
+    "PriorBatch": "masra.grounding.data.batch",
+    "Batch": "masra.grounding.data.batch",
+    "epoch_batches": "masra.grounding.data.order",
     "Grounder": "masra.grounding.infer.grounder",
     "GrounderConfig": "masra.grounding.infer.grounder",
     "Grounding": "masra.grounding.infer.grounder",
@@ -40,27 +47,34 @@ _PUBLIC = {
 }
 
 __all__ = [
+    "Batch",
     "Grounder",
     "GrounderConfig",
     "Grounding",
     "LossConfig",
     "ModelConfig",
     "PostprocessConfig",
+    "PriorBatch",
     "ResidentSplit",
+    "Scorer",
     "TrainConfig",
+    "TrainStep",
     "Trainer",
     "build_configs",
     "build_criterion",
     "build_model",
     "build_split",
+    "epoch_batches",
     "evaluate_checkpoint",
     "evaluate_submission",
+    "foreground_prob",
     "load_checkpoint",
     "load_feature_npz",
     "load_train_config",
     "predict_queries",
     "predictions_from_outputs",
     "run_training",
+    "weighted_total",
 ]
 
 if TYPE_CHECKING:
@@ -72,15 +86,18 @@ if TYPE_CHECKING:
         TrainConfig,
         load_train_config,
     )
+    from masra.grounding.data.batch import Batch, PriorBatch
+    from masra.grounding.data.order import epoch_batches
     from masra.grounding.data.resident import ResidentSplit, build_split
-    from masra.grounding.infer.decode import predictions_from_outputs
+    from masra.grounding.infer.decode import foreground_prob, predictions_from_outputs
     from masra.grounding.infer.evaluate import evaluate_checkpoint, predict_queries
     from masra.grounding.infer.grounder import Grounder, GrounderConfig, Grounding, load_feature_npz
-    from masra.grounding.losses import build_criterion
+    from masra.grounding.losses import build_criterion, weighted_total
     from masra.grounding.metrics import evaluate_submission
     from masra.grounding.model import build_model
     from masra.grounding.train.recipe import build_configs, run_training
-    from masra.grounding.train.trainer import Trainer
+    from masra.grounding.train.step import TrainStep
+    from masra.grounding.train.trainer import Scorer, Trainer
 
 
 def __getattr__(name: str) -> Any:
