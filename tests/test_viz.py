@@ -76,3 +76,18 @@ def test_curves_have_total_evaluation_and_one_panel_per_term_grouped() -> None:
         assert len(fig.axes[2].lines) == 2  # the term and its auxiliary copy
     finally:
         plt.close(fig)
+
+
+def test_an_unlabelled_timeline_has_no_gt_row(tmp_path: Path) -> None:
+    """A raw video's prediction has no ground truth: its timeline drops the GT row (one row shorter)."""
+    from PIL import Image
+
+    from masra.viz.timeline import TimelineData, render_timeline
+
+    common = dict(
+        qid=1, query="q", duration=20.0, clip_len=2.0, pred_windows=[(2.0, 6.0, 0.9)], saliency=[0.1] * 10
+    )
+    with_gt = render_timeline(TimelineData(**common), tmp_path / "a.png", dpi=100)  # type: ignore[arg-type]
+    without = render_timeline(TimelineData(**common, labelled=False), tmp_path / "b.png", dpi=100)  # type: ignore[arg-type]
+    h_gt, h_none = Image.open(with_gt).size[1], Image.open(without).size[1]
+    assert h_gt - h_none == 32  # one row of 0.32 in of figure height, at 100 dpi

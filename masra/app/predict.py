@@ -132,6 +132,7 @@ def predict_for_app(
         pred_windows=[(s, e, c) for s, e, c in res.windows],
         saliency=[float(v) for v in res.saliency],
         vid=Path(video).name,
+        labelled=False,
     )
     png = render_timeline(data, folder / "timeline.png", top_k=top_k)
     rows: list[list[float | int]] = [[i, s, e, c] for i, (s, e, c) in enumerate(res.windows, start=1)]

@@ -53,6 +53,8 @@ class TimelineData:
         gt_saliency: per-clip GT saliency in [0, 1] (mean annotator score / 4), or None.
         events: event priors ``(start, end, text)`` of the video, or None.
         vid: video id.
+        labelled: whether the query has ground truth (a raw video's prediction has none: no GT row
+            and no top-1 IoU are drawn).
     """
 
     qid: int | str
@@ -65,6 +67,7 @@ class TimelineData:
     gt_saliency: Sequence[float] | None = None
     events: Sequence[Event] | None = None
     vid: str | None = None
+    labelled: bool = True
 
     def __post_init__(self) -> None:
         if self.duration <= 0 or self.clip_len <= 0:
@@ -143,7 +146,8 @@ def render_timeline(
     path.parent.mkdir(parents=True, exist_ok=True)
     preds = list(data.pred_windows)[:top_k]
     events = list(data.events or [])
-    rows = ["GT"] + [f"pred {i + 1}" for i in range(len(preds))] + (["events"] if events else [])
+    gt = ["GT"] if data.labelled else []
+    rows = gt + [f"pred {i + 1}" for i in range(len(preds))] + (["events"] if events else [])
     fig, (ax_sal, ax_win) = plt.subplots(
         2, 1, figsize=(10, 1.6 + 0.32 * len(rows) + 1.4), sharex=True,
         gridspec_kw={"height_ratios": [1.4, 0.32 * len(rows) + 0.2]},
@@ -156,7 +160,7 @@ def render_timeline(
         title = (
             f"qid {data.qid}"
             + (f" | {data.vid}" if data.vid else "")
-            + f" | top-1 IoU {top1_iou_of(data):.2f}"
+            + (f" | top-1 IoU {top1_iou_of(data):.2f}" if data.labelled else "")
         )
         fig.suptitle(title + "\n" + textwrap.shorten(data.query, 110), fontsize=10)
         fig.tight_layout()
@@ -200,10 +204,11 @@ def _draw_windows(
     def y(i: int) -> float:
         return n - 1 - i  # first row on top
 
-    for s, e in data.gt_windows:
+    first = 1 if data.labelled else 0  # the row of the first prediction
+    for s, e in data.gt_windows if data.labelled else ():
         axes.broken_barh([(s, e - s)], (y(0) - 0.35, 0.7), color=GT_COLOR)
     top = max((c for _, _, c in preds), default=1.0) or 1.0
-    for i, (s, e, c) in enumerate(preds, start=1):
+    for i, (s, e, c) in enumerate(preds, start=first):
         alpha = 0.35 + 0.65 * max(0.0, min(1.0, c / top))
         axes.broken_barh([(s, max(e - s, 1e-3))], (y(i) - 0.35, 0.7), color=PRED_COLOR, alpha=alpha)
         axes.text(min(e, data.duration), y(i), f" {c:.2f}", va="center", fontsize=7)
