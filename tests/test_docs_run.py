@@ -46,6 +46,7 @@ WORDS = {  # placeholder or user file -> fixture stand-in
     "my_videos/": "data/generated/fixture/videos",
     "/data/qvh/videos": "data/generated/fixture/videos",
     "my_videos/x.mp4": "data/generated/fixture/videos/fixture_val_0002.mp4",
+    "my.mp4": "data/generated/fixture/videos/fixture_val_0002.mp4",
     "fixture_val_0028": "fixture_val_0002",
     "data/generated/fixture/videos/fixture_val_0028.mp4": "data/generated/fixture/videos/fixture_val_0002.mp4",
     "runs/qvh/best": "runs/fixture/best",
