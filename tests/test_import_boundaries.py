@@ -155,7 +155,9 @@ def test_bench_uses_the_public_api_of_the_grounding_stage() -> None:
             names = [a.name for a in node.names]
             problems += [f"{where}: private name {n}" for n in names if n.startswith("_")]
             if node.module == "masra.grounding":
-                problems += [f"{where}: {n} is not in masra.grounding.__all__" for n in names if n not in public]
+                problems += [
+                    f"{where}: {n} is not in masra.grounding.__all__" for n in names if n not in public
+                ]
             elif _within(node.module or "", "masra.grounding") and node.module != "masra.grounding.metrics":
                 problems.append(f"{where}: imports {node.module}; use masra.grounding's public names")
     assert not problems, "\n".join(problems)

