@@ -26,22 +26,7 @@ from faults.report import inputs_table, summary_table  # noqa: E402
 sys.path.remove(str(REPO / "scripts"))
 
 # Bad inputs masra does not yet handle as issue 15 asks (measured 2026-12-06), and where the fix belongs.
-KNOWN_GAPS = {
-    "NaN in a feature file read without a store (predict)": "accepted: predicts nan windows, exit 0 "
-    "(masra/grounding/infer: check --video-features for finite values, naming the file)",
-    "NaN in a prior embedding (train)": "refused naming the embeddings folder and the video, not the "
-    "shard file (masra/priors/table.py)",
-    "empty eval split (train)": "refused without naming the annotation file (masra/grounding/train/recipe.py)",
-    "truncated stage-1 shard (generate rerun)": "a raw pyarrow traceback (masra/prior_gen/runs.py done_video_ids)",
-    "stage-1 shard with a wrong schema (generate rerun)": "its video counted as done, then a KeyError "
-    "traceback in masra/prior_gen/manifest.py row_totals",
-    "prior embeddings with a video id not in the dataset (train)": "refused naming the video, not the "
-    "prior run or its file (masra/grounding/data)",
-    "truncated checkpoint weights (train --resume)": "a raw SafetensorError traceback naming no file "
-    "(masra/grounding/checkpoint.py load_training_state)",
-    "truncated checkpoint weights (eval)": "a raw SafetensorError traceback naming no file "
-    "(masra/grounding/checkpoint.py)",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def _run(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:

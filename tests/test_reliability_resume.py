@@ -253,3 +253,10 @@ def test_a_run_resumed_after_a_kill_writes_each_log_line_once(
     assert [r["epoch"] for r in lines if r.get("epoch_end")] == [1, 2, 3]
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in metrics] == [1, 2, 3]
+    # TensorBoard shows each step once too: the resumed writer purges the killed run's later events.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert steps == [1, 2, 3, 4, 5, 6]

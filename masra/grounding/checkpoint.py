@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
@@ -153,6 +154,24 @@ def save_rng_state(folder: Path, rank: int) -> None:
         )
 
 
+def _read(path: Path, model: nn.Module | None = None, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (into ``model`` when given); a damaged file is a ValueError
+    naming it, not a bare library error."""
+    try:
+        if model is not None:
+            load_model(model, str(path), device=device)
+            return {}
+        return load_file(str(path))
+    except (SafetensorError, OSError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        real = path.resolve()
+        named = f"{path} (= {real})" if real != path.absolute() else str(path)
+        raise ValueError(
+            f"{named}: cannot read this checkpoint file ({first}); it is damaged or incomplete. Use another "
+            "checkpoint (checkpoints/step-*), or retrain"
+        ) from None
+
+
 def load_rng_state(folder: Path, rank: int) -> None:
     path = folder / f"rng_{rank}.safetensors"
     if not path.is_file():
@@ -160,7 +179,7 @@ def load_rng_state(folder: Path, rank: int) -> None:
             "%s: no RNG state for process %d; dropout streams will differ from the original run", folder, rank
         )
         return
-    tensors = load_file(str(path))
+    tensors = _read(path)
     torch.set_rng_state(tensors["torch_cpu"])
     cuda = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
     if cuda and torch.cuda.is_available():
@@ -182,12 +201,12 @@ def load_training_state(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
 ) -> dict[str, Any]:
     """Restore weights, optimizer and scheduler from ``folder``; returns the trainer state dict."""
-    load_model(model, str(folder / "model.safetensors"))
+    _read(folder / "model.safetensors", model)
     if (folder / "criterion.safetensors").is_file():
-        load_model(criterion, str(folder / "criterion.safetensors"))
+        _read(folder / "criterion.safetensors", criterion)
     with open(folder / "trainer_state.json", encoding="utf-8") as f:
         state: dict[str, Any] = json.load(f)
-    tensors = load_file(str(folder / "optimizer.safetensors"))
+    tensors = _read(folder / "optimizer.safetensors")
     opt_state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         idx, name = key.split(".", 1)
@@ -413,6 +432,6 @@ def load_checkpoint(
     model_cfg = ModelConfig.from_dict(config["model"])
     LossConfig.from_dict(config["loss"])  # validate
     model = build_model(model_cfg)
-    load_model(model, str(Path(folder) / "model.safetensors"), device=str(device))
+    _read(Path(folder) / "model.safetensors", model, device=str(device))
     model.to(device).eval()
     return model, config

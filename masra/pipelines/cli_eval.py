@@ -102,7 +102,10 @@ def _eval_checkpoint(
             card = checkpoint_card(config, over)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
-    grounder = Grounder.from_pretrained(checkpoint, card=card)
+    try:
+        grounder = Grounder.from_pretrained(checkpoint, card=card)
+    except ValueError as e:  # a damaged checkpoint file, named
+        raise click.ClickException(str(e)) from None
     out_dir = out or checkpoint.parent / f"eval_{card.name}_{split}"
     store = find_feature_store(card, [split]) if annotations is None else None
     click.echo(

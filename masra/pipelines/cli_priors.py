@@ -193,7 +193,7 @@ def generate(**kw: Any) -> None:
     from masra.prior_gen.engines import EngineConfig, default_backend, load_engine
     from masra.prior_gen.engines.openai_engine import ServerUnavailableError
     from masra.prior_gen.generate import GenerateConfig, PriorGenerator, RunLockedError, generate_priors
-    from masra.prior_gen.runs import ShardSpec, videos_from_card
+    from masra.prior_gen.runs import BadShardError, ShardSpec, videos_from_card
     from masra.prior_gen.video import VideoConfig
 
     card, st = _card(kw["dataset"], kw["overrides"])
@@ -272,7 +272,7 @@ def generate(**kw: Any) -> None:
             break_lock=kw["break_lock"],
             executor=executor,
         )
-    except (RunLockedError, ServerUnavailableError) as e:
+    except (RunLockedError, ServerUnavailableError, BadShardError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"priors in {run_dir}")
     click.echo(summary.line())

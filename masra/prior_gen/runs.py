@@ -19,11 +19,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from masra.datasets.card import DatasetCard
 from masra.prior_gen.video import find_video
 from masra.priors.run import PriorRun
+from masra.priors.schema import PRIOR_SCHEMA, check_schema
 from masra.priors.shards import shard_paths
 
 log = logging.getLogger(__name__)
@@ -73,11 +75,33 @@ def run_dir_for(prior_dir: Path, dataset: str, model: str, prompt_version: str) 
 
 
 def done_video_ids(run_dir: Path) -> set[str]:
-    """Ids already written to complete shards of ``run_dir`` (any shard part)."""
+    """Ids already written to complete shards of ``run_dir`` (any shard part).
+
+    Raises:
+        BadShardError: a shard that does not read as Parquet, or whose schema is not the prior schema,
+            naming the file (its videos would otherwise count as done, or crash the summary later).
+    """
     done: set[str] = set()
     for p in shard_paths(run_dir):
-        done.update(pq.read_table(p, columns=["video_id"]).column("video_id").to_pylist())
+        try:
+            schema = pq.read_schema(p)
+            done.update(pq.read_table(p, columns=["video_id"]).column("video_id").to_pylist())
+        except (OSError, pa.ArrowException) as e:
+            raise BadShardError(
+                f"{p}: not a readable prior shard ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                "move it out of the run folder and rerun to regenerate its videos"
+            ) from None
+        try:
+            check_schema(schema, PRIOR_SCHEMA, str(p))
+        except ValueError as e:
+            raise BadShardError(
+                f"{e}; move it out of the run folder and rerun to regenerate its videos"
+            ) from None
     return done
+
+
+class BadShardError(ValueError):
+    """A shard of a run folder that cannot be read as a prior shard; the message names the file."""
 
 
 def next_seq(run_dir: Path, shard: ShardSpec) -> int:

@@ -25,7 +25,7 @@ from masra.priors.shards import read_shards, shard_paths
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PriorTable", "embeddings_dir", "prior_source", "read_prior_table"]
+__all__ = ["PriorTable", "embeddings_dir", "prior_source", "read_prior_table", "shard_of"]
 
 
 def embeddings_dir(prior_dir: Path, run: str, encoder: str) -> Path:
@@ -46,7 +46,7 @@ class PriorTable:
         caption_emb: (V, Lp, Dp) float16, Lp = max num_clips.
         caption_valid: (V, Lp) bool, True where the clip has a caption.
         dim: Dp. encoder: encoder name. source: provenance of the priors (``reference``, ``mllm``,
-            ``mixed`` or ``unknown``).
+            ``mixed`` or ``unknown``). folder: the embeddings folder it was read from.
     """
 
     video_ids: list[str]
@@ -60,6 +60,7 @@ class PriorTable:
     dim: int
     encoder: str
     source: str
+    folder: Path | None = None
 
     def __len__(self) -> int:
         return len(self.video_ids)
@@ -112,10 +113,23 @@ def _check_finite(
         return
     row, col = (int(x) for x in np.argwhere(bad)[0])
     video = int(np.searchsorted(row_offsets, row, side="right")) - 1
+    shard = shard_of(Path(where), vids[video])
     raise ValueError(
-        f"{where}: {what} of video {vids[video]!r} is not finite ({int(bad.sum())} values in the run; "
+        f"{shard or where}: {what} of video {vids[video]!r} is not finite ({int(bad.sum())} values in the run; "
         f"first at entry {row - int(row_offsets[video])}, index {col}); re-embed the run with `masra priors embed`"
     )
+
+
+def shard_of(folder: Path, vid: str) -> Path | None:
+    """The shard of ``folder`` that holds video ``vid``, or None (it reads every shard's ids: for error
+    messages)."""
+    for path in shard_paths(folder):
+        try:
+            if vid in pq.read_table(path, columns=["video_id"]).column("video_id").to_pylist():
+                return path
+        except (OSError, pa.ArrowException):
+            continue
+    return None
 
 
 def read_prior_table(prior_dir: Path, run: str, encoder: str) -> PriorTable:
@@ -204,4 +218,5 @@ def read_prior_table(prior_dir: Path, run: str, encoder: str) -> PriorTable:
         dim=dim,
         encoder=encoder,
         source=source,
+        folder=folder,
     )

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from masra.grounding.data.batch import PriorBatch
-from masra.priors.table import PriorTable
+from masra.priors.table import PriorTable, shard_of
 
 if TYPE_CHECKING:
     from masra.grounding.data.resident import SplitReport
@@ -62,8 +62,16 @@ def join_priors(
         )
     missing = [v for v in vids if v not in priors.index]
     if missing and not allow_partial:
+        extra = sorted(set(priors.index) - set(vids))
+        held = ""
+        if priors.folder is not None:
+            where = (shard_of(priors.folder, extra[0]) if extra else None) or priors.folder
+            held = f"; {where} holds {len(extra)} video ids not in this split" + (
+                f" (e.g. {', '.join(extra[:3])})" if extra else ""
+            )
         raise PriorCoverageError(
-            f"{name}: {len(missing)} of {len(vids)} videos have no priors (e.g. {', '.join(missing[:5])}); "
+            f"{name}: {len(missing)} of {len(vids)} videos have no priors (e.g. {', '.join(missing[:5])})"
+            f"{held}; "
             "generate them, train with --no-masra, or set allow_partial_priors=true"
         )
     mismatch = [

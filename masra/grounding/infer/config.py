@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from masra.datasets.card import DatasetCard, load_card
-from masra.datasets.features import l2_normalize
+from masra.datasets.features import check_finite, l2_normalize
 from masra.grounding.infer.decode import saliency_row_length
 from masra.grounding.submission import Prediction
 
@@ -181,7 +181,7 @@ def load_feature_npz(path: str | os.PathLike[str], card: DatasetCard | None = No
 
     The file holds either one array per feature type named as in the card (``slowfast``, ``clip``,
     ...: each L2-normalised per clip, cut to the shortest, concatenated in card order) or a single
-    ``features`` array already in that layout (used as is).
+    ``features`` array already in that layout (used as is). NaN or Inf is a ValueError naming the file.
     """
     path = Path(path)
     with np.load(path, allow_pickle=False) as z:
@@ -189,8 +189,12 @@ def load_feature_npz(path: str | os.PathLike[str], card: DatasetCard | None = No
         if card is not None and all(src.name in keys for src in card.video_features):
             parts = [l2_normalize(np.asarray(z[src.name], np.float32)) for src in card.video_features]
             n = min(p.shape[0] for p in parts)
+            for src, part in zip(card.video_features, parts, strict=True):
+                check_finite(part, path, f"array {src.name!r}")
             return np.ascontiguousarray(np.concatenate([p[:n] for p in parts], axis=1), dtype=np.float32)
         if "features" in keys:
-            return np.asarray(z["features"], dtype=np.float32)
+            feats = np.asarray(z["features"], dtype=np.float32)
+            check_finite(feats, path, "array 'features'")
+            return feats
     wanted = [s.name for s in card.video_features] if card is not None else []
     raise ValueError(f"{path}: expected arrays {wanted or ''} or 'features'; the file has {keys}")

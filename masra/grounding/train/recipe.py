@@ -251,6 +251,11 @@ def run_training(
         store = FeatureStore.open(build_feature_store(card, splits, named, reuse_only=named is not None))
     train_q, _ = load_queries(card, cfg.train_split)
     eval_q = load_queries(card, cfg.eval_split)[0] if cfg.eval_split else []
+    if cfg.eval_split and not eval_q:  # would train and report a best of nan: say so before any work
+        raise ValueError(
+            f"{card.annotation_path(cfg.eval_split)}: eval split {cfg.eval_split!r} holds no queries; fix "
+            "the file, or set eval_split: null to train without evaluation"
+        )
 
     switches = cfg.model_switches()
     needs_priors = any(switches[f"use_{p}"] for p in PRIOR_PARTS)
@@ -348,7 +353,12 @@ def run_training(
             },
         )
     tracker_cfg = {k: v for k, v in cfg.to_dict().items() if isinstance(v, int | float | str | bool)}
-    acc.init_trackers("tensorboard", config=tracker_cfg)
+    # A resumed run hides the events a killed run logged past its checkpoint (TensorBoard's purge_step),
+    # so each step shows once; the writer flushes every 10 s, so a kill loses little.
+    tb_kwargs: dict[str, Any] = {"flush_secs": 10}
+    if resume_from is not None:
+        tb_kwargs["purge_step"] = trainer.global_step + 1
+    acc.init_trackers("tensorboard", config=tracker_cfg, init_kwargs={"tensorboard": tb_kwargs})
     log.info(
         "training %s: %d train queries (%d steps/epoch), %d eval queries, parts %s, %s precision, %d process(es)",
         card.name,
