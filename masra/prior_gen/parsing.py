@@ -27,6 +27,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import numpy as np
+
 OK, PARTIAL, FAILED = "ok", "partial", "failed"
 _TEXT_KEYS = ("description", "text", "caption", "event")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -132,10 +134,16 @@ def _seconds(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
+def span_iou(a: tuple[float, float], spans: np.ndarray) -> np.ndarray:
+    """Temporal IoU of window ``a`` with each row of ``spans`` (E, 2) -> (E,); 0 where both are empty."""
+    spans = np.asarray(spans, np.float64).reshape(-1, 2)
+    inter = np.clip(np.minimum(a[1], spans[:, 1]) - np.maximum(a[0], spans[:, 0]), 0.0, None)
+    union = np.maximum(a[1], spans[:, 1]) - np.minimum(a[0], spans[:, 0])
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+
+
 def _iou(a: Event, b: Event) -> float:
-    inter = max(0.0, min(a.end, b.end) - max(a.start, b.start))
-    union = max(a.end, b.end) - min(a.start, b.start)
-    return inter / union if union > 0 else 0.0
+    return float(span_iou((a.start, a.end), np.array([[b.start, b.end]]))[0])
 
 
 def merge_events(events: list[Event], merge_gap: float, dup_iou: float) -> list[Event]:

@@ -22,20 +22,12 @@ from typing import Any
 import numpy as np
 
 from masra.datasets.types import Query
+from masra.prior_gen.parsing import span_iou
 from masra.prior_gen.runs import reason_kind
 from masra.priors.schema import PRIOR_SCHEMA
 from masra.priors.shards import read_shards
 
 IOU_THRESHOLDS = (0.3, 0.5)
-
-
-def span_iou(a: tuple[float, float], spans: np.ndarray) -> np.ndarray:
-    """Temporal IoU of window ``a`` with each row of ``spans`` (E, 2) -> (E,)."""
-    if len(spans) == 0:
-        return np.zeros(0)
-    inter = np.clip(np.minimum(a[1], spans[:, 1]) - np.maximum(a[0], spans[:, 0]), 0.0, None)
-    union = np.maximum(a[1], spans[:, 1]) - np.minimum(a[0], spans[:, 0])
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
 def prior_report(run_dir: str | os.PathLike[str], queries: Sequence[Query]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from masra.grounding.metrics import GroundTruth
+from masra.grounding.metrics import GroundTruth, iou_paired
 from masra.grounding.submission import Prediction
 
 if TYPE_CHECKING:
@@ -124,13 +124,9 @@ def top1_iou_of(data: TimelineData) -> float:
     """IoU of the top-1 predicted window with its best GT window (0 without either)."""
     if not data.pred_windows or not data.gt_windows:
         return 0.0
-    s, e = data.pred_windows[0][:2]
-    best = 0.0
-    for gs, ge in data.gt_windows:
-        inter = max(0.0, min(e, ge) - max(s, gs))
-        union = (e - s) + (ge - gs) - inter
-        best = max(best, inter / union if union > 0 else 0.0)
-    return best
+    gts = np.asarray(data.gt_windows, np.float64).reshape(-1, 2)
+    top = np.repeat(np.asarray([data.pred_windows[0][:2]], np.float64), len(gts), axis=0)
+    return float(iou_paired(top, gts).max())
 
 
 def render_timeline(

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from masra.grounding.metrics.mr import iou_paired
+
 __all__ = [
     "decode_query",
     "foreground_prob",
@@ -41,10 +43,9 @@ Window = list[float]  # [start_s, end_s, score]
 
 
 def window_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """IoU of two (start, end, ...) windows in seconds; 0 when both are empty."""
-    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
-    union = (a[1] - a[0]) + (b[1] - b[0]) - inter
-    return inter / union if union > 0 else 0.0
+    """IoU of two (start, end, ...) windows in seconds (the metrics' :func:`iou_paired`); 0 when both
+    are empty."""
+    return float(iou_paired(np.array([a[:2]], np.float64), np.array([b[:2]], np.float64))[0])
 
 
 def temporal_nms(windows: Sequence[Sequence[float]], iou: float) -> list[Window]:
