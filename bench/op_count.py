@@ -125,7 +125,8 @@ def random_batch(
     """A labelled batch with priors at the config's shapes; a quarter of the videos are shorter than L.
 
     Spans: 1-3 moments per video; saliency 0-4 inside them; events: ``min_events``-``max_events``
-    random spans per video whose descriptions come from a small pool (so some texts repeat).
+    random spans per video whose descriptions come from a small pool (so some texts repeat); their
+    event-clip membership is given, as a resident split gives it.
     """
     gen = torch.Generator().manual_seed(cfg.seed)
     b, length, t_len, dp = cfg.batch_size, cfg.num_clips, cfg.text_len, cfg.prior_dim
@@ -157,6 +158,8 @@ def random_batch(
         caption_mask=video_mask.clone(),
         has_prior=torch.ones(b, dtype=torch.bool),
     )
+    # The membership comes with the batch, as a resident split derives it once (not a per-step cost).
+    priors = priors.with_member(video_mask)
     batch = Batch(
         video=torch.randn(b, length, video_dim, generator=gen) * video_mask[..., None],
         video_mask=video_mask,

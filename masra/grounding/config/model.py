@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 from masra.grounding.config.checks import JsonConfig, check_field_types, non_negative, positive
 
-__all__ = ["PRIOR_PLACEMENTS", "LossConfig", "ModelConfig"]
+__all__ = ["MATCHERS", "PRIOR_PLACEMENTS", "LossConfig", "ModelConfig"]
 
 PRIOR_PLACEMENTS = ("video", "cross")
+MATCHERS = ("scipy", "batched")
 
 
 @dataclass
@@ -165,6 +166,11 @@ class LossConfig(JsonConfig):
         lrca_window: half-width w of the local window (clips ``|i - j| <= w``, ``i != j``).
         lrca_text_temperature / lrca_video_temperature: temperatures of the row softmax of the caption
             relations (target) and of the clip-feature relations (prediction).
+        matcher: how the Hungarian matching is solved: ``scipy`` (costs copied to the host once per
+            step, :func:`scipy.optimize.linear_sum_assignment` per sample) or ``batched`` (every
+            sample at once on the costs' device, no host round trip: for GPUs and CUDA graphs; see
+            :mod:`masra.grounding.losses.assignment`). Both give optimal matchings; they can differ
+            only between equally cheap ones.
     """
 
     cost_class: float = 4.0
@@ -189,10 +195,13 @@ class LossConfig(JsonConfig):
     lrca_window: int = 5
     lrca_text_temperature: float = 0.05
     lrca_video_temperature: float = 0.1
+    matcher: str = "scipy"
 
     def __post_init__(self) -> None:
         check_field_types(self)
         owner = type(self).__name__
+        if self.matcher not in MATCHERS:
+            raise ValueError(f"{owner}.matcher must be one of {MATCHERS}, got {self.matcher!r}")
         non_negative(
             owner,
             cost_class=self.cost_class,

@@ -47,6 +47,7 @@ __all__ = [
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 SCHEDULERS = ("constant", "cosine", "step")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # ModelConfig switches of the five MASRA parts; ``masra: false`` turns them all off.
 MASRA_PARTS = ("esta", "lrca", "sge", "sora", "dai")
 CONFIG_DIR_ENV = "MASRA_CONFIGS"
@@ -121,6 +122,12 @@ class TrainConfig:
         postprocess: PostprocessConfig fields used at evaluation.
         log_every: steps between train-log lines.
         compile: wrap the model in ``torch.compile``.
+        compile_mode: ``torch.compile``'s mode (None: its default; ``reduce-overhead`` records CUDA
+            graphs, which wants ``pad_to_max``).
+        pad_to_max: pad every split (so every batch) to ``max_clips`` (or the card's) clips and
+            ``max_text_len`` tokens instead of to the split's longest video and query: one input
+            shape for ``torch.compile`` (the last, smaller batch of an epoch is a second one). The
+            padding is masked, so losses equal the default padding's up to float rounding.
         cpu_threads: torch intra-op threads when training on the CPU (None keeps torch's default).
             Small models train fastest with 1 thread on a busy machine (docs/training.md).
     """
@@ -156,6 +163,8 @@ class TrainConfig:
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     log_every: int = 50
     compile: bool = False
+    compile_mode: str | None = None
+    pad_to_max: bool = False
     cpu_threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -182,6 +191,10 @@ class TrainConfig:
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(
                 f"TrainConfig.mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}"
+            )
+        if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:
+            raise ValueError(
+                f"TrainConfig.compile_mode must be one of {COMPILE_MODES} or null, got {self.compile_mode!r}"
             )
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise ValueError(f"TrainConfig.cpu_threads must be >= 1 or null, got {self.cpu_threads}")

@@ -35,6 +35,10 @@ class PriorBatch:
             are skipped.
         clip_mask: (B, L) bool real clips of these rows when they are not the batch's own videos
             (prior-only videos appended, see :meth:`cat`); None means the batch's ``video_mask``.
+        member: (B, E, L) bool event-clip membership of the real events of videos with priors
+            (:func:`event_membership` of ``event_spans``, ``event_mask & has_prior`` and the clip
+            mask, :meth:`with_member`), derived once per split instead of once per step; None lets
+            the criterion derive it.
     """
 
     event_spans: Tensor
@@ -44,6 +48,7 @@ class PriorBatch:
     caption_mask: Tensor
     has_prior: Tensor
     clip_mask: Tensor | None = None
+    member: Tensor | None = None
 
     def to(self, device: torch.device | str) -> PriorBatch:
         moved: dict[str, Any] = {}
@@ -51,6 +56,11 @@ class PriorBatch:
             value = getattr(self, f.name)
             moved[f.name] = None if value is None else value.to(device)
         return PriorBatch(**moved)
+
+    def with_member(self, clip_mask: Tensor) -> PriorBatch:
+        """A copy whose ``member`` is derived from its events and ``clip_mask`` (B, L) (see the field)."""
+        valid = self.event_mask & self.has_prior[:, None]  # (B, E)
+        return replace(self, member=event_membership(self.event_spans, valid, clip_mask))
 
     def rows(self, index: Tensor) -> PriorBatch:
         """The rows ``index`` ((B,) int64, on this batch's device) of every field."""
@@ -62,12 +72,14 @@ class PriorBatch:
 
     @staticmethod
     def cat(first: PriorBatch, first_mask: Tensor, second: PriorBatch, second_mask: Tensor) -> PriorBatch:
-        """The rows of ``first`` then ``second`` (same L and E), with their clip masks in ``clip_mask``."""
-        joined = {
-            f.name: torch.cat([getattr(first, f.name), getattr(second, f.name)])
-            for f in fields(first)
-            if f.name != "clip_mask"
-        }
+        """The rows of ``first`` then ``second`` (same L and E), with their clip masks in ``clip_mask``.
+
+        An optional field is kept only when both carry it."""
+        joined: dict[str, Any] = {}
+        for f in fields(first):
+            a, b = getattr(first, f.name), getattr(second, f.name)
+            if f.name != "clip_mask":
+                joined[f.name] = None if a is None or b is None else torch.cat([a, b])
         return PriorBatch(**joined, clip_mask=torch.cat([first_mask, second_mask]))
 
 
@@ -147,3 +159,23 @@ def host_to_device(x: Tensor, device: torch.device) -> Tensor:
     if device.type != "cuda":
         return x.to(device)
     return x.pin_memory().to(device, non_blocking=True)
+
+
+def event_membership(event_spans: Tensor, event_mask: Tensor, clip_mask: Tensor) -> Tensor:
+    """(B, E, 2) spans, (B, E) event mask, (B, L) clip mask -> (B, E, L) bool: clip i lies in event e.
+
+    Clip ``i`` of a video with ``n`` real clips has center ``(i + 0.5) / n`` and lies in event ``e``
+    when the center is inside the (start, end) span; an event that covers no clip center takes the
+    clip holding its midpoint. Spans are read in float32. ESTA's targets
+    (:mod:`masra.grounding.losses.esta`) are built from it.
+    """
+    n = clip_mask.sum(1, keepdim=True).clamp(min=1).to(torch.float32)[:, None]  # (B, 1, 1)
+    steps = torch.arange(clip_mask.shape[1], device=clip_mask.device, dtype=torch.float32)  # (L,)
+    centers = (steps + 0.5) / n  # (B, 1, L)
+    spans = event_spans.float()
+    start, end = spans[..., :1], spans[..., 1:]  # (B, E, 1)
+    inside = (centers >= start) & (centers <= end) & clip_mask[:, None, :]  # (B, E, L)
+    # The clip holding the midpoint, an exact integer kept in float32 (no one_hot: it syncs).
+    mid = torch.minimum(((start + end) / 2 * n).floor(), n - 1).clamp(min=0)  # (B, E, 1)
+    inside = torch.where(inside.any(-1, keepdim=True), inside, steps == mid)
+    return inside & event_mask[..., None]

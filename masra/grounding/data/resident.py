@@ -237,6 +237,7 @@ def build_split(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
     name: str = "split",
+    pad_to_max: bool = False,
 ) -> ResidentSplit:
     """Copy ``queries`` (their videos, texts, targets and, if given, priors) into a :class:`ResidentSplit`.
 
@@ -246,6 +247,10 @@ def build_split(
         allow_partial_priors: videos missing from ``priors`` get ``has_prior`` False instead of an error.
         drop_unlabelled: drop queries left without any window after the cut (for training).
         dtype: precision of the resident features (targets stay float32).
+        pad_to_max: pad the clip axis to ``max_clips`` and the token axis to ``max_text_len`` instead
+            of to the longest video / query of the split, so that every split of a dataset (and so
+            every batch) has one shape (for ``torch.compile`` with CUDA graphs). The padding is
+            masked out, so the numbers stay those of the tighter padding up to float rounding.
 
     Raises:
         PriorCoverageError: priors missing for some videos and ``allow_partial_priors`` is False.
@@ -280,7 +285,7 @@ def build_split(
     vlen = np.minimum(full_len, max_clips)
     report.queries, report.videos = len(kept_q), len(vids)
     report.videos_cut = int((full_len > max_clips).sum())
-    n_v, n_q, l_max = len(vids), len(kept_q), int(vlen.max())
+    n_v, n_q, l_max = len(vids), len(kept_q), max_clips if pad_to_max else int(vlen.max())
     tef = 2 if card.temporal_endpoint else 0
     dv = store.video_dim
 
@@ -297,7 +302,7 @@ def build_split(
     t_len = np.asarray(store.text_lengths[t_rows], np.int64)
     report.texts_cut = int((t_len > max_text_len).sum())
     t_len = np.minimum(t_len, max_text_len)
-    t_max = int(t_len.max())
+    t_max = max_text_len if pad_to_max else int(t_len.max())
     text = torch.zeros((n_q, t_max, store.text_dim), dtype=dtype)
     text_mask = torch.arange(t_max)[None, :] < torch.from_numpy(t_len)[:, None]  # (N, T)
     _gather_rows(
@@ -359,6 +364,8 @@ def build_split(
             name=name,
             report=report,
         )
+        # ESTA's event-clip membership depends on the video alone: derived here once, not every step.
+        split.priors = split.priors.with_member(video_mask)
     _log_report(name, report)
     return split.to(device)
 

@@ -101,7 +101,9 @@ class _PriorTargets:
         esta = None
         if with_esta:
             event_mask = priors.event_mask & has
-            member = event_membership(priors.event_spans, event_mask, clips)
+            member = priors.member  # derived once per split by the data, when it could be
+            if member is None:
+                member = event_membership(priors.event_spans, event_mask, clips)
             esta = EstaTargets.build(member, priors.event_emb, event_mask, same_text_threshold)
         return cls(
             esta=esta,
@@ -170,6 +172,7 @@ class SetCriterion(nn.Module):
         """
         batch = len(offsets) - 1
         counts = [len(q) for q, _ in indices]
+        per_stage = [sum(counts[k * batch : (k + 1) * batch]) for k in range(len(stages))]
         flat = np.stack(
             [
                 np.repeat(np.tile(np.arange(batch), len(stages)), counts),
@@ -177,8 +180,34 @@ class SetCriterion(nn.Module):
                 np.concatenate([j.numpy() + offsets[i % batch] for i, (_, j) in enumerate(indices)]),
             ]
         ).astype(np.int64)  # (3, sum of matches over stages) on the CPU
-        per_stage = [sum(counts[k * batch : (k + 1) * batch]) for k in range(len(stages))]
         on_device = host_to_device(torch.from_numpy(flat), all_targets.device).split(per_stage, dim=1)
+        return SetCriterion._matched(stages, on_device, all_targets, offsets)
+
+    @staticmethod
+    def _match_on_device(
+        stages: list[Outputs], flat: tuple[Tensor, Tensor], all_targets: Tensor, offsets: list[int]
+    ) -> list[_Matched]:
+        """:meth:`_match` for the batched matcher's flat device indices (every target matched, so the
+        per-sample counts are the target counts, known on the host)."""
+        batch = len(offsets) - 1
+        sizes = np.diff(np.asarray(offsets))
+        host = np.stack(
+            [
+                np.tile(np.repeat(np.arange(batch), sizes), len(stages)),
+                np.tile(np.repeat(np.asarray(offsets[:-1]), sizes), len(stages)),
+            ]
+        ).astype(np.int64)  # (2, M): batch row and target offset of every match
+        known = host_to_device(torch.from_numpy(host), all_targets.device)
+        triples = torch.stack([known[0], flat[0], flat[1] + known[1]])
+        return SetCriterion._matched(
+            stages, triples.split([offsets[-1]] * len(stages), dim=1), all_targets, offsets
+        )
+
+    @staticmethod
+    def _matched(
+        stages: list[Outputs], on_device: tuple[Tensor, ...], all_targets: Tensor, offsets: list[int]
+    ) -> list[_Matched]:
+        """One :class:`_Matched` per stage from its (3, M) device (batch, query, target) indices."""
         num_spans = _num_spans(offsets[-1], all_targets.device)  # one all_reduce for every stage
         out = []
         for outputs, triple in zip(stages, on_device, strict=True):
@@ -273,12 +302,16 @@ class SetCriterion(nn.Module):
         stages = [("", outputs)] + [(f"_{i}", aux) for i, aux in enumerate(outputs.get("aux_outputs", []))]
         # Every decoder layer is matched in one matcher call (layers stacked along the batch), so
         # the step waits on the device once for matching instead of once per layer.
-        stacked = self.matcher(
-            torch.cat([out["pred_logits"] for _, out in stages]),
-            torch.cat([out["pred_spans"] for _, out in stages]),
-            list(targets) * len(stages),
-        )
-        matches = self._match([out for _, out in stages], stacked, all_targets, offsets)
+        logits = torch.cat([out["pred_logits"] for _, out in stages])
+        spans = torch.cat([out["pred_spans"] for _, out in stages])
+        outs = [out for _, out in stages]
+        flat = self.matcher.match_flat(logits, spans, list(targets) * len(stages))
+        if flat is not None:  # the batched solver: indices stay on the device
+            matches = self._match_on_device(outs, flat, all_targets, offsets)
+        else:
+            matches = self._match(
+                outs, self.matcher(logits, spans, list(targets) * len(stages)), all_targets, offsets
+            )
         for (suffix, out), matched in zip(stages, matches, strict=True):
             for name, fn in self.matched_map.items():
                 losses[name + suffix] = fn(out, matched)

@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from masra.grounding.data.batch import event_membership  # re-exported: the membership is the data's
+
 __all__ = [
     "EstaTargets",
     "clip_term",
@@ -70,20 +72,6 @@ def _same_text(t: Tensor, pair_valid: Tensor, threshold: float) -> Tensor:
     """:func:`same_text` given the (N, N) mask of pairs of valid events."""
     eye = torch.eye(t.shape[0], dtype=torch.bool, device=t.device)
     return (((t @ t.T) >= threshold) | eye) & pair_valid  # an event is always its own positive
-
-
-def event_membership(event_spans: Tensor, event_mask: Tensor, clip_mask: Tensor) -> Tensor:
-    """(B, E, 2) spans, (B, E) event mask, (B, L) clip mask -> (B, E, L) bool: clip i lies in event e."""
-    n = clip_mask.sum(1, keepdim=True).clamp(min=1).to(torch.float32)[:, None]  # (B, 1, 1)
-    steps = torch.arange(clip_mask.shape[1], device=clip_mask.device, dtype=torch.float32)  # (L,)
-    centers = (steps + 0.5) / n  # (B, 1, L)
-    spans = event_spans.float()
-    start, end = spans[..., :1], spans[..., 1:]  # (B, E, 1)
-    inside = (centers >= start) & (centers <= end) & clip_mask[:, None, :]  # (B, E, L)
-    # The clip holding the midpoint, an exact integer kept in float32 (no one_hot: it syncs).
-    mid = torch.minimum(((start + end) / 2 * n).floor(), n - 1).clamp(min=0)  # (B, E, 1)
-    inside = torch.where(inside.any(-1, keepdim=True), inside, steps == mid)
-    return inside & event_mask[..., None]
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ without priors are skipped through the caption mask. Shapes stay static; arithme
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -23,12 +25,16 @@ __all__ = ["local_window", "lrca_loss"]
 _NEG = -1e4
 
 
+@functools.lru_cache(maxsize=16)
+def _band(length: int, window: int, device: torch.device) -> Tensor:
+    """(L, L) bool ``0 < |i - j| <= window``; built once per (L, window, device), never written to."""
+    band = torch.ones(length, length, dtype=torch.bool, device=device).triu(-window).tril(window)
+    return band.fill_diagonal_(False)
+
+
 def local_window(valid: Tensor, window: int) -> Tensor:
     """(B, L) bool -> (B, L, L) bool: both clips valid and ``0 < |i - j| <= window``."""
-    length = valid.shape[1]
-    band = torch.ones(length, length, dtype=torch.bool, device=valid.device).triu(-window).tril(window)
-    band.fill_diagonal_(False)  # (L, L)
-    return band & valid[:, :, None] & valid[:, None, :]
+    return _band(valid.shape[1], window, valid.device) & valid[:, :, None] & valid[:, None, :]
 
 
 def lrca_loss(

@@ -47,7 +47,16 @@ _RUN_FILES = ("train_log.jsonl", "metrics.jsonl", "summary.json", "history.jsonl
 _RUN_DIRS = ("best", "last", "checkpoints", ".best.old", ".last.old", ".best.tmp", ".last.tmp", "tensorboard")
 # Config keys a resumed run may change (anything under postprocess. too): they do not alter the
 # optimisation that the checkpoint continues. ``epochs`` may not go below the epochs already done.
-RESUME_SAFE_KEYS = ("epochs", "eval_every", "log_every", "eval_batch_size", "cpu_threads", "compile")
+RESUME_SAFE_KEYS = (
+    "epochs",
+    "eval_every",
+    "log_every",
+    "eval_batch_size",
+    "cpu_threads",
+    "compile",
+    "compile_mode",
+    "pad_to_max",
+)
 _RESUME_SAFE_PREFIXES = ("postprocess.",)
 
 
@@ -272,7 +281,13 @@ def run_training(
 
     max_clips = cfg.max_clips or card.max_clips
     dtype = _DTYPES[mixed]
-    common = {"max_clips": max_clips, "max_text_len": cfg.max_text_len, "dtype": dtype, "device": acc.device}
+    common = {
+        "max_clips": max_clips,
+        "max_text_len": cfg.max_text_len,
+        "dtype": dtype,
+        "device": acc.device,
+        "pad_to_max": cfg.pad_to_max,
+    }
     train_data = build_split(
         card,
         train_q,
@@ -306,7 +321,7 @@ def run_training(
     model = build_model(model_cfg)
     criterion = build_criterion(loss_cfg, model_cfg)
     if cfg.compile:
-        model = torch.compile(model)  # type: ignore[assignment]
+        model = torch.compile(model, mode=cfg.compile_mode)  # type: ignore[assignment]
     prior_info = (
         None
         if priors is None
