@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from masra.grounding.data.batch import event_membership  # re-exported: the membership is the data's
+from masra.grounding.masking import MASKED_LOGIT
 
 __all__ = [
     "EstaTargets",
@@ -56,7 +57,6 @@ __all__ = [
     "same_text",
 ]
 
-_NEG = -1e4
 SAME_TEXT = 0.99
 
 
@@ -170,11 +170,11 @@ def esta_terms(
         # ``same`` is symmetric, so one positive mask serves both.
         not_pos[:0] = [targets.not_same, targets.not_same]
     logits = (_normalised(torch.cat(rows)) @ targets.text.T) / temperature  # (R, N)
-    logits = logits.masked_fill(torch.cat(blocked), _NEG)
+    logits = logits.masked_fill(torch.cat(blocked), MASKED_LOGIT)
     if event_proj is not None:
         events, clips = logits.split([n, logits.shape[0] - n])  # split, not slices: one op backward
         logits = torch.cat([events, events.T, clips])  # (N + R, N)
-    positives = logits.masked_fill(torch.cat(not_pos), _NEG)
+    positives = logits.masked_fill(torch.cat(not_pos), MASKED_LOGIT)
     # A row without positives is a padded event, all of whose logits are masked: its two logsumexps
     # are equal and it gives 0; clips covered by no event are skipped through ``covered``.
     loss = torch.logsumexp(logits, dim=-1) - torch.logsumexp(positives, dim=-1)  # (N + R,)

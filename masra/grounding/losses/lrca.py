@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["local_window", "lrca_loss"]
+from masra.grounding.masking import MASKED_LOGIT
 
-_NEG = -1e4
+__all__ = ["local_window", "lrca_loss"]
 
 
 @functools.lru_cache(maxsize=16)
@@ -55,8 +55,8 @@ def lrca_loss(
     blocked = ~allowed
     c = F.normalize(caption_emb.float(), dim=-1)
     f = F.normalize(clip_feats.float(), dim=-1)
-    text_rel = (torch.bmm(c, c.transpose(1, 2)) / text_temperature).masked_fill(blocked, _NEG)
-    video_rel = (torch.bmm(f, f.transpose(1, 2)) / video_temperature).masked_fill(blocked, _NEG)
+    text_rel = (torch.bmm(c, c.transpose(1, 2)) / text_temperature).masked_fill(blocked, MASKED_LOGIT)
+    video_rel = (torch.bmm(f, f.transpose(1, 2)) / video_temperature).masked_fill(blocked, MASKED_LOGIT)
     log_p = text_rel.log_softmax(-1)  # the target: no gradient
     log_q = video_rel.log_softmax(-1)
     # A row without neighbours is all masked: the ``allowed`` factor makes its KL exactly 0, so the

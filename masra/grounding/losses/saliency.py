@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["negative_pair_loss", "saliency_margin_loss", "saliency_rank_contrastive_loss"]
+from masra.grounding.masking import MASKED_LOGIT
 
-_NEG = -1e4
+__all__ = ["negative_pair_loss", "saliency_margin_loss", "saliency_rank_contrastive_loss"]
 
 
 def saliency_margin_loss(scores: Tensor, target: Tensor, mask: Tensor, margin: float) -> Tensor:
@@ -52,7 +52,7 @@ def saliency_rank_contrastive_loss(
     """
     s = scores.float() / temperature
     y = target.float()
-    logits = s.masked_fill(~mask, _NEG)  # (B, L)
+    logits = s.masked_fill(~mask, MASKED_LOGIT)  # (B, L)
     if extra_negatives is not None:
         logits = torch.cat([logits, extra_negatives.float() / temperature], dim=1)
     log_prob = (logits - torch.logsumexp(logits, dim=1, keepdim=True))[:, : s.shape[1]]  # (B, L)

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from masra.grounding.config import ModelConfig
+from masra.grounding.masking import MASKED_LOGIT
 from masra.grounding.model.baseline import (
     ClipEncoder,
     CrossModalEncoder,
@@ -48,7 +49,7 @@ from masra.grounding.model.sora import SecondOrderRelationalAttention
 
 __all__ = ["SALIENCY_PAD", "MasraModel", "build_model"]
 
-SALIENCY_PAD = -1e4
+SALIENCY_PAD = MASKED_LOGIT  # saliency logits of padded clips
 """What ``saliency`` and ``saliency_neg`` hold at padded clips: finite (no NaN from 0 * -inf), below any
 real score, and representable in float16 / bfloat16."""
 

@@ -26,9 +26,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SecondOrderRelationalAttention"]
+from masra.grounding.masking import MASKED_LOGIT
 
-_NEG = -1e4  # finite stand-in for -inf in float32 masked softmaxes
+__all__ = ["SecondOrderRelationalAttention"]
 
 
 class SecondOrderRelationalAttention(nn.Module):
@@ -69,10 +69,10 @@ class SecondOrderRelationalAttention(nn.Module):
         q, k, v = self._qkv(h)
         with torch.autocast(x.device.type, enabled=False):  # relations in float32
             first = torch.bmm(q.float(), k.float().transpose(1, 2)) * self.scale
-            first = first.masked_fill(blocked, _NEG).softmax(-1)  # (B, L, L) first-order profiles
+            first = first.masked_fill(blocked, MASKED_LOGIT).softmax(-1)  # (B, L, L) first-order profiles
             profile = nn.functional.normalize(first, dim=-1)
             second = torch.bmm(profile, profile.transpose(1, 2))  # (B, L, L) cosine of profiles
             logits = second / self.log_temperature.float().exp()
-            attn = logits.masked_fill(blocked, _NEG).softmax(-1)  # (B, L, L)
+            attn = logits.masked_fill(blocked, MASKED_LOGIT).softmax(-1)  # (B, L, L)
         out = torch.bmm(attn.to(v.dtype), v)  # (B, L, D)
         return x + self.dropout(self.out(out)), attn
