@@ -14,7 +14,7 @@ counts every ATen op and attributes it to a part:
 
 * forward ops to the innermost labelled region: a top-level child of the model (``model.sge``,
   ``model.decoder``, ...), the criterion's matcher, a function the criterion's entry point calls
-  (``criterion.loss_esta_event``, ``criterion.saliency_rank_contrastive_loss``, ...) or the glue
+  (``criterion.prior_losses``, ``criterion.saliency_rank_contrastive_loss``, ...) or the glue
   code around them (``model``, ``criterion``);
 * backward ops to the region whose forward created the autograd node being run (every node is
   labelled as it is created, through a ``TorchFunctionMode``); AccumulateGrad nodes count with the

@@ -23,8 +23,8 @@ from bench.op_count import (
 )
 
 MASRA_PARTS = ("model.sge", "model.sora", "model.codebook", "model.esta_head", "model.lrca_head")
-# ESTA's clip term and SGE's supervision run in the same pass as ESTA's event term (its region).
-PRIOR_LOSSES = ("criterion.loss_esta_event", "criterion.loss_lrca")
+# The prior losses (ESTA, SGE, LRCA) run in one pass: its region.
+PRIOR_LOSSES = ("criterion.prior_losses",)
 TINY_MODEL = {"hidden_dim": 32, "num_heads": 4, "ffn_dim": 64, "lrca_dim": 8, "dai_codebook_size": 3}
 
 

@@ -16,7 +16,7 @@ it can return to its weight and :func:`weighted_total` combines them. Names:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,10 +36,30 @@ from masra.grounding.losses.saliency import (
 )
 from masra.grounding.spans import paired_generalized_iou, span_cxw_to_xx
 
-__all__ = ["SetCriterion", "build_criterion", "weighted_total"]
+__all__ = ["PRIOR_LOSSES", "PRIOR_PARTS", "PriorLoss", "SetCriterion", "build_criterion", "weighted_total"]
 
 Outputs = dict[str, Any]
 _MATCHED = ("span_l1", "span_giou", "label")
+
+
+@dataclass(frozen=True)
+class PriorLoss:
+    """One prior loss: the MASRA part whose switch turns it on, and the model output it reads."""
+
+    part: str
+    reads: str
+
+
+PRIOR_LOSSES: dict[str, PriorLoss] = {
+    "esta_event": PriorLoss("esta", "esta_clip"),
+    "esta_clip": PriorLoss("esta", "esta_clip"),
+    "sge": PriorLoss("sge", "sge_pred"),
+    "lrca": PriorLoss("lrca", "lrca_clip"),
+}
+"""Every prior loss, in the order they are computed and logged; weighted by ``LossConfig.w_<name>``."""
+
+PRIOR_PARTS = tuple(dict.fromkeys(spec.part for spec in PRIOR_LOSSES.values()))
+"""The MASRA parts whose losses read priors (a run with none of them on reads no priors)."""
 
 
 @dataclass
@@ -83,14 +103,12 @@ class _PriorTargets:
 
     Attributes: esta: ESTA's targets (membership-derived masks, normalised texts, same-text classes),
     None when neither ESTA nor SGE is on; caption_emb (B, L, Dp); caption_valid (B, L) clip real,
-    captioned and from a video with priors; esta_losses: ESTA's and SGE's losses once computed
-    (they share one pass).
+    captioned and from a video with priors.
     """
 
     esta: EstaTargets | None
     caption_emb: Tensor
     caption_valid: Tensor
-    esta_losses: dict[str, Tensor] = field(default_factory=dict)
 
     @classmethod
     def from_batch(cls, batch: Batch, same_text_threshold: float, with_esta: bool) -> _PriorTargets:
@@ -128,37 +146,12 @@ class SetCriterion(nn.Module):
             "span_giou": self.loss_span_giou,
             "label": self.loss_label,
         }
-        prior_map: dict[str, Callable[[Outputs, _PriorTargets], Tensor]] = {
-            "esta_event": self.loss_esta_event,
-            "esta_clip": self.loss_esta_clip,
-            "sge": self.loss_sge,
-            "lrca": self.loss_lrca,
-        }
-        enabled = {
-            "esta_event": self.parts["esta"],
-            "esta_clip": self.parts["esta"],
-            "sge": self.parts["sge"],
-            "lrca": self.parts["lrca"],
-        }
-        self.prior_map = {name: fn for name, fn in prior_map.items() if enabled[name]}
-        base = {
-            "span_l1": cfg.w_span_l1,
-            "span_giou": cfg.w_span_giou,
-            "label": cfg.w_label,
-            "saliency_margin": cfg.w_saliency_margin,
-            "saliency_rank": cfg.w_saliency_rank,
-            "saliency_neg": cfg.w_saliency_neg,
-        }
-        prior_weights = {
-            "esta_event": cfg.w_esta_event,
-            "esta_clip": cfg.w_esta_clip,
-            "sge": cfg.w_sge,
-            "lrca": cfg.w_lrca,
-        }
-        self.weights: dict[str, float] = dict(base)
+        # The prior losses of the parts that are on; each loss ``name`` is weighted by ``cfg.w_<name>``.
+        self.prior_names = [n for n, spec in PRIOR_LOSSES.items() if self.parts[spec.part]]
+        names = [*_MATCHED, "saliency_margin", "saliency_rank", "saliency_neg", *self.prior_names]
+        self.weights: dict[str, float] = {n: float(getattr(cfg, f"w_{n}")) for n in names}
         for i in range(self.num_aux):
-            self.weights.update({f"{name}_{i}": base[name] for name in _MATCHED})
-        self.weights.update({name: prior_weights[name] for name in self.prior_map})
+            self.weights.update({f"{name}_{i}": self.weights[name] for name in _MATCHED})
 
     # ---- matched-moment losses -------------------------------------------------------------------
     @staticmethod
@@ -243,43 +236,33 @@ class SetCriterion(nn.Module):
     # ---- prior losses ------------------------------------------------------------------------------
     # Each prior loss reads the outputs through masks, so it stays attached to the graph (zero
     # gradient) even when no video of the batch has priors.
-    def _esta_pass(self, outputs: Outputs, priors: _PriorTargets, name: str) -> Tensor:
-        """ESTA's event and clip terms and SGE's supervision (the clip term on ``sge_pred``) share
-        their targets; the first of them to be asked for computes all in one pass."""
-        if not priors.esta_losses:
+    def prior_losses(self, outputs: Outputs, priors: _PriorTargets) -> dict[str, Tensor]:
+        """The prior losses of the parts that are on. ESTA's event and clip terms and SGE's
+        supervision (the clip term on ``sge_pred``) share their targets and run in one pass."""
+        on = set(self.prior_names)
+        out: dict[str, Tensor] = {}
+        clip_names = [n for n in ("esta_clip", "sge") if n in on]
+        if clip_names or "esta_event" in on:
             assert priors.esta is not None
-            clip_names = [n for n in ("esta_clip", "sge") if n in self.prior_map]
-            event_proj = outputs[_PRIOR_INPUTS["esta_event"]] if "esta_event" in self.prior_map else None
             event, clips = esta_terms(
                 priors.esta,
                 self.cfg.esta_temperature,
-                event_proj=event_proj,
-                clip_projs=[outputs[_PRIOR_INPUTS[n]] for n in clip_names],
+                event_proj=outputs[PRIOR_LOSSES["esta_event"].reads] if "esta_event" in on else None,
+                clip_projs=[outputs[PRIOR_LOSSES[n].reads] for n in clip_names],
             )
-            priors.esta_losses.update(zip(clip_names, clips, strict=True))
+            out.update(zip(clip_names, clips, strict=True))
             if event is not None:
-                priors.esta_losses["esta_event"] = event
-        return priors.esta_losses[name]
-
-    def loss_esta_event(self, outputs: Outputs, priors: _PriorTargets) -> Tensor:
-        return self._esta_pass(outputs, priors, "esta_event")
-
-    def loss_esta_clip(self, outputs: Outputs, priors: _PriorTargets) -> Tensor:
-        return self._esta_pass(outputs, priors, "esta_clip")
-
-    def loss_sge(self, outputs: Outputs, priors: _PriorTargets) -> Tensor:
-        """SGE's prediction against ESTA's clip-level target (the same InfoNCE as ``esta_clip``)."""
-        return self._esta_pass(outputs, priors, "sge")
-
-    def loss_lrca(self, outputs: Outputs, priors: _PriorTargets) -> Tensor:
-        return lrca_loss(
-            outputs["lrca_clip"],
-            priors.caption_emb,
-            priors.caption_valid,
-            self.cfg.lrca_window,
-            self.cfg.lrca_text_temperature,
-            self.cfg.lrca_video_temperature,
-        )
+                out["esta_event"] = event
+        if "lrca" in on:
+            out["lrca"] = lrca_loss(
+                outputs[PRIOR_LOSSES["lrca"].reads],
+                priors.caption_emb,
+                priors.caption_valid,
+                self.cfg.lrca_window,
+                self.cfg.lrca_text_temperature,
+                self.cfg.lrca_video_temperature,
+            )
+        return {n: out[n] for n in self.prior_names}  # in the table's order
 
     # ---- entry point ---------------------------------------------------------------------------------
     def forward(self, outputs: Outputs, batch: Batch) -> dict[str, Tensor]:
@@ -328,25 +311,28 @@ class SetCriterion(nn.Module):
         if scores_neg is not None:
             losses["saliency_neg"] = negative_pair_loss(scores_neg, mask)
 
-        if batch.priors is not None and self.prior_map:
-            missing = sorted({_PRIOR_INPUTS[n] for n in self.prior_map} - outputs.keys())
+        if batch.priors is not None and self.prior_names:
+            missing = sorted({PRIOR_LOSSES[n].reads for n in self.prior_names} - outputs.keys())
             if missing:
                 raise ValueError(
                     f"prior losses need the model outputs {missing}; the loss-only heads run in "
                     "training mode only: call model.train() before the forward pass"
                 )
-            with_esta = bool({"esta_event", "esta_clip", "sge"} & self.prior_map.keys())
+            with_esta = bool({"esta_event", "esta_clip", "sge"} & set(self.prior_names))
             prior_targets = _PriorTargets.from_batch(batch, self.cfg.esta_same_text, with_esta)
-            for name, prior_fn in self.prior_map.items():
-                losses[name] = prior_fn(outputs, prior_targets)
+            losses.update(self.prior_losses(outputs, prior_targets))
         return losses
 
 
-# The model output each prior loss reads.
-_PRIOR_INPUTS = {"esta_event": "esta_clip", "esta_clip": "esta_clip", "sge": "sge_pred", "lrca": "lrca_clip"}
-
 CRITERION_INPUTS = frozenset(
-    {"pred_logits", "pred_spans", "aux_outputs", "saliency", "saliency_neg", *_PRIOR_INPUTS.values()}
+    {
+        "pred_logits",
+        "pred_spans",
+        "aux_outputs",
+        "saliency",
+        "saliency_neg",
+        *(spec.reads for spec in PRIOR_LOSSES.values()),
+    }
 )
 """Every model output the criterion reads (the rest, e.g. clip features for analysis, it ignores)."""
 

@@ -31,6 +31,7 @@ from masra.grounding.checkpoint import find_resume_checkpoint, read_checkpoint_c
 from masra.grounding.config import LossConfig, ModelConfig, TrainConfig
 from masra.grounding.data.resident import ResidentSplit, build_split, label_subset
 from masra.grounding.losses import build_criterion
+from masra.grounding.losses.criterion import PRIOR_PARTS  # the parts whose losses read priors
 from masra.grounding.metrics.evaluate import evaluate_submission
 from masra.grounding.model import build_model
 from masra.grounding.train.position_baseline import position_baselines
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["PRIOR_PARTS", "RESUME_SAFE_KEYS", "build_configs", "resume_config_changes", "run_training"]
 
-PRIOR_PARTS = ("esta", "lrca", "sge")  # parts whose losses read priors
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32}
 _RUN_FILES = ("train_log.jsonl", "metrics.jsonl", "summary.json", "history.jsonl", "best.json", "last.json")
 _RUN_DIRS = ("best", "last", "checkpoints", ".best.old", ".last.old", ".best.tmp", ".last.tmp", "tensorboard")

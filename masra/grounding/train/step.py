@@ -71,21 +71,10 @@ class TrainStep(nn.Module):
                 if key in heads and key in out:
                     out[key] = torch.cat([out[key], heads[key]])
             priors = PriorBatch.cat(priors, batch.video_mask, extra.priors, extra.video_mask)
-        with torch.autocast(device_type=batch.video.device.type, enabled=False):
-            fbatch = Batch(
-                video=batch.video,
-                video_mask=batch.video_mask,
-                text=batch.text,
-                text_mask=batch.text_mask,
-                spans=batch.spans,
-                saliency=batch.saliency,
-                priors=_float_priors(priors),
-                meta=batch.meta,
-            )
-            # Only what the criterion reads is cast (under bf16 the other outputs would cost a cast each).
-            losses = self.criterion(
-                _to_float({k: v for k, v in out.items() if k in CRITERION_INPUTS}), fbatch
-            )
+        # The criterion runs in float32 with autocast off (its forward says so); only what it reads is
+        # cast (under bf16 the other outputs would cost a cast each).
+        fbatch = replace(batch, priors=_float_priors(priors), prior_videos=None)
+        losses = self.criterion(_to_float({k: v for k, v in out.items() if k in CRITERION_INPUTS}), fbatch)
         return out, losses
 
 

@@ -107,7 +107,7 @@ class Trainer:
             )
         )
         # The criterion's prior losses (those of the parts that are on); prior-only videos feed only them.
-        prior_weight = any(self.weights.get(n, 0.0) > 0 for n in getattr(criterion, "prior_map", {}))
+        prior_weight = any(self.weights.get(n, 0.0) > 0 for n in getattr(criterion, "prior_names", []))
         per_process = cfg.batch_size // accelerator.num_processes
         self.prior_videos = (
             min(train_data.num_videos, max(1, round(cfg.prior_video_ratio * per_process)))
