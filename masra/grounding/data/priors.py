@@ -6,16 +6,12 @@ clipped to the grid, normalised like moments and packed first. Captions follow t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 
 from masra.grounding.data.batch import PriorBatch
+from masra.grounding.data.report import SplitReport
 from masra.priors.table import PriorTable, shard_of
-
-if TYPE_CHECKING:
-    from masra.grounding.data.resident import SplitReport
 
 __all__ = ["PriorCoverageError", "join_priors"]
 

@@ -37,6 +37,7 @@ from masra.datasets.types import Query
 from masra.grounding.data.batch import Batch, PriorBatch, VideoBatch, host_to_device
 from masra.grounding.data.order import epoch_batches, label_subset
 from masra.grounding.data.priors import PriorCoverageError, join_priors
+from masra.grounding.data.report import SplitReport
 from masra.priors.table import PriorTable
 
 log = logging.getLogger(__name__)
@@ -52,27 +53,6 @@ __all__ = [
 ]
 
 _EPS = 1e-6
-
-
-@dataclass
-class SplitReport:
-    """What building a split cut or dropped, so nothing changes silently."""
-
-    queries: int = 0
-    videos: int = 0
-    videos_cut: int = 0
-    windows_dropped: int = 0
-    windows_clipped: int = 0
-    queries_without_windows: int = 0
-    texts_cut: int = 0
-    events_dropped: int = 0
-    videos_without_priors: int = 0
-    missing_prior_ids: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        return ", ".join(
-            f"{f.name}={getattr(self, f.name)}" for f in fields(self) if f.name != "missing_prior_ids"
-        )
 
 
 @dataclass

@@ -19,15 +19,37 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from masra.features.extract import VideoFeatures, features_for_video, load_card_extractors
 from masra.video_io import VideoIOError
 
 if TYPE_CHECKING:
+    import torch
+
+    from masra.datasets.card import DatasetCard
     from masra.features.base import VideoFeatureExtractor
     from masra.grounding.infer.config import Grounding
-    from masra.grounding.infer.grounder import Grounder
+
+
+class Grounder(Protocol):
+    """What these functions use of a :class:`~masra.grounding.infer.grounder.Grounder` (which holds
+    them as methods; a Protocol keeps this module from importing it back)."""
+
+    card: DatasetCard | None
+    device: torch.device
+    _extractors: dict[str, VideoFeatureExtractor] | None
+
+    def predict(
+        self,
+        video_features: Any,
+        query_features: Any = None,
+        query_text: str | Sequence[str] | None = None,
+        *,
+        duration: float | None = None,
+        top_k: int | None = None,
+    ) -> list[Grounding]: ...
+
 
 __all__ = ["grounder_extractors", "predict_video", "video_features_for"]
 
