@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from bench.report import append_markdown
+from bench.report import publish
 from masra.priors.run import PriorRun
 from masra.priors.schema import EMBED_SCHEMA, SCHEMA_VERSION
 from masra.priors.shards import write_table_atomic
@@ -522,11 +522,7 @@ def main(argv: list[str] | None = None) -> None:
     args.results_dir.mkdir(parents=True, exist_ok=True)
     path = args.results_dir / f"{socket.gethostname()}-{now.strftime('%Y%m%d-%H%M%S')}-priors.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
-    section = render(results)
-    if not args.no_docs:
-        append_markdown(args.docs, section)
-    print(section)
-    print(f"results: {path}")
+    publish(render(results), path, None if args.no_docs else args.docs)
 
 
 if __name__ == "__main__":

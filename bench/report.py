@@ -197,3 +197,11 @@ def append_markdown(path: Path, section: str) -> None:
         )
     with open(path, "a", encoding="utf-8") as f:
         f.write("\n" + section)
+
+
+def publish(section: str, results: Path, docs: Path | None) -> None:
+    """Append ``section`` to the run log ``docs`` (None: not), then print it and where ``results`` are."""
+    if docs is not None:
+        append_markdown(docs, section)
+    print(section)
+    print(f"results: {results}")

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.report import append_markdown, estimate_full_training, render_markdown
+from bench.report import append_markdown, estimate_full_training, publish, render_markdown
 from bench.synth import PRIOR_ENCODER, PRIOR_RUN, SynthConfig, make_synth, resolve_annotations
 
 log = logging.getLogger("bench.run")
@@ -246,11 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     if result.get("train"):
         result["estimate_200_epochs"] = estimate_full_training(result["train"], result.get("infer"))
     save()
-    section = render_markdown(result)
-    if not args.no_docs:
-        append_markdown(args.docs, section)
-    print(section)
-    print(f"results: {path}")
+    publish(render_markdown(result), path, None if args.no_docs else args.docs)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import env_info, write_json
-from bench.report import append_markdown
+from bench.report import publish
 from bench.stage1_speed import Stage1SpeedConfig, render_video
 from masra.prior_gen import prompts
 from masra.prior_gen.generate import GenerateConfig, PriorGenerator, VideoItem, generate_priors
@@ -190,11 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     path = args.json or args.results_dir / f"{socket.gethostname()}-{stamp}-priors-speed.json"
     write_json(path, result)
-    section = render_executor_speed(result)
-    if not args.no_docs:
-        append_markdown(args.docs, section)
-    print(section)
-    print(f"results: {path}")
+    publish(render_executor_speed(result), path, None if args.no_docs else args.docs)
 
 
 if __name__ == "__main__":
