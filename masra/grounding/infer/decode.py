@@ -61,9 +61,13 @@ def temporal_nms(windows: Sequence[Sequence[float]], iou: float) -> list[Window]
         raise ValueError(f"NMS iou threshold must be in (0, 1], got {iou}")
     ranked = sorted(([float(w[0]), float(w[1]), float(w[2])] for w in windows), key=lambda w: -w[2])
     kept: list[Window] = []
+    spans = np.empty((len(ranked), 2), np.float64)  # rows [0, len(kept)) hold the kept windows
     for w in ranked:
-        if all(window_iou(w, k) <= iou for k in kept):
-            kept.append(w)
+        n = len(kept)
+        if n and (iou_paired(np.broadcast_to(w[:2], (n, 2)), spans[:n]) > iou).any():
+            continue  # one IoU call against every kept window, not one per pair
+        spans[n] = w[:2]
+        kept.append(w)
     return kept
 
 
