@@ -84,16 +84,15 @@ def done_video_ids(run_dir: Path) -> set[str]:
     done: set[str] = set()
     for p in shard_paths(run_dir):
         try:
-            schema = pq.read_schema(p)
-            done.update(pq.read_table(p, columns=["video_id"]).column("video_id").to_pylist())
-        except (OSError, pa.ArrowException) as e:
+            shard = pq.ParquetFile(p)  # one footer read, for the schema and then the ids
+            check_schema(shard.schema_arrow, PRIOR_SCHEMA, str(p))
+            done.update(shard.read(columns=["video_id"]).column("video_id").to_pylist())
+        except (OSError, pa.ArrowException) as e:  # before ValueError: ArrowInvalid is one
             raise BadShardError(
                 f"{p}: not a readable prior shard ({type(e).__name__}: {str(e).splitlines()[0]}); "
                 "move it out of the run folder and rerun to regenerate its videos"
             ) from None
-        try:
-            check_schema(schema, PRIOR_SCHEMA, str(p))
-        except ValueError as e:
+        except ValueError as e:  # check_schema: another schema, named
             raise BadShardError(
                 f"{e}; move it out of the run folder and rerun to regenerate its videos"
             ) from None
