@@ -1,7 +1,7 @@
 """`make bench-batch-size`: does a larger batch (fewer, larger steps) keep the accuracy of batch 32?
 
-For each world (the open world, ``make openworld``, with ``configs/openworld.yaml``; the fixture,
-``make fixture``, with ``configs/fixture.yaml`` at batch 32) and each batch size (32, the standard
+For each world (the open world, ``make openworld``, with ``masra/configs/openworld.yaml``; the fixture,
+``make fixture``, with ``masra/configs/fixture.yaml`` at batch 32) and each batch size (32, the standard
 recipe, then 128 and 256), ``--seeds`` seeds are trained through the real training entry point
 (:func:`masra.grounding.train.recipe.run_training`) for the same number of **epochs** (so a batch of
 128 takes a quarter of the steps), with
@@ -49,8 +49,12 @@ BATCHES = (32, 128, 256)
 REFERENCE = 32
 METRICS = {"R1@0.5": "MR-full-R1@0.5", "R1@0.7": "MR-full-R1@0.7", "mAP": "MR-full-mAP"}
 WORLDS: dict[str, dict[str, Any]] = {
-    "openworld": {"config": "configs/openworld.yaml", "dir": "data/generated/openworld", "test": "test"},
-    "fixture": {"config": "configs/fixture.yaml", "dir": "data/generated/fixture", "test": None},
+    "openworld": {
+        "config": "masra/configs/openworld.yaml",
+        "dir": "data/generated/openworld",
+        "test": "test",
+    },
+    "fixture": {"config": "masra/configs/fixture.yaml", "dir": "data/generated/fixture", "test": None},
 }
 
 

@@ -2,7 +2,7 @@
 
 On the open world (``make openworld``, docs/fixture.md), where priors know what the training
 annotations do not (every event of a video is described, only some are queries), five settings are
-trained at each label fraction with ``configs/openworld.yaml`` through the real training entry point
+trained at each label fraction with ``masra/configs/openworld.yaml`` through the real training entry point
 (:func:`masra.grounding.train.recipe.run_training`):
 
 * ``baseline``: every MASRA part off, no priors read;
@@ -200,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--world-dir", type=Path, default=REPO / "data/generated/openworld", help="Built open world."
     )
-    p.add_argument("--config", type=Path, default=REPO / "configs/openworld.yaml", help="Training config.")
+    p.add_argument(
+        "--config", type=Path, default=REPO / "masra/configs/openworld.yaml", help="Training config."
+    )
     p.add_argument("--work", type=Path, default=REPO / "runs/label-efficiency", help="Runs and store folder.")
     p.add_argument("--fractions", default=",".join(f"{f:g}" for f in FRACTIONS), help="Label fractions.")
     p.add_argument("--seeds", type=int, default=3, help="Seeds per setting and fraction (seed, seed+1, ...).")

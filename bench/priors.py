@@ -1,6 +1,6 @@
 """`make bench-priors`: are the priors used? Baseline vs MASRA with reference, shuffled and noisy priors.
 
-On the fixture (``make fixture``), four settings are trained with ``configs/fixture.yaml`` through
+On the fixture (``make fixture``), four settings are trained with ``masra/configs/fixture.yaml`` through
 the real training entry point (:func:`masra.grounding.train.recipe.run_training`), each with ``--seeds``
 seeds:
 
@@ -64,7 +64,7 @@ IGNORED_PRIOR_WEIGHTS = {
     "loss.w_sge": 0.0,
     "loss.w_lrca": 0.0,
 }
-# The comparison's training schedule on top of configs/fixture.yaml (whose 20 constant-LR epochs are
+# The comparison's training schedule on top of masra/configs/fixture.yaml (whose 20 constant-LR epochs are
 # sized for a quick `make train`): with them every setting was still climbing at the last evaluation
 # and the seed spread swamped the differences. 40 epochs with a cosine decay let the baseline level off
 # (val R1@0.5 56 -> 61 over its last 16 epochs, seed 0). The same schedule is used for every setting;
@@ -415,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fixture-dir", type=Path, default=REPO / "data" / "generated" / "fixture")
     p.add_argument("--work", type=Path, default=REPO / "data" / "generated" / "bench" / "priors")
-    p.add_argument("--config", type=Path, default=REPO / "configs" / "fixture.yaml")
+    p.add_argument("--config", type=Path, default=REPO / "masra" / "configs" / "fixture.yaml")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--settings", default=",".join(SETTINGS))
     p.add_argument("--set", dest="sets", action="append", default=[], help="config override KEY=VALUE")

@@ -41,6 +41,7 @@ import numpy as np
 import masra.prior_gen.generator as gen_mod
 import masra.prior_gen.sink as sink_mod
 from bench.common import env_info, peak_rss_mib, write_json
+from masra.datasets.grid import kept_clips
 from masra.prior_gen import prompts
 from masra.prior_gen.engines.base import GenRequest, GenResult, SamplingConfig
 from masra.prior_gen.generate import GenerateConfig, PriorGenerator, VideoItem, generate_priors
@@ -227,7 +228,7 @@ def run_stage1_speed(cfg: Stage1SpeedConfig, work: Path, tiny_model: Path | None
         wall, cpu = time.perf_counter() - t1, time.process_time() - cpu1
     finally:
         gen_mod.decode_at, sink_mod.write_table_atomic = originals
-    n_clips = gen_mod.num_clips_for(cfg.duration, cfg.clip_len, cfg.max_clips)
+    n_clips = kept_clips(cfg.duration, cfg.clip_len, cfg.max_clips)
     n_req = 1 + (n_clips if cfg.caption_mode == "per_clip" else 1)
     return {
         "bench": "stage1_speed",

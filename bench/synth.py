@@ -4,7 +4,7 @@ The feature *values* are random (speed does not depend on them); the *shapes* ar
 7,218 train queries over 7,100 videos (1,550 val queries over 1,519 videos), 75 clips of 2 s with
 SlowFast (2,304) + CLIP (512) features (+ 2 temporal-endpoint dims added by the loader), query tokens
 of 512 dims, at most 32 of them. Prior embeddings (events + one caption per clip) are 384-d, the
-MiniLM space that ``configs/qvhighlights.yaml`` names (``priors_encoder: minilm``).
+MiniLM space that ``masra/configs/qvhighlights.yaml`` names (``priors_encoder: minilm``).
 
 Window structure (durations, windows, saliency labels) comes from the real annotation files when a
 folder holding ``highlight_{train,val}_release.jsonl`` is given (default ``../shared/datasets/

@@ -37,7 +37,9 @@ def test_nan_in_a_feature_file_is_named(tmp_path: Path) -> None:
 
 def test_a_damaged_checkpoint_is_named(tmp_path: Path) -> None:
     card = make_world(tmp_path / "world", num_train=4, num_val=2)
-    run_training(load_train_config(str(card), None, tiny_overrides(card, epochs=1)), tmp_path / "run")
+    run_training(
+        load_train_config(str(card), None, tiny_overrides(card, epochs=1), no_config=True), tmp_path / "run"
+    )
     weights = (tmp_path / "run" / "best" / "model.safetensors").resolve()
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(ValueError, match=r"model\.safetensors.*cannot read this checkpoint file"):

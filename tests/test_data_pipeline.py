@@ -154,11 +154,39 @@ def test_prior_clip_count_and_dim_mismatch(tmp_path: Path) -> None:
     queries, _ = load_queries(card, "train")
     with pytest.raises(ValueError, match="expects prior_dim 384"):
         build_split(card, queries, store, max_clips=16, max_text_len=8, priors=priors, prior_dim=384)
-    priors.num_clips[priors.index["train001"]] += 1
+    priors.num_clips[priors.index["train001"]] += 3  # another clip length or cut: refused, shard named
     with pytest.raises(
-        ValueError, match=r"1 videos have priors for another clip count.*train001 \(priors 17"
+        ValueError,
+        match=r"1 videos have priors on another clip grid.*train001 \(priors 19, features 16, duration grid 16\).*parquet",
     ):
         build_split(card, queries, store, max_clips=16, max_text_len=8, priors=priors)
+
+
+def test_priors_a_clip_or_two_off_are_fitted_in_time(tmp_path: Path) -> None:
+    """Floor / round / ceil releases: priors one or two clips off the features train, fitted and counted."""
+    card, store = _open(tmp_path, num_train=4, num_val=2)
+    queries, _ = load_queries(card, "train")
+    base = read_prior_table(card.prior_dir, "reference", "toy")
+    plain = build_split(card, queries, store, max_clips=20, max_text_len=8, priors=base)
+    assert plain.report.prior_clips_fitted == 0
+    priors = read_prior_table(card.prior_dir, "reference", "toy")
+    r1, r2 = priors.index["train001"], priors.index["train002"]
+    priors.num_clips[r1] -= 2  # the priors end two clips before the features: 14 captions for 16 clips
+    priors.caption_valid[r1, 14:] = False
+    priors.num_clips[r2] += 1  # one caption past the features' end (ignored)
+    split = build_split(card, queries, store, max_clips=20, max_text_len=8, priors=priors)
+    assert split.priors is not None and plain.priors is not None
+    assert split.report.prior_clips_fitted == 2
+    assert split.report.prior_fitted_ids == ["train001", "train002"]
+    row = [m["vid"] for m in split.meta].index("train001")
+    row = int(split.q2v[row])
+    caps = split.priors.caption_emb[row]
+    # Clips 0-13 keep their own captions; clips 14 and 15 take the priors' last one (clip 13).
+    assert torch.equal(caps[:14], plain.priors.caption_emb[row, :14])
+    assert torch.equal(caps[14], plain.priors.caption_emb[row, 13]) and torch.equal(caps[15], caps[13])
+    assert bool(split.priors.caption_mask[row, :16].all())
+    # Events are in seconds and do not move.
+    assert torch.equal(split.priors.event_spans, plain.priors.event_spans)
 
 
 def test_prior_shard_with_wrong_caption_count(tmp_path: Path) -> None:
@@ -217,3 +245,21 @@ def test_prior_events_past_the_cut_are_dropped_and_crossing_ones_clipped(tmp_pat
             expected = torch.tensor([s / cut, min(e, cut) / cut])
             assert bool(pri.event_mask[i, 0]) and torch.allclose(pri.event_spans[i, 0], expected)
     assert pri.caption_mask.shape == (12, 8) and bool(pri.caption_mask.all())
+
+
+def test_long_video_priors_cut_like_the_features(tmp_path: Path) -> None:
+    """A video longer than max_clips: priors cut by stage 1 at max_clips, or uncut, join its kept clips."""
+    card, store = _open(tmp_path, num_train=4, num_val=2, long_video_clips=30)
+    queries, _ = load_queries(card, "train")
+    priors = read_prior_table(card.prior_dir, "reference", "toy")
+    assert int(priors.num_clips[priors.index["train000"]]) == 30  # written for the whole video
+    split = build_split(card, queries, store, max_clips=20, max_text_len=8, priors=priors)
+    assert split.report.videos_cut == 1 and split.report.prior_clips_fitted == 0
+    priors.num_clips[priors.index["train000"]] = 20  # as stage 1 writes it under max_clips 20
+    cut = build_split(card, queries, store, max_clips=20, max_text_len=8, priors=priors)
+    assert cut.priors is not None and split.priors is not None
+    assert torch.equal(cut.priors.caption_emb, split.priors.caption_emb)
+    assert cut.report.videos_cut == 1 and cut.report.prior_clips_fitted == 0
+    # Priors cut at 20 cannot serve a run that keeps 25 clips: refused, not stretched.
+    with pytest.raises(ValueError, match=r"train000 \(priors 20, features 30, kept 25, duration grid 30\)"):
+        build_split(card, queries, store, max_clips=25, max_text_len=8, priors=priors)

@@ -1,10 +1,10 @@
 """Run every ``masra`` command that README.md and docs/*.md print, on the fixture (slow: `make test-docs`).
 
 Each command runs as printed in a sandbox folder laid out like a checkout (a small fixture under
-``data/generated/fixture``, the tiny test MLLM, ``configs/fixture.yaml`` with two epochs), after the
-rewrites a user on the fixture would make: a real dataset becomes ``fixture`` (its ``root`` and
-feature-folder overrides dropped, split ``test`` becoming ``val``), placeholders become fixture
-files, optional ``[...]`` parts are left out and ``a|b`` takes ``a``. What cannot run here is in
+``data/generated/fixture``, the tiny test MLLM, ``configs/fixture.yaml``: the shipped fixture config
+with two epochs), after the rewrites a user on the fixture would make: a real dataset becomes
+``fixture`` (its ``root`` and feature-folder overrides dropped, split ``test`` becoming ``val``),
+placeholders become fixture files, optional ``[...]`` parts are left out and ``a|b`` takes ``a``. What cannot run here is in
 :data:`NOT_HERE` with the reason, and each entry must still match a printed command.
 """
 
@@ -20,6 +20,7 @@ import yaml
 from _doc_commands import REPO, concrete, doc_commands
 from click.testing import CliRunner
 
+from masra.grounding.config import builtin_config_dir
 from masra.pipelines.cli import main
 
 pytestmark = pytest.mark.slow
@@ -115,7 +116,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=True,
         capture_output=True,
     )
-    cfg = yaml.safe_load((REPO / "configs" / "fixture.yaml").read_text(encoding="utf-8"))
+    cfg = yaml.safe_load((builtin_config_dir() / "fixture.yaml").read_text(encoding="utf-8"))
     cfg.update(epochs=2, warmup_epochs=0, eval_every=1, batch_size=8)
     (sb / "configs").mkdir()
     (sb / "configs" / "fixture.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")

@@ -30,7 +30,9 @@ from masra.pipelines.cli import main
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("world")
     card = make_world(root / "data", num_train=8, num_val=6)
-    cfg = load_train_config(str(card), None, tiny_overrides(card, epochs=2, best_metric="MR-full-mAP"))
+    cfg = load_train_config(
+        str(card), None, tiny_overrides(card, epochs=2, best_metric="MR-full-mAP"), no_config=True
+    )
     run_training(cfg, root / "run")
     return root / "run"
 
@@ -43,7 +45,7 @@ def rescored_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     overrides = tiny_overrides(
         card, epochs=2, best_metric="MR-full-mAP", postprocess={"saliency_weight": 0.5}
     )
-    run_training(load_train_config(str(card), None, overrides), root / "run")
+    run_training(load_train_config(str(card), None, overrides, no_config=True), root / "run")
     return root / "run"
 
 
@@ -53,7 +55,7 @@ def proposals_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("world_proposals")
     card = make_world(root / "data", num_train=8, num_val=6)
     overrides = tiny_overrides(card, epochs=2, best_metric="MR-full-mAP", postprocess={"proposals": True})
-    run_training(load_train_config(str(card), None, overrides), root / "run")
+    run_training(load_train_config(str(card), None, overrides, no_config=True), root / "run")
     return root / "run"
 
 

@@ -43,6 +43,7 @@ def _step_losses(card: Path, run: Path, **extra: object) -> list[dict[str, float
         str(card),
         None,
         tiny_overrides(card, epochs=2, batch_size=8, log_every=1, seed=7, lr=3e-3, model=NO_DROPOUT, **extra),
+        no_config=True,
     )
     run_training(cfg, run)
     log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]

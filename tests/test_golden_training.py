@@ -361,6 +361,7 @@ def _golden_run(tmp_path: Path, **extra: object) -> tuple[list[dict[str, float]]
         str(card),
         None,
         tiny_overrides(card, epochs=2, batch_size=8, log_every=1, seed=7, lr=3e-3, **extra),
+        no_config=True,
     )
     run = tmp_path / "run"
     run_training(cfg, run)

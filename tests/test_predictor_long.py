@@ -36,6 +36,7 @@ def test_answers_found_far_past_the_trained_length(tmp_path: Path) -> None:
     cfg = load_train_config(
         str(card_path), None,
         tiny_overrides(card_path, epochs=60, eval_every=20, batch_size=16, lr=1e-3, masra=False),
+        no_config=True,
     )  # fmt: skip
     run_training(cfg, tmp_path / "run")
     g = Grounder.from_pretrained(tmp_path / "run" / "best")

@@ -175,7 +175,7 @@ def test_config_refuses_prior_videos_with_cross_placement() -> None:
 def test_training_with_a_label_fraction_and_prior_videos(tmp_path: Path) -> None:
     card = make_world(tmp_path / "world", num_train=12, num_val=4, num_clips=10)
     over = tiny_overrides(card, epochs=2, batch_size=4, label_fraction=0.5, prior_video_ratio=1.0)
-    summary = run_training(load_train_config(str(card), None, over), tmp_path / "run")
+    summary = run_training(load_train_config(str(card), None, over, no_config=True), tmp_path / "run")
     # 6 of 12 labelled queries at batch 4: 2 steps per epoch.
     assert summary["steps"] == 4
     losses = [json.loads(x) for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]

@@ -58,7 +58,9 @@ def _step(folder: Path) -> int:
 
 def _config(tmp_path: Path, **extra: object) -> TrainConfig:
     card = make_world(tmp_path / "world", num_train=8, num_val=4)
-    return load_train_config(str(card), None, tiny_overrides(card, **{"epochs": 3, "batch_size": 4, **extra}))
+    return load_train_config(
+        str(card), None, tiny_overrides(card, **{"epochs": 3, "batch_size": 4, **extra}), no_config=True
+    )
 
 
 def _to_old_layout(run: Path, *, killed_between_renames: bool = False) -> None:
@@ -185,7 +187,7 @@ def test_training_into_a_folder_that_holds_a_run_needs_overwrite(tmp_path: Path)
     run = tmp_path / "run"
     run_training(cfg, run)
     before = (run / "best" / "model.safetensors").read_bytes()
-    sets = ["--set", "epochs=1", "--set", "batch_size=4", "--set", "priors_encoder=toy"]
+    sets = ["--no-config", "--set", "epochs=1", "--set", "batch_size=4", "--set", "priors_encoder=toy"]
     res = CliRunner().invoke(main, ["train", "--dataset", cfg.dataset, "--out", str(run), *sets])
     assert res.exit_code == 1, res.output
     assert "already holds a run" in res.output and "--overwrite" in res.output and "--resume" in res.output

@@ -17,7 +17,7 @@ from masra.grounding.train.recipe import run_training
 def test_empty_eval_split_is_an_error_before_training(tmp_path: Path) -> None:
     card = make_world(tmp_path / "world", num_train=8, num_val=4)
     (tmp_path / "world" / "annotations" / "val.jsonl").write_text("", encoding="utf-8")
-    cfg = load_train_config(str(card), None, tiny_overrides(card, epochs=1))
+    cfg = load_train_config(str(card), None, tiny_overrides(card, epochs=1), no_config=True)
     with pytest.raises(ValueError, match=r"eval split 'val'.*no queries"):
         run_training(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "last").exists()
@@ -28,7 +28,7 @@ def test_non_finite_loss_stops_with_step_and_qids_and_keeps_last(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     card = make_world(tmp_path / "world", num_train=8, num_val=4)
-    cfg = load_train_config(str(card), None, tiny_overrides(card, epochs=3, batch_size=4))
+    cfg = load_train_config(str(card), None, tiny_overrides(card, epochs=3, batch_size=4), no_config=True)
     run = tmp_path / "run"
     run_training(cfg, run, stop_after_epoch=1)  # 2 steps; writes last/
     before = {p.name: p.read_bytes() for p in (run / "last").iterdir() if p.is_file()}

@@ -11,8 +11,9 @@ import torch
 from _train_world import make_world, tiny_overrides
 from safetensors.torch import load_file
 
+from masra.datasets.card import builtin_card_dir
 from masra.grounding.checkpoint import load_checkpoint
-from masra.grounding.config import TrainConfig, load_train_config
+from masra.grounding.config import TrainConfig, builtin_config_dir, load_train_config
 from masra.grounding.train.recipe import run_training
 from masra.grounding.train.trainer import build_scheduler
 
@@ -26,7 +27,9 @@ def _metrics(run: Path) -> list[dict[str, object]]:
 
 def test_resume_is_exact(tmp_path: Path) -> None:
     card = make_world(tmp_path / "world", num_train=16, num_val=6, num_clips=12)
-    cfg = load_train_config(str(card), None, tiny_overrides(card, epochs=4, eval_every=1, batch_size=6))
+    cfg = load_train_config(
+        str(card), None, tiny_overrides(card, epochs=4, eval_every=1, batch_size=6), no_config=True
+    )
     full = run_training(cfg, tmp_path / "full")
     part = run_training(cfg, tmp_path / "part", stop_after_epoch=2)
     assert part["epochs_done"] == 2 and len(_metrics(tmp_path / "part")) == 2
@@ -50,7 +53,7 @@ def test_resume_is_exact(tmp_path: Path) -> None:
 def test_checkpoint_folder_rebuilds_the_model(tmp_path: Path) -> None:
     card = make_world(tmp_path / "world", num_train=8, num_val=4)
     cfg = load_train_config(
-        str(card), None, tiny_overrides(card, epochs=1, postprocess={"saliency_weight": 0.5})
+        str(card), None, tiny_overrides(card, epochs=1, postprocess={"saliency_weight": 0.5}), no_config=True
     )
     summary = run_training(cfg, tmp_path / "run")
     best = tmp_path / "run" / "best"
@@ -83,7 +86,10 @@ def test_interval_log_means_span_epoch_boundaries(tmp_path: Path) -> None:
     # weighted by the steps per epoch (an interval that lost the steps of the previous epoch would not).
     card = make_world(tmp_path / "world", num_train=18, num_val=4)
     cfg = load_train_config(
-        str(card), None, tiny_overrides(card, epochs=2, eval_every=2, batch_size=6, log_every=2)
+        str(card),
+        None,
+        tiny_overrides(card, epochs=2, eval_every=2, batch_size=6, log_every=2),
+        no_config=True,
     )
     run_training(cfg, tmp_path / "run")
     log = [json.loads(x) for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
@@ -99,7 +105,7 @@ def test_interval_log_means_span_epoch_boundaries(tmp_path: Path) -> None:
 
 def test_baseline_run_reads_no_priors(tmp_path: Path) -> None:
     card = make_world(tmp_path / "world", num_train=8, num_val=4, prior_videos="none")
-    cfg = load_train_config(str(card), None, tiny_overrides(card, epochs=1, masra=False))
+    cfg = load_train_config(str(card), None, tiny_overrides(card, epochs=1, masra=False), no_config=True)
     summary = run_training(cfg, tmp_path / "run")
     assert summary["priors"] is None and not any(summary["masra_parts"].values())
     log = (tmp_path / "run" / "train_log.jsonl").read_text()
@@ -153,8 +159,16 @@ def test_train_config_validation_and_overrides(tmp_path: Path) -> None:
     assert TrainConfig(model={"use_sora": False}).model_switches()["use_sora"] is False
 
 
-@pytest.mark.parametrize("name", ["fixture", "qvhighlights", "charades", "tacos"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in builtin_config_dir().glob("*.yaml")))
 def test_shipped_configs_are_valid(name: str) -> None:
-    path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
-    cfg = load_train_config(name, path)
+    cfg = load_train_config(name, builtin_config_dir() / f"{name}.yaml")
     assert cfg.dataset == name
+
+
+def test_every_shipped_card_has_a_shipped_config() -> None:
+    cards = {p.stem for p in builtin_card_dir().glob("*.yaml")}
+    configs = {p.stem for p in builtin_config_dir().glob("*.yaml")}
+    assert cards == configs and {"qvhighlights", "charades", "tacos", "fixture"} <= cards
+    # The two Charades-STA cards read the same dataset: one recipe.
+    same = [load_train_config(n, builtin_config_dir() / f"{n}.yaml") for n in ("charades", "charades_jsonl")]
+    assert {**same[0].to_dict(), "dataset": ""} == {**same[1].to_dict(), "dataset": ""}

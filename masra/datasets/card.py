@@ -1,9 +1,14 @@
-"""Dataset cards: one YAML file per dataset under ``data/datasets/<name>.yaml``.
+"""Dataset cards: one YAML file per dataset, ``<name>.yaml``.
+
+The package ships the cards of the supported datasets (``masra/cards/``, package data). A card name
+is looked up in the folders of ``$MASRA_CARDS``, then ``./data/datasets`` (a user's own project),
+then the shipped cards (:func:`card_search_dirs`); a path to a YAML file is taken as it is.
 
 A card says where everything of one dataset lives and how its clips are cut. Relative paths in a
 card are resolved against the card's ``root``; a relative ``root`` is resolved against the current
-working directory. Users point a card at their own downloads by editing it, by passing a card path
-instead of a name, or by dotted overrides (``--set root=/data/qvh --set annotations.val=/x.jsonl``).
+working directory (where the user's data is), wherever the card itself lives. Users point a card at
+their own downloads by copying and editing it, by passing a card path instead of a name, or by
+dotted overrides (``--set root=/data/qvh --set annotations.val=/x.jsonl``).
 
 Example (abridged)::
 
@@ -35,6 +40,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +64,22 @@ log = logging.getLogger(__name__)
 
 
 def builtin_card_dir() -> Path:
-    """``data/datasets`` of the source checkout this package was installed from."""
-    return Path(__file__).resolve().parents[2] / "data" / "datasets"
+    """The cards shipped inside the package (``masra/cards/``), wherever it is installed."""
+    return Path(str(resources.files("masra").joinpath("cards")))
+
+
+def card_search_dirs() -> list[tuple[str, Path]]:
+    """Where a card name is looked up, in order, as (how errors name the place, folder).
+
+    The folders of ``$MASRA_CARDS`` (separated by ``os.pathsep``), ``./data/datasets`` of the
+    current folder, then the cards shipped with the package.
+    """
+    env = [Path(d) for d in os.environ.get(CARD_DIR_ENV, "").split(os.pathsep) if d]
+    return [
+        *((f"${CARD_DIR_ENV}", d) for d in env),
+        ("the current folder's data/datasets", Path("data/datasets")),
+        ("shipped with masra", builtin_card_dir()),
+    ]
 
 
 @dataclass(frozen=True)
@@ -150,21 +170,25 @@ class DatasetCard:
 
 
 def find_card(name_or_path: str | os.PathLike[str]) -> Path:
-    """Resolve a card name (``qvhighlights``) or a path to a YAML file."""
+    """Resolve a card name (``qvhighlights``) or a path to a YAML file.
+
+    A name is looked up in :func:`card_search_dirs` order; the first ``<name>.yaml`` found wins.
+    """
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml"):
         if not p.is_file():
             raise FileNotFoundError(f"dataset card not found: {p}")
         return p
-    dirs = [Path(d) for d in os.environ.get(CARD_DIR_ENV, "").split(os.pathsep) if d]
-    dirs += [Path("data/datasets"), builtin_card_dir()]
-    for d in dirs:
+    dirs = card_search_dirs()
+    for _, d in dirs:
         cand = d / f"{name_or_path}.yaml"
         if cand.is_file():
             return cand
-    known = sorted({c.stem for d in dirs if d.is_dir() for c in d.glob("*.yaml")})
+    known = sorted({c.stem for _, d in dirs if d.is_dir() for c in d.glob("*.yaml")})
+    looked = "; ".join(f"{d.absolute()} ({label})" for label, d in dirs)
     raise FileNotFoundError(
-        f"no dataset card named {name_or_path!r}; known cards: {', '.join(known) or 'none'}"
+        f"no dataset card named {name_or_path!r} (looked for {name_or_path}.yaml in: {looked}); "
+        f"known cards: {', '.join(known) or 'none'}"
     )
 
 

@@ -1,11 +1,13 @@
 """Annotation duration against feature length: the checks behind the length warnings.
 
-A video of ``duration`` seconds annotated on a ``clip_len`` grid should have ``E = ceil(duration /
-clip_len)`` clips of features. With ``L`` the number of feature clips (the shortest feature type):
+A video of ``duration`` seconds annotated on a ``clip_len`` grid should have ``E =
+masra.datasets.grid.num_clips(duration, clip_len)`` clips of features (``ceil``). With ``L`` the
+number of feature clips (the shortest feature type):
 
-* **length mismatch**: ``max(L, E) > MISMATCH_FACTOR * min(L, E)`` *and* ``|L - E| > MISMATCH_CLIPS``
-  (a factor 1.5 and more than 2 clips; both, so that short videos and rounding are not flagged). Such
-  features were likely extracted at another clip length or belong to another cut of the video.
+* **length mismatch**: ``L`` and ``E`` do not agree by :func:`masra.datasets.grid.counts_agree` (more
+  than 2 clips apart, or more than one clip and a factor 1.5), so floor, round and ceil releases and
+  an extra end clip are not flagged. Such features were likely extracted at another clip length or
+  belong to another cut of the video.
 * **features longer than the duration**: ``L * clip_len > duration + LONGER_SLACK_CLIPS * clip_len``
   (more than one whole clip past the annotated end). The clips past the duration are never inside a
   window, so the model sees them as background.
@@ -17,36 +19,26 @@ Both are warnings (a log line with counts and examples), counted by ``masra data
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from masra.datasets.card import DatasetCard
 from masra.datasets.features import npz_shape, video_path
+from masra.datasets.grid import MISMATCH_FACTOR, SLACK_CLIPS, counts_agree, num_clips
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "LONGER_SLACK_CLIPS",
-    "MISMATCH_CLIPS",
-    "MISMATCH_FACTOR",
     "LengthCheck",
     "check_lengths",
-    "expected_clips",
     "feature_lengths",
     "warn_lengths",
 ]
 
-MISMATCH_FACTOR = 1.5
-MISMATCH_CLIPS = 2
 LONGER_SLACK_CLIPS = 1
 EXAMPLES = 3
-
-
-def expected_clips(duration: float, clip_len: float) -> int:
-    """Clips of ``clip_len`` seconds that cover ``duration`` seconds."""
-    return max(1, math.ceil(duration / clip_len - 1e-9))
 
 
 @dataclass
@@ -68,7 +60,7 @@ class LengthCheck:
             "examples": self.examples,
             "thresholds": {
                 "mismatch_factor": MISMATCH_FACTOR,
-                "mismatch_clips": MISMATCH_CLIPS,
+                "slack_clips": SLACK_CLIPS,
                 "longer_slack_clips": LONGER_SLACK_CLIPS,
             },
         }
@@ -87,10 +79,10 @@ def check_lengths(durations: Mapping[str, float], lengths: Mapping[str, int], cl
         if vid not in lengths:
             out.videos_without_features += 1
             continue
-        n, e = int(lengths[vid]), expected_clips(duration, clip_len)
+        n, e = int(lengths[vid]), num_clips(duration, clip_len)
         out.videos_checked += 1
         text = f"{vid} ({n} clips of {clip_len:g} s for {duration:g} s)"
-        if max(n, e) > MISMATCH_FACTOR * min(n, e) and abs(n - e) > MISMATCH_CLIPS:
+        if not counts_agree(n, e):
             out.length_mismatch += 1
             out._note("length_mismatch", text)
         if n * clip_len > duration + LONGER_SLACK_CLIPS * clip_len + 1e-9:
@@ -114,9 +106,10 @@ def warn_lengths(check: LengthCheck, where: str) -> None:
     total = check.videos_checked
     if check.length_mismatch:
         log.warning(
-            "%s: %d of %d videos have a feature length far from the annotated duration (over x%g and "
-            "over %d clips apart), e.g. %s; check the clip length of the features (docs/datasets.md)",
-            where, check.length_mismatch, total, MISMATCH_FACTOR, MISMATCH_CLIPS,
+            "%s: %d of %d videos have a feature length far from the annotated duration (over %d clips, or "
+            "over one clip and x%g, apart), e.g. %s; check the clip length of the features "
+            "(docs/datasets.md)",
+            where, check.length_mismatch, total, SLACK_CLIPS, MISMATCH_FACTOR,
             "; ".join(check.examples["length_mismatch"]),
         )  # fmt: skip
     if check.features_longer_than_duration:

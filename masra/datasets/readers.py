@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from masra.datasets.card import DatasetCard
+from masra.datasets.grid import num_clips as grid_clips
 from masra.datasets.ids import id_problem
 from masra.datasets.types import AnnotationError, Query, QueryId, ReadReport
 
@@ -125,7 +126,7 @@ def _saliency(
         raise AnnotationError(*where, "relevant_clip_ids and saliency_scores must be lists")
     if len(ids) != len(scores):
         raise AnnotationError(*where, f"{len(ids)} relevant_clip_ids but {len(scores)} saliency_scores rows")
-    num_clips = math.ceil(duration / clip_len - 1e-9) if clip_len else None
+    num_clips = grid_clips(duration, clip_len) if clip_len else None
     for cid in ids:
         if isinstance(cid, bool) or not isinstance(cid, int) or cid < 0:
             raise AnnotationError(*where, f"relevant_clip_ids must be non-negative integers, got {cid!r}")

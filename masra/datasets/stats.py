@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from masra.datasets.card import DatasetCard
+from masra.datasets.grid import num_clips as grid_clips
 from masra.datasets.types import Query, ReadReport
 
 
@@ -75,7 +76,7 @@ def split_stats(queries: list[Query], report: ReadReport, card: DatasetCard | No
             "relevant_clips_per_query": describe([len(q.relevant_clip_ids or ()) for q in with_sal]),
         }
     if card is not None:
-        clips = np.ceil(np.asarray(list(durations.values()), dtype=np.float64) / card.clip_len - 1e-9)
+        clips = np.array([grid_clips(d, card.clip_len) for d in durations.values()], dtype=np.int64)
         out["dataset"] = card.name
         out["format"] = card.format
         out["clip_len"] = card.clip_len

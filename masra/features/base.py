@@ -2,9 +2,10 @@
 
 An extractor turns one video file into per-clip features for a clip length::
 
-    extractor.extract(path, clip_len) -> (L, extractor.dim) float32,  L = clip_count(duration, clip_len)
+    extractor.extract(path, clip_len) -> (L, extractor.dim) float32,  L = num_clips(duration, clip_len)
 
-Clip ``i`` covers ``[i * clip_len, (i + 1) * clip_len)`` seconds; a last partial clip counts. The
+Clip ``i`` covers ``[i * clip_len, (i + 1) * clip_len)`` seconds; a last partial clip counts
+(:func:`masra.datasets.grid.num_clips`, the one clip-count rule). The
 duration is what the container states (else the last frame's time plus one frame interval). Frames
 are decoded with :mod:`masra.video_io` (nearest-frame sampling); an unreadable video raises
 :class:`~masra.video_io.VideoIOError` with a one-line reason.
@@ -12,7 +13,6 @@ are decoded with :mod:`masra.video_io` (nearest-frame sampling); an unreadable v
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -21,7 +21,7 @@ import numpy as np
 
 from masra.video_io import VideoIOError, frame_times, probe_duration
 
-__all__ = ["VideoFeatureExtractor", "clip_count", "clip_times", "pick_device", "video_duration"]
+__all__ = ["VideoFeatureExtractor", "clip_times", "pick_device", "video_duration"]
 
 
 @runtime_checkable
@@ -34,13 +34,6 @@ class VideoFeatureExtractor(Protocol):
     def extract(self, path: Path, clip_len: float) -> np.ndarray:
         """(L, dim) float32 features of the video at ``path`` for clips of ``clip_len`` seconds."""
         ...
-
-
-def clip_count(duration: float, clip_len: float) -> int:
-    """``ceil(duration / clip_len)`` (at least 1), tolerant of float noise: ``clip_count(52.0, 2) == 26``."""
-    if clip_len <= 0:
-        raise ValueError(f"clip_len must be > 0, got {clip_len}")
-    return max(1, math.ceil(duration / clip_len - 1e-6))
 
 
 def clip_times(num_clips: int, clip_len: float, per_clip: int, *, centred: bool = False) -> np.ndarray:

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from masra.features.base import clip_count, clip_times, pick_device, video_duration
+from masra.datasets.grid import num_clips as grid_clips
+from masra.features.base import clip_times, pick_device, video_duration
 from masra.hub import resolve_model
 from masra.video_io import sample_frames
 
@@ -59,7 +60,7 @@ class ClipImageExtractor:
 
     def extract(self, path: Path, clip_len: float) -> np.ndarray:
         """(L, dim) float32: the embedding of the frame nearest each clip's centre."""
-        num_clips = clip_count(video_duration(path), clip_len)
+        num_clips = grid_clips(video_duration(path), clip_len)
         times = clip_times(num_clips, clip_len, 1, centred=True).reshape(-1)  # (L,)
         frames = sample_frames(path, times, require_timestamps=False, label=str(path)).pixels
         return self.embed(frames)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from masra.features.base import clip_count, video_duration
+from masra.datasets.grid import num_clips as grid_clips
+from masra.features.base import video_duration
 from masra.fixture.extractor import FEATURE_DIMS, clip_features, frame_stats
 from masra.video_io import VideoIOError, sample_frames
 
@@ -43,7 +44,7 @@ def _both(path: Path, clip_len: float, fps: int) -> dict[str, np.ndarray]:
             f"the hand-crafted extractors need >= 2 frames per clip; fps {fps} x clip_len {clip_len}"
         )
     duration = video_duration(path)
-    num_frames = clip_count(duration, clip_len / per_clip)  # frames on the grid k * clip_len / per_clip
+    num_frames = grid_clips(duration, clip_len / per_clip)  # frames on the grid k * clip_len / per_clip
     times = np.arange(num_frames) * (clip_len / per_clip)  # (N,) seconds
     frames = sample_frames(path, times, require_timestamps=False, label=str(path)).pixels  # (N, S, S, 3)
     if frames.shape[1] != frames.shape[2]:
@@ -51,7 +52,7 @@ def _both(path: Path, clip_len: float, fps: int) -> dict[str, np.ndarray]:
             f"{path}: the hand-crafted fixture extractors need square frames, got {frames.shape[2]}x{frames.shape[1]}"
         )
     feats = clip_features(frame_stats(frames), per_clip)
-    num_clips = clip_count(duration, clip_len)
+    num_clips = grid_clips(duration, clip_len)
     out = {k: v[:num_clips] for k, v in feats.items()}
     _last.value = (key, out)
     return dict(out)

@@ -32,7 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from masra.features.base import clip_count, clip_times, pick_device, video_duration
+from masra.datasets.grid import num_clips as grid_clips
+from masra.features.base import clip_times, pick_device, video_duration
 from masra.features.slowfast_net import SlowFast, SlowFastConfig
 from masra.hub import ModelUnavailableError
 from masra.video_io import sample_frames, scaled_size
@@ -129,7 +130,7 @@ class SlowFastExtractor:
     def extract(self, path: Path, clip_len: float) -> np.ndarray:
         """(L, dim) float32, ``L = ceil(duration / clip_len)``; ``batch_size`` clips per decode and forward."""
         cfg = self.net.config
-        num_clips = clip_count(video_duration(path), clip_len)
+        num_clips = grid_clips(video_duration(path), clip_len)
         times = clip_times(num_clips, clip_len, cfg.frames, centred=True)  # (L, T) seconds
         max_side = _decode_side(path, cfg.crop_size)
         out = []

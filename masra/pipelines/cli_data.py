@@ -19,7 +19,10 @@ from masra.datasets.readers import load_queries
 from masra.datasets.stats import split_stats
 
 _DATASET = click.option(
-    "--dataset", "-d", required=True, help="Card name (data/datasets/NAME.yaml) or a path to a card YAML."
+    "--dataset",
+    "-d",
+    required=True,
+    help="Card name (NAME.yaml in $MASRA_CARDS, ./data/datasets or the shipped cards) or a path to a card YAML.",
 )
 _SET = click.option(
     "--set",

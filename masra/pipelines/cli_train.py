@@ -18,7 +18,12 @@ ABLATION_COLUMNS = ("MR-full-R1@0.5", "MR-full-R1@0.7", "MR-full-mAP")
 
 
 def _config(
-    dataset: str, config: str | None, sets: tuple[str, ...], priors: str | None, no_masra: bool
+    dataset: str,
+    config: str | None,
+    sets: tuple[str, ...],
+    priors: str | None,
+    no_masra: bool,
+    no_config: bool,
 ) -> TrainConfig:
     overrides: dict[str, Any] = parse_overrides(list(sets))
     if priors is not None:
@@ -26,14 +31,17 @@ def _config(
     if no_masra:
         overrides["masra"] = False
     try:
-        return load_train_config(dataset, config, overrides)
+        return load_train_config(dataset, config, overrides, no_config=no_config)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
+    except FileNotFoundError as e:  # no card, or no config file: the message names every place looked
+        raise click.ClickException(str(e)) from None
 
 
 _common = [
-    click.option("--dataset", "-d", required=True, help="Dataset card name or path (data/datasets/<name>.yaml)."),
-    click.option("--config", "config", default=None, help="Training config YAML (default: configs/<dataset>.yaml)."),
+    click.option("--dataset", "-d", required=True, help="Dataset card: a name ($MASRA_CARDS, ./data/datasets, the shipped cards) or a YAML path."),
+    click.option("--config", "config", default=None, help="Training config YAML (default: <dataset>.yaml from $MASRA_CONFIGS, ./configs, the shipped configs; none found is an error)."),
+    click.option("--no-config", is_flag=True, help="Read no config file: the built-in defaults plus --set (for your own card without a config)."),
     click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Config override, e.g. epochs=20, model.hidden_dim=128, card.root=/data/x."),
     click.option("--priors", default=None, metavar="RUN", help="Prior run under the card's prior_dir (default: the config's priors_run)."),
 ]  # fmt: skip
@@ -55,6 +63,7 @@ def _with_common(fn: Any) -> Any:
 def train(
     dataset: str,
     config: str | None,
+    no_config: bool,
     sets: tuple[str, ...],
     priors: str | None,
     out: str | None,
@@ -73,7 +82,7 @@ def train(
 
     from masra.grounding.train.recipe import run_training
 
-    cfg = _config(dataset, config, sets, priors, no_masra)
+    cfg = _config(dataset, config, sets, priors, no_masra, no_config)
     run_dir = Path(out or f"runs/{Path(dataset).stem}")
     try:
         summary = run_training(cfg, run_dir, resume=resume, store_dir=store, overwrite=overwrite)
@@ -112,18 +121,23 @@ def format_table(rows: dict[str, dict[str, Any]]) -> str:
 @click.option("--out", required=True, help="Folder for one run per variant plus ablation.json / ablation.md.")
 @click.option("--overwrite", is_flag=True, help="Replace the variants' runs that --out already holds.")
 def ablate(
-    dataset: str, config: str | None, sets: tuple[str, ...], priors: str | None, out: str, overwrite: bool
+    dataset: str,
+    config: str | None,
+    no_config: bool,
+    sets: tuple[str, ...],
+    priors: str | None,
+    out: str,
+    overwrite: bool,
 ) -> None:
     """Train the baseline, full MASRA and MASRA with each part removed; print R1@0.5, R1@0.7, mAP."""
     from masra.grounding.train.recipe import run_training
 
-    base_cfg = _config(dataset, config, sets, priors, False)
+    base_cfg = _config(dataset, config, sets, priors, False, no_config)
     out_dir = Path(out)
     rows: dict[str, dict[str, Any]] = {}
     for name, extra in ablation_variants(base_cfg).items():
-        cfg = _config(
-            dataset, config, (*sets, *(f"{k}={json.dumps(v)}" for k, v in extra.items())), priors, False
-        )
+        variant_sets = (*sets, *(f"{k}={json.dumps(v)}" for k, v in extra.items()))
+        cfg = _config(dataset, config, variant_sets, priors, False, no_config)
         log.info("ablation: %s", name)
         try:
             summary = run_training(cfg, out_dir / name, overwrite=overwrite)

@@ -34,7 +34,7 @@ from masra.prior_gen.engines.base import Engine
 from masra.prior_gen.executors import Executor, LocalExecutor
 from masra.prior_gen.generator import CAPTION_MODES, GenerateConfig, Prepared, PriorGenerator
 from masra.prior_gen.manifest import RunSummary, write_manifest
-from masra.prior_gen.runs import ShardSpec, VideoItem, done_video_ids, num_clips_for
+from masra.prior_gen.runs import ShardSpec, VideoItem, done_video_ids
 from masra.prior_gen.sink import ShardSink
 from masra.runlock import LockHeldError, RunLock, describe, holder_alive, read_holder
 
@@ -52,7 +52,6 @@ __all__ = [
     "check_sharding",
     "generate_priors",
     "lock_path",
-    "num_clips_for",
     "write_manifest",
 ]
 

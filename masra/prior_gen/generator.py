@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from masra.datasets.grid import kept_clips
 from masra.prior_gen import prompts
 from masra.prior_gen.engines.base import GenRequest, GenResult, SamplingConfig
 from masra.prior_gen.parsing import (
@@ -26,7 +27,7 @@ from masra.prior_gen.parsing import (
     parse_captions_dense,
     parse_events,
 )
-from masra.prior_gen.runs import VideoItem, num_clips_for
+from masra.prior_gen.runs import VideoItem
 from masra.prior_gen.video import Frames, VideoConfig, VideoDecodeError, clip_times, decode_at, event_times
 from masra.priors.schema import SCHEMA_VERSION
 
@@ -124,7 +125,7 @@ class PriorGenerator:
 
     def prepare(self, item: VideoItem) -> Prepared:
         """Decode one video and build its requests; decoding problems become ``error``."""
-        vc, n = self.cfg.video, num_clips_for(item.duration, self.clip_len, self.max_clips)
+        vc, n = self.cfg.video, kept_clips(item.duration, self.clip_len, self.max_clips)
         prep = Prepared(item, n)
         if item.path is None:
             prep.error = "video file not found"

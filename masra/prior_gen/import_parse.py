@@ -10,13 +10,13 @@ import hashlib
 import json
 import math
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from masra.datasets.grid import kept_clips
+from masra.datasets.grid import num_clips as grid_clips
 from masra.datasets.ids import id_problem
-from masra.prior_gen.runs import num_clips_for
 
 __all__ = [
     "MAX_UNCAPPED_CLIPS",
@@ -182,7 +182,9 @@ def _parse_row(
         raise _Bad(f"duration must be > 0, got {duration:g}")
     events = _events(obj["events"], duration)
     captions = _captions(obj["clip_captions"])
-    num_clips = num_clips_for(duration, clip_len, max_clips if max_clips is not None else sys.maxsize)
+    num_clips = (
+        grid_clips(duration, clip_len) if max_clips is None else kept_clips(duration, clip_len, max_clips)
+    )
     if max_clips is None and num_clips > MAX_UNCAPPED_CLIPS:
         raise _Bad(f"duration {duration:g} s needs {num_clips} clips, more than {MAX_UNCAPPED_CLIPS}")
     count = len(captions)

@@ -13,10 +13,11 @@ Each row is validated (reasons name ``file:line``, 1-based):
   ``.``, leading/trailing white space, NUL or other control character), not seen on an earlier line;
 * ``duration``: a finite number > 0 (seconds);
 * ``events``: a list of objects with finite ``0 <= start < end <= duration`` and non-empty ``text``;
-* ``clip_captions``: a list of strings. The run's clip grid has ``num_clips_for(duration, clip_len,
-  max_clips)`` clips; a list of another length is refitted to it by nearest-neighbour resampling in
-  time (clip ``i`` takes the caption whose equal share of ``[0, duration)`` holds the clip's centre)
-  and reported as a warning. An empty list cannot be refitted and refuses the row.
+* ``clip_captions``: a list of strings. The run's clip grid has ``kept_clips(duration, clip_len,
+  max_clips)`` clips (``masra.datasets.grid``: the duration's ceil in clips, cut at ``max_clips``); a
+  list of another length is refitted to it by nearest-neighbour resampling in time (clip ``i`` takes
+  the caption whose equal share of ``[0, duration)`` holds the clip's centre) and reported as a
+  warning. An empty list cannot be refitted and refuses the row.
 
 Valid rows become one :data:`~masra.priors.schema.PRIOR_SCHEMA` shard
 ``part-000of001-00000.parquet`` (the name ``masra priors generate`` gives a one-part run's first

@@ -5,16 +5,16 @@ A run folder is ``{card.prior_dir}/{dataset}__{model-slug}__{prompt-version}``; 
 ``sha1(video_id) mod N``, so parts are disjoint, their union is the whole list, and the assignment
 does not depend on list order.
 
-Clip grid: ``num_clips = min(max(1, floor(duration / clip_len + 0.5)), card.max_clips)``, i.e. the
-duration rounded half-up to whole clips (150 s / 2 s = 75 QVHighlights clips). Clip ``i`` covers
-``[i * clip_len, (i + 1) * clip_len)``; stage 2 aligns caption ``i`` with feature clip ``i``.
+Clip grid: a run describes ``masra.datasets.grid.kept_clips(duration, clip_len, card.max_clips)``
+clips of a video (``ceil(duration / clip_len)`` cut at ``max_clips``: 150 s / 2 s = 75 QVHighlights
+clips). Clip ``i`` covers ``[i * clip_len, (i + 1) * clip_len)``; stage 2 aligns caption ``i`` with
+feature clip ``i`` and fits a clip or two of difference at the end in time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +29,6 @@ from masra.priors.schema import PRIOR_SCHEMA, check_schema
 from masra.priors.shards import shard_paths
 
 log = logging.getLogger(__name__)
-
-
-def num_clips_for(duration: float, clip_len: float, max_clips: int) -> int:
-    """Clips stage 2 has for a video: duration rounded half-up to whole clips, capped."""
-    return min(max(1, math.floor(duration / clip_len + 0.5)), max_clips)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from masra.datasets.grid import num_clips as grid_clips
 from masra.grounding.metrics import GroundTruth, iou_paired
 from masra.grounding.submission import Prediction
 
@@ -77,7 +78,7 @@ class TimelineData:
 def _gt_saliency(g: GroundTruth, clip_len: float) -> list[float] | None:
     if g.relevant_clip_ids is None or g.saliency_scores is None:
         return None
-    n = max(1, int(np.ceil(g.duration / clip_len - 1e-6)))
+    n = grid_clips(g.duration, clip_len)
     out = np.zeros(n)
     for cid, scores in zip(g.relevant_clip_ids, g.saliency_scores, strict=True):
         if 0 <= cid < n:

@@ -15,7 +15,7 @@ SETTINGS = ["epochs=8", "eval_every=1", "batch_size=8", "deterministic=true"]
 
 
 def train_cmd(ctx: Ctx, run_dir: Path, *extra: str) -> list[str]:
-    """``masra train`` on the fixture (configs/fixture.yaml with :data:`SETTINGS`)."""
+    """``masra train`` on the fixture (the shipped fixture config with :data:`SETTINGS`)."""
     sets = [a for s in [f"card.root={ctx.fixture}", *SETTINGS] for a in ("--set", s)]
     return masra("train", "--dataset", "fixture", *sets, "--out", str(run_dir), *extra)
 

@@ -2,9 +2,9 @@
 
 - :mod:`~masra.grounding.config.model`: :class:`ModelConfig` (the architecture and the MASRA parts)
   and :class:`LossConfig` (loss weights), both stored in a checkpoint's ``config.json``;
-- :mod:`~masra.grounding.config.train`: :class:`TrainConfig` (a run, loaded from
-  ``configs/<dataset>.yaml`` with ``--set`` overrides) and :class:`PostprocessConfig` (model outputs
-  to windows);
+- :mod:`~masra.grounding.config.train`: :class:`TrainConfig` (a run, loaded from a config file,
+  ``--config`` or ``<dataset>.yaml`` found by :func:`find_train_config`, with ``--set`` overrides)
+  and :class:`PostprocessConfig` (model outputs to windows);
 - :mod:`~masra.grounding.config.checks`: the JSON round trip and the value-type checks they share.
 """
 
@@ -14,6 +14,8 @@ from masra.grounding.config.train import (
     MASRA_PARTS,
     PostprocessConfig,
     TrainConfig,
+    builtin_config_dir,
+    config_search_dirs,
     find_train_config,
     load_train_config,
 )
@@ -25,8 +27,10 @@ __all__ = [
     "ModelConfig",
     "PostprocessConfig",
     "TrainConfig",
+    "builtin_config_dir",
     "check_field_types",
     "check_types",
+    "config_search_dirs",
     "find_train_config",
     "load_train_config",
     "type_problem",

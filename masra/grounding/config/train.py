@@ -1,4 +1,10 @@
-"""The training configuration: one typed, validated dataclass loaded from ``configs/<dataset>.yaml``.
+"""The training configuration: one typed, validated dataclass loaded from ``<dataset>.yaml``.
+
+The config file is ``--config FILE``, else ``<dataset>.yaml`` from the folders of ``$MASRA_CONFIGS``,
+``./configs`` or the configs shipped with the package (``masra/configs/``; every shipped card has
+one), in that order (:func:`config_search_dirs`). A dataset without a config file is an error naming
+every place looked, unless the caller asks for the built-in defaults (``no_config=True``, ``masra
+train --no-config``): a run never switches to other hyperparameters unnoticed.
 
 A config file holds any of the :class:`TrainConfig` fields; ``model`` and ``loss`` are mappings of
 :class:`~masra.grounding.config.ModelConfig` / :class:`~masra.grounding.config.LossConfig` keys and
@@ -26,12 +32,13 @@ import copy
 import logging
 import os
 from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from masra.datasets.card import set_dotted
+from masra.datasets.card import find_card, set_dotted
 from masra.grounding.config.checks import check_field_types, type_problem
 from masra.grounding.config.model import LossConfig, ModelConfig
 
@@ -41,6 +48,8 @@ __all__ = [
     "MASRA_PARTS",
     "PostprocessConfig",
     "TrainConfig",
+    "builtin_config_dir",
+    "config_search_dirs",
     "find_train_config",
     "load_train_config",
 ]
@@ -88,7 +97,7 @@ class TrainConfig:
     """Everything a training run needs besides the model and loss configs' own fields.
 
     Attributes:
-        dataset: dataset card name or path (``data/datasets/<name>.yaml``).
+        dataset: dataset card name or path (:func:`masra.datasets.card.find_card`).
         train_split / eval_split: card splits to train on and to evaluate on (``eval_split`` may be
             null to train without evaluation; the best checkpoint is then the last one).
         epochs: training epochs.
@@ -130,6 +139,10 @@ class TrainConfig:
             padding is masked, so losses equal the default padding's up to float rounding.
         cpu_threads: torch intra-op threads when training on the CPU (None keeps torch's default).
             Small models train fastest with 1 thread on a busy machine (docs/training.md).
+        early_stop_patience: stop once ``best_metric`` on ``eval_split`` has not improved for this
+            many evaluations in a row (None: train all ``epochs``). Evaluate on a held-out part of
+            train, never on the split you report. ``early_stop_min_epochs``: no early stop before
+            this many epochs (a decoder learns after the saliency head has settled).
     """
 
     dataset: str = "fixture"
@@ -166,6 +179,8 @@ class TrainConfig:
     compile_mode: str | None = None
     pad_to_max: bool = False
     cpu_threads: int | None = None
+    early_stop_patience: int | None = None
+    early_stop_min_epochs: int = 0
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -196,6 +211,16 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.compile_mode must be one of {COMPILE_MODES} or null, got {self.compile_mode!r}"
             )
+        if self.early_stop_patience is not None and self.early_stop_patience < 1:
+            raise ValueError(
+                f"TrainConfig.early_stop_patience must be >= 1 or null, got {self.early_stop_patience}"
+            )
+        if not isinstance(self.early_stop_min_epochs, int) or self.early_stop_min_epochs < 0:
+            raise ValueError(
+                f"TrainConfig.early_stop_min_epochs must be an integer >= 0, got {self.early_stop_min_epochs!r}"
+            )
+        if self.early_stop_patience is not None and self.eval_split is None:
+            raise ValueError("TrainConfig.early_stop_patience needs an eval_split to watch")
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise ValueError(f"TrainConfig.cpu_threads must be >= 1 or null, got {self.cpu_threads}")
         if self.max_clips is not None and self.max_clips < 1:
@@ -243,34 +268,72 @@ class TrainConfig:
         return self.mixed_precision
 
 
-def _repo_config_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "configs"
+def builtin_config_dir() -> Path:
+    """The training configs shipped inside the package (``masra/configs/``), wherever it is installed."""
+    return Path(str(resources.files("masra").joinpath("configs")))
+
+
+def config_search_dirs() -> list[tuple[str, Path]]:
+    """Where ``<dataset>.yaml`` is looked up, in order, as (how errors name the place, folder).
+
+    The folders of ``$MASRA_CONFIGS`` (separated by ``os.pathsep``), ``./configs`` of the current
+    folder, then the configs shipped with the package.
+    """
+    env = [Path(d) for d in os.environ.get(CONFIG_DIR_ENV, "").split(os.pathsep) if d]
+    return [
+        *((f"${CONFIG_DIR_ENV}", d) for d in env),
+        ("the current folder's configs", Path("configs")),
+        ("shipped with masra", builtin_config_dir()),
+    ]
 
 
 def find_train_config(dataset: str) -> Path | None:
-    """``configs/<dataset>.yaml`` from $MASRA_CONFIGS, ./configs or the source checkout, if any."""
+    """The first ``<stem of dataset>.yaml`` of :func:`config_search_dirs`, or None."""
     stem = Path(dataset).stem
-    dirs = [Path(d) for d in os.environ.get(CONFIG_DIR_ENV, "").split(os.pathsep) if d]
-    for d in [*dirs, Path("configs"), _repo_config_dir()]:
+    for _, d in config_search_dirs():
         cand = d / f"{stem}.yaml"
         if cand.is_file():
             return cand
     return None
 
 
+def _no_config_error(dataset: str) -> FileNotFoundError:
+    stem = Path(dataset).stem
+    looked = "; ".join(f"{(d / f'{stem}.yaml').absolute()} ({label})" for label, d in config_search_dirs())
+    return FileNotFoundError(
+        f"no training config for dataset {dataset!r}: looked for {looked}. Pass --config FILE, put "
+        f"{stem}.yaml in one of these folders (or a folder named by ${CONFIG_DIR_ENV}), or pass "
+        "--no-config to train with the built-in defaults"
+    )
+
+
 def load_train_config(
     dataset: str,
     config_path: str | os.PathLike[str] | None = None,
     overrides: dict[str, Any] | None = None,
+    *,
+    no_config: bool = False,
 ) -> TrainConfig:
-    """Defaults <- the config file (``config_path`` or ``configs/<dataset>.yaml``) <- dotted overrides.
+    """Defaults <- the config file (``config_path`` or ``<dataset>.yaml``) <- dotted overrides.
 
+    Without ``config_path`` the file is :func:`find_train_config`'s; none found raises
+    FileNotFoundError naming every place looked (after the card lookup's own error when the dataset
+    names no card). ``no_config=True`` reads no file: the built-in defaults and the overrides only.
     ``card.*`` overrides keep their dots below ``card`` (the card loader resolves them).
     """
+    if no_config and config_path is not None:
+        raise ValueError("--config and --no-config exclude each other")
     raw: dict[str, Any] = {}
-    path = Path(config_path) if config_path is not None else find_train_config(dataset)
-    if config_path is not None and not Path(config_path).is_file():
-        raise FileNotFoundError(f"training config not found: {config_path}")
+    path: Path | None = None
+    if config_path is not None:
+        path = Path(config_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"training config not found: {config_path}")
+    elif not no_config:
+        path = find_train_config(dataset)
+        if path is None:
+            find_card(dataset)  # a misspelt dataset: the card error (known cards) first
+            raise _no_config_error(dataset)
     if path is not None:
         with open(path, encoding="utf-8") as f:
             loaded = yaml.safe_load(f) or {}
@@ -279,7 +342,7 @@ def load_train_config(
         raw.update(loaded)
         log.info("training config: %s", path)
     else:
-        log.info("no configs/%s.yaml; using the built-in training defaults", Path(dataset).stem)
+        log.info("training config: none (--no-config); the built-in training defaults")
     raw["dataset"] = dataset
     raw.setdefault("card", {})
     for key, value in (overrides or {}).items():

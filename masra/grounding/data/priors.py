@@ -1,7 +1,13 @@
 """The prior table joined to a resident split: one :class:`PriorBatch` row per video, on its clip grid.
 
-Events starting past a video's cut (``max_clips``) or empty are dropped and counted; the rest are
-clipped to the grid, normalised like moments and packed first. Captions follow the video's clips.
+Priors and features describe one clip grid (:mod:`masra.datasets.grid`), both cut at ``max_clips``.
+Events are in seconds: those starting past a video's cut or empty are dropped and counted, the rest
+are clipped to the grid, normalised like moments and packed first. Captions are fitted to the
+features' clips in time: where the two clip counts differ by a clip or two at the end (floor, round
+or ceil releases, an extractor's extra clip), the features' last clips take the priors' last caption,
+and the video is counted in ``SplitReport.prior_clips_fitted``. Counts that disagree further
+(:func:`~masra.datasets.grid.counts_agree`: another clip length or another cut of the video) are
+refused, naming the videos and the shard.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from masra.datasets.grid import counts_agree
 from masra.grounding.data.batch import PriorBatch
 from masra.grounding.data.report import SplitReport
 from masra.priors.table import PriorTable, shard_of
@@ -27,9 +34,11 @@ def join_priors(
     vids: list[str],
     full_len: np.ndarray,
     vlen: np.ndarray,
+    grid_len: np.ndarray,
     l_max: int,
     clip_len: float,
     *,
+    max_clips: int,
     prior_dim: int | None,
     allow_partial: bool,
     dtype: torch.dtype,
@@ -41,14 +50,15 @@ def join_priors(
     Args:
         priors: the prior table read from the run's shards.
         vids: the split's V video ids, in row order.
-        full_len: (V,) clips of each video's features; vlen: (V,) clips kept (``<= max_clips``).
+        full_len: (V,) clips of each video's features; vlen: (V,) clips kept (``<= max_clips``);
+            grid_len: (V,) clips of the clip grid of each video's annotated duration.
         l_max: the split's padded clip count.
-        clip_len: seconds per clip.
+        clip_len: seconds per clip; max_clips: the cut applied to the priors' clip grid too.
         prior_dim, allow_partial, dtype, name: as in ``build_split``; ``report`` counts what is cut.
 
     Raises:
         ValueError: the embeddings have another width than ``prior_dim``, or a video's priors have
-            another clip count than its features.
+            a clip count that does not agree with its features' (module doc).
         PriorCoverageError: videos without priors and ``allow_partial`` false.
     """
     if prior_dim is not None and priors.dim != prior_dim:
@@ -70,30 +80,24 @@ def join_priors(
             f"{held}; "
             "generate them, train with --no-masra, or set allow_partial_priors=true"
         )
-    mismatch = [
-        (v, int(priors.num_clips[priors.index[v]]), int(full_len[i]))
-        for i, v in enumerate(vids)
-        if v in priors.index and int(priors.num_clips[priors.index[v]]) != int(full_len[i])
-    ]
-    if mismatch:
-        ex = ", ".join(f"{v} (priors {p}, features {f})" for v, p, f in mismatch[:5])
-        raise ValueError(
-            f"{name}: {len(mismatch)} videos have priors for another clip count than their features: {ex}"
-        )
     report.videos_without_priors = len(missing)
     report.missing_prior_ids = missing[:20]
-    n_v = len(vids)
     has = np.array([v in priors.index for v in vids], dtype=bool)  # (V,)
     rows = np.array([priors.index.get(v, 0) for v in vids], dtype=np.int64)  # (V,) prior row (0 if none)
+    # The prior grid cut like the features: both describe clips [0, kept) of one clip grid.
+    p_kept = np.minimum(np.maximum(priors.num_clips[rows], 1), max_clips)  # (V,)
+    _check_clip_counts(priors, vids, has, full_len, vlen, grid_len, max_clips, name)
+    fitted = has & (p_kept != vlen)
+    report.prior_clips_fitted = int(fitted.sum())
+    report.prior_fitted_ids = [v for v, f in zip(vids, fitted, strict=True) if f][:20]
     grid = (vlen * clip_len).astype(np.float64)  # (V,) seconds of each (cut) clip grid
 
-    # Captions: the first L clips of each video's prior row; nothing for videos without priors.
-    l_p = min(l_max, priors.caption_emb.shape[1])
-    clip_ok = np.arange(l_p)[None, :] < vlen[:, None]  # (V, l_p)
-    cap_mask = np.zeros((n_v, l_max), dtype=bool)
-    cap_mask[:, :l_p] = priors.caption_valid[rows, :l_p] & clip_ok & has[:, None]
-    caption_emb = torch.zeros((n_v, l_max, priors.dim), dtype=dtype)
-    caption_emb[:, :l_p] = torch.from_numpy(priors.caption_emb[rows, :l_p]).to(dtype)
+    # Captions fitted in time: feature clip i takes the prior clip covering the same seconds, i.e.
+    # caption min(i, P - 1); a feature clip or two past the priors' end takes their last caption.
+    src = np.minimum(np.arange(l_max)[None, :], p_kept[:, None] - 1)  # (V, L) prior clip of each clip
+    clip_ok = (np.arange(l_max)[None, :] < vlen[:, None]) & has[:, None]  # (V, L)
+    cap_mask = priors.caption_valid[rows[:, None], src] & clip_ok  # (V, L)
+    caption_emb = torch.from_numpy(priors.caption_emb[rows[:, None], src]).to(dtype)  # (V, L, Dp)
     caption_emb[~torch.from_numpy(cap_mask)] = 0
 
     # Events: drop those starting past the cut (or empty), clip the rest, then pack the kept ones first.
@@ -120,4 +124,45 @@ def join_priors(
         caption_emb=caption_emb,
         caption_mask=torch.from_numpy(cap_mask),
         has_prior=torch.from_numpy(has),
+    )
+
+
+def _check_clip_counts(
+    priors: PriorTable,
+    vids: list[str],
+    has: np.ndarray,
+    full_len: np.ndarray,
+    vlen: np.ndarray,
+    grid_len: np.ndarray,
+    max_clips: int,
+    name: str,
+) -> None:
+    """Refuse videos whose priors are not on their clip grid, or do not agree with their kept features.
+
+    A prior row of ``P`` clips is on the grid of ``G`` clips (the duration's) when the two agree, or
+    when stage 1 cut the video at a ``max_clips`` no smaller than this one (``max_clips <= P < G``).
+    Its cut count must then agree with the kept feature clips. ``has`` (V,) marks videos with priors;
+    ``full_len`` / ``vlen`` (V,) are the features' clips before / after the cut.
+    """
+    bad = []
+    for i in np.flatnonzero(has):
+        p = int(priors.num_clips[priors.index[vids[i]]])
+        on_grid = counts_agree(p, int(grid_len[i])) or max_clips <= p < int(grid_len[i])
+        if not on_grid or not counts_agree(min(p, max_clips), int(vlen[i])):
+            bad.append(i)
+    if not bad:
+        return
+    ex = ", ".join(
+        f"{vids[i]} (priors {int(priors.num_clips[priors.index[vids[i]]])}, features {int(full_len[i])}"
+        + (f", kept {int(vlen[i])}" if vlen[i] != full_len[i] else "")
+        + f", duration grid {int(grid_len[i])})"
+        for i in bad[:5]
+    )
+    shard = shard_of(priors.folder, vids[bad[0]]) if priors.folder is not None else None
+    raise ValueError(
+        f"{name}: {len(bad)} videos have priors on another clip grid than their features: {ex}"
+        + (f"; {vids[bad[0]]} is in {shard}" if shard is not None else "")
+        + ". Counts a clip or two apart are fitted; these differ more (another clip length or another "
+        "cut of the video, or priors written with a smaller max_clips): regenerate or re-import their "
+        "priors with this card (docs/datasets.md, 'One clip grid')"
     )

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from masra.datasets.card import DatasetCard
 from masra.datasets.features import temporal_endpoint_features
+from masra.datasets.grid import num_clips as grid_clips
 from masra.datasets.lengths import check_lengths, warn_lengths
 from masra.datasets.store import FeatureStore
 from masra.datasets.types import Query
@@ -265,6 +266,8 @@ def build_split(
     vlen = np.minimum(full_len, max_clips)
     report.queries, report.videos = len(kept_q), len(vids)
     report.videos_cut = int((full_len > max_clips).sum())
+    off_grid = [v for v, n in zip(vids, full_len, strict=True) if n != grid_clips(durations[v], clip_len)]
+    report.features_off_grid, report.off_grid_ids = len(off_grid), off_grid[:20]
     n_v, n_q, l_max = len(vids), len(kept_q), max_clips if pad_to_max else int(vlen.max())
     tef = 2 if card.temporal_endpoint else 0
     dv = store.video_dim
@@ -336,8 +339,10 @@ def build_split(
             vids,
             full_len,
             vlen,
+            np.array([grid_clips(durations[v], clip_len) for v in vids], np.int64),
             split.video.shape[1],
             clip_len,
+            max_clips=max_clips,
             prior_dim=prior_dim,
             allow_partial=allow_partial_priors,
             dtype=dtype,
@@ -361,6 +366,17 @@ def _log_report(name: str, report: SplitReport) -> None:
             report.windows_dropped,
             report.windows_clipped,
             report.queries_without_windows,
+        )
+    if report.features_off_grid or report.prior_clips_fitted:
+        log.info(
+            "%s: %d videos have features a clip or more off the clip grid of their duration (trained on "
+            "their own clips), e.g. %s; %d videos had priors a clip or two off their features, fitted in "
+            "time, e.g. %s",
+            name,
+            report.features_off_grid,
+            ", ".join(report.off_grid_ids[:3]) or "-",
+            report.prior_clips_fitted,
+            ", ".join(report.prior_fitted_ids[:3]) or "-",
         )
     if report.videos_without_priors:
         log.warning(

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from masra.datasets.grid import num_clips as grid_clips
 from masra.grounding.metrics.mr import iou_paired
 
 __all__ = [
@@ -291,7 +292,7 @@ def decode_query(
 
 def saliency_row_length(num_scores: int, duration: float, clip_len: float) -> int:
     """Saliency scores a prediction row keeps: the clips that start inside the video, at least one."""
-    return max(1, min(num_scores, math.ceil(duration / clip_len - 1e-6)))
+    return max(1, min(num_scores, grid_clips(duration, clip_len)))
 
 
 def predictions_from_outputs(

@@ -21,6 +21,8 @@ from itertools import chain
 
 import numpy as np
 
+from masra.datasets.grid import protocol_clips
+
 HL_THRESHOLDS: dict[str, int] = {"Fair": 2, "Good": 3, "VeryGood": 4}
 
 
@@ -35,7 +37,7 @@ def gt_saliency_matrix(
     Raises:
         ValueError: a clip id past the last clip, or ids and scores of different lengths.
     """
-    num_clips = int(duration / clip_len)
+    num_clips = protocol_clips(duration, clip_len)
     width = len(scores[0]) if len(scores) else 3
     full = np.zeros((num_clips, width))
     if len(clip_ids) != len(scores):
@@ -80,7 +82,7 @@ def gt_saliency_arrays(
     def who(i: int) -> str:
         return f"GT qid {names[i]!r}" if names is not None else f"query {i}"
 
-    num_clips = np.array([int(d / clip_len) for d in durations], dtype=int)
+    num_clips = np.array([protocol_clips(d, clip_len) for d in durations], dtype=int)
     n_ids = np.fromiter(map(len, clip_ids), dtype=int, count=len(clip_ids))
     n_rows = np.fromiter(map(len, scores), dtype=int, count=len(scores))
     if (n_ids != n_rows).any():

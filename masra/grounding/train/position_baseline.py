@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from masra.datasets.grid import num_clips as grid_clips
 from masra.datasets.types import Query
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def fixed_window_rows(
     for q in queries:
         s, e = (window[0] * q.duration, window[1] * q.duration) if relative else window
         s, e = min(max(0.0, s), q.duration), min(max(0.0, e), q.duration)
-        n_clips = max(1, int(np.ceil(q.duration / clip_len - 1e-6)))
+        n_clips = grid_clips(q.duration, clip_len)
         rows.append(
             {
                 "qid": q.qid,

@@ -56,6 +56,8 @@ RESUME_SAFE_KEYS = (
     "compile",
     "compile_mode",
     "pad_to_max",
+    "early_stop_patience",
+    "early_stop_min_epochs",
 )
 _RESUME_SAFE_PREFIXES = ("postprocess.",)
 
@@ -395,8 +397,8 @@ def run_training(
         "position_baseline": baseline,
         "wall_seconds": round(time.perf_counter() - t0, 3),
         "data": {
-            "train": train_data.report.summary(),
-            "eval": eval_data.report.summary() if eval_data else None,
+            "train": train_data.report.to_dict(),
+            "eval": eval_data.report.to_dict() if eval_data else None,
         },
     }
     model_r1 = (result.get("best_metrics") or {}).get("MR-full-R1@0.5")

@@ -127,6 +127,7 @@ class Trainer:
         self.loss_watch = LossWatch()  # NaN / Inf losses, read at each log line and epoch end
         self.best_value = -math.inf
         self.best_epoch = -1
+        self.stopped_early = False
         self.best_metrics: dict[str, Any] = {}
         self.t_start = time.perf_counter()
         self.elapsed_before = 0.0
@@ -352,7 +353,8 @@ class Trainer:
         """Train to ``cfg.epochs`` (or stop, as if interrupted, once ``stop_after_epoch`` epochs are done).
 
         Returns ``{"best_metric", "best_value", "best_epoch", "best_metrics", "epochs_done", "steps",
-        "train_seconds"}``.
+        "best_step", "stopped_early", "train_seconds"}``. With ``early_stop_patience`` it stops once that
+        many evaluations passed without a new best (``stopped_early``).
 
         Raises ValueError, before any step, when ``eval_split`` is set but holds no queries, and
         FloatingPointError when a training loss is NaN or Inf (see ``_raise_if_non_finite``).
@@ -377,6 +379,13 @@ class Trainer:
         while self.epoch < cfg.epochs:
             if stop_after_epoch is not None and self.epoch >= stop_after_epoch:
                 break
+            if self._patience_spent():  # checked here too, so a resumed run that had stopped stays stopped
+                log.info(
+                    "early stop after epoch %d: %s has not improved for %d evaluations (best %.2f at epoch %d)",
+                    self.epoch, cfg.best_metric, cfg.early_stop_patience, self.best_value, self.best_epoch,
+                )  # fmt: skip
+                self.stopped_early = True
+                break
             epoch_losses = self._train_epoch(progress)
             self.epoch += 1
             lr = self.scheduler.get_last_lr()[0]
@@ -395,8 +404,20 @@ class Trainer:
             "best_metrics": self.best_metrics,
             "epochs_done": self.epoch,
             "steps": self.global_step,
+            "best_step": self.best_epoch * self.steps_per_epoch if self.best_epoch >= 0 else None,
+            "stopped_early": self.stopped_early,
             "train_seconds": round(self._elapsed(), 3),
         }
+
+    def _patience_spent(self) -> bool:
+        """Whether ``early_stop_patience`` evaluations have passed since the best one (resume-safe:
+        derived from the epoch of the best checkpoint, which the run state keeps)."""
+        patience = self.cfg.early_stop_patience
+        if patience is None or self.eval_data is None or self.best_epoch < 0:
+            return False
+        if self.epoch < self.cfg.early_stop_min_epochs:
+            return False
+        return self.epoch - self.best_epoch >= patience * self.cfg.eval_every
 
     def _eval_and_keep(self) -> None:
         if self.eval_data is None:
