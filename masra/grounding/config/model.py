@@ -163,6 +163,10 @@ class LossConfig(JsonConfig):
             the same text; such events are positives of each other in both ESTA terms, not negatives.
         w_sge: weight of SGE's supervision (its prediction against ESTA's clip-level target).
         w_lrca: LRCA weight.
+        prior_decay_steps: the prior-loss weights (ESTA, SGE, LRCA) fall from their values to 0 over
+            this many optimiser steps, on a half-cosine, and stay 0 after (prior-only videos stop
+            too); 0 keeps them constant. The priors then shape the early features and leave the late
+            training, where boundaries are refined, to the labels (docs/method.md).
         lrca_window: half-width w of the local window (clips ``|i - j| <= w``, ``i != j``).
         lrca_text_temperature / lrca_video_temperature: temperatures of the row softmax of the caption
             relations (target) and of the clip-feature relations (prediction).
@@ -195,6 +199,7 @@ class LossConfig(JsonConfig):
     lrca_window: int = 5
     lrca_text_temperature: float = 0.05
     lrca_video_temperature: float = 0.1
+    prior_decay_steps: int = 0
     matcher: str = "scipy"
 
     def __post_init__(self) -> None:
@@ -228,6 +233,10 @@ class LossConfig(JsonConfig):
             lrca_text_temperature=self.lrca_text_temperature,
             lrca_video_temperature=self.lrca_video_temperature,
         )
+        if not isinstance(self.prior_decay_steps, int) or self.prior_decay_steps < 0:
+            raise ValueError(
+                f"{owner}.prior_decay_steps must be an integer >= 0, got {self.prior_decay_steps!r}"
+            )
         if not -1.0 <= self.esta_same_text <= 1.0:
             raise ValueError(
                 f"{owner}.esta_same_text must be a cosine in [-1, 1], got {self.esta_same_text!r}"

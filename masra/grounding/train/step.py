@@ -23,7 +23,14 @@ from masra.grounding.data.resident import ResidentSplit
 from masra.grounding.infer.decode import foreground_prob
 from masra.grounding.losses.criterion import CRITERION_INPUTS
 
-__all__ = ["PRIOR_HEADS", "TrainStep", "build_optimizer", "build_scheduler", "gather_outputs"]
+__all__ = [
+    "PRIOR_HEADS",
+    "TrainStep",
+    "build_optimizer",
+    "build_scheduler",
+    "gather_outputs",
+    "prior_weight_scale",
+]
 
 
 def _to_float(x: Any) -> Any:
@@ -110,6 +117,20 @@ def build_scheduler(
         return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def prior_weight_scale(step: int, decay_steps: int) -> float:
+    """Factor on the prior-loss weights at optimiser step ``step`` (0-based): 1 with ``decay_steps`` 0,
+    else a half-cosine from 1 at step 0 to 0 at ``decay_steps`` and 0 after.
+
+    >>> prior_weight_scale(0, 100), prior_weight_scale(50, 100), prior_weight_scale(100, 100)
+    (1.0, 0.5, 0.0)
+    """
+    if decay_steps <= 0:
+        return 1.0
+    if step >= decay_steps:
+        return 0.0
+    return 0.5 * (1.0 + math.cos(math.pi * step / decay_steps))
 
 
 def gather_outputs(

@@ -46,7 +46,13 @@ from masra.grounding.config import TrainConfig
 from masra.grounding.data.resident import ResidentSplit, epoch_batches
 from masra.grounding.infer.decode import predictions_from_outputs
 from masra.grounding.losses import weighted_total
-from masra.grounding.train.step import TrainStep, build_optimizer, build_scheduler, gather_outputs
+from masra.grounding.train.step import (
+    TrainStep,
+    build_optimizer,
+    build_scheduler,
+    gather_outputs,
+    prior_weight_scale,
+)
 from masra.grounding.train.watch import LossWatch
 
 log = logging.getLogger(__name__)
@@ -307,11 +313,12 @@ class Trainer:
         )
         for idx in batches:
             rows = idx if self.train_rows is None else self.train_rows[idx]
-            batch = self.train_data.batch(rows, with_priors=True)
-            if self.prior_videos:
+            weights, scale = self._step_weights()
+            batch = self.train_data.batch(rows, with_priors=scale > 0)  # decayed to 0: no prior work
+            if self.prior_videos and scale > 0:
                 batch.prior_videos = self.train_data.video_batch(self._prior_video_rows())
             _, losses = module(batch)
-            total = weighted_total(losses, self.weights)
+            total = weighted_total(losses, weights)
             self.loss_watch.record(total, self.global_step + 1, batch)
             self.acc.backward(total)
             if cfg.grad_clip > 0:
@@ -408,6 +415,16 @@ class Trainer:
             "stopped_early": self.stopped_early,
             "train_seconds": round(self._elapsed(), 3),
         }
+
+    def _step_weights(self) -> tuple[dict[str, float], float]:
+        """The loss weights of this step: the prior losses' scaled by ``loss.prior_decay_steps``
+        (:func:`~masra.grounding.train.step.prior_weight_scale`), and that scale."""
+        decay = int(getattr(getattr(self.criterion, "cfg", None), "prior_decay_steps", 0) or 0)
+        scale = prior_weight_scale(self.global_step, decay)
+        if scale == 1.0:
+            return self.weights, scale
+        prior = set(getattr(self.criterion, "prior_names", []))
+        return {k: v * scale if k in prior else v for k, v in self.weights.items()}, scale
 
     def _patience_spent(self) -> bool:
         """Whether ``early_stop_patience`` evaluations have passed since the best one (resume-safe:
