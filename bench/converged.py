@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.label_efficiency import SETTINGS as LE_SETTINGS
-from bench.label_efficiency import _commit, paired, steps_per_epoch
+from bench.label_efficiency import _commit, paired, save_study, steps_per_epoch
 from bench.priors import finished_same, write_holdout
 
 log = logging.getLogger("bench.converged")
@@ -46,6 +46,8 @@ PARTS = ("esta", "lrca", "sge", "sora", "dai")
 SETTINGS: dict[str, dict[str, Any]] = {
     **{k: v for k, v in LE_SETTINGS.items() if k != "masra+noisy"},
     **{f"masra+true-{p}": {"priors_run": "reference", f"model.use_{p}": False} for p in PARTS},
+    # Candidate against the full-label boundary cost: prior-loss weights decayed to 0 over 300 steps.
+    "masra+true+decay": {"priors_run": "reference", "loss.prior_decay_steps": 300},
 }
 # World -> (card, training config, report split, prior runs besides ``reference``).
 WORLDS: dict[str, tuple[str, Path, str]] = {
@@ -66,6 +68,8 @@ PAIRS = (
     ("masra+true", "masra+ignored"),
     ("masra+true", "baseline"),
     ("masra+ignored", "baseline"),
+    ("masra+true+decay", "masra+true"),
+    ("masra+true+decay", "masra+ignored"),
     *((("masra+true", f"masra+true-{p}")) for p in PARTS),
 )
 
@@ -399,12 +403,7 @@ def main(argv: list[str] | None = None) -> None:
         "short_runs": short_run_numbers(world_dir) if args.card is None else None,
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
-    stamp = now.strftime("%Y%m%d-%H%M%S")
-    stem = REPO / "bench" / "results" / f"{socket.gethostname()}-{stamp}-converged-{args.world}{args.tag}"
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    plot(results, stem.with_suffix(".png"))
-    print(render(results))
-    print(f"\nwrote {stem.with_suffix('.json')} and {stem.with_suffix('.png')}")
+    save_study(results, REPO / "bench" / "results", now, f"converged-{args.world}{args.tag}", plot, render)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import socket
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
@@ -314,12 +315,25 @@ def main(argv: list[str] | None = None) -> None:
         "run_seconds": seconds,
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
-    stamp = now.strftime("%Y%m%d-%H%M%S")
-    stem = REPO / "bench" / "results" / f"{socket.gethostname()}-{stamp}-label-efficiency{args.tag}"
+    save_study(results, REPO / "bench" / "results", now, f"label-efficiency{args.tag}", plot, render)
+
+
+def save_study(
+    results: dict[str, Any],
+    folder: Path,
+    now: dt.datetime,
+    name: str,
+    draw: Callable[[dict[str, Any], Path], None],
+    table: Callable[[dict[str, Any]], str],
+) -> Path:
+    """Write ``{folder}/<host>-<date>-<name>.json`` and its plot (``draw``), print ``table``; returns
+    the JSON's path. One shape of results file for the accuracy studies."""
+    stem = folder / f"{socket.gethostname()}-{now.strftime('%Y%m%d-%H%M%S')}-{name}"
     stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    plot(results, stem.with_suffix(".png"))
-    print(render(results))
+    draw(results, stem.with_suffix(".png"))
+    print(table(results))
     print(f"\nwrote {stem.with_suffix('.json')} and {stem.with_suffix('.png')}")
+    return stem.with_suffix(".json")
 
 
 if __name__ == "__main__":

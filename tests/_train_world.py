@@ -5,6 +5,11 @@ the clip features inside it carry that type's code (plus noise). A query's token
 code of the type it asks for, so the task is learnable but not trivial. Prior embeddings (events
 and clip captions) are written with the shared Parquet writers in ``EMBED_SCHEMA``, next to a prior
 shard whose provenance says ``source=reference``.
+
+With ``event_texts`` the prior shard's events read like the queries (``type K happens``, plus a
+``background`` line before each event) and their query features, made like the queries' (the
+type's text code plus noise), are written as the prior run's pseudo-query text cache for the card's
+``text_encoder: toy``, so prior events can train as queries without a real text encoder.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from masra.grounding.data.pseudo_cache import write_encoded_texts
+from masra.priors.run import PriorRun
 from masra.priors.schema import EMBED_SCHEMA, PRIOR_SCHEMA, SCHEMA_VERSION
 from masra.priors.shards import rows_to_table, write_table_atomic
 
@@ -34,11 +41,13 @@ def make_world(
     saliency: bool = True,
     long_video_clips: int | None = None,
     prior_videos: str = "all",
+    event_texts: bool = False,
 ) -> Path:
     """Write the dataset under ``root`` and return the path of its card YAML.
 
     ``long_video_clips`` gives the first train video that many clips (to test the max_clips cut);
-    ``prior_videos`` is ``all``, ``none`` or ``train-half`` (the first half of train videos only).
+    ``prior_videos`` is ``all``, ``none`` or ``train-half`` (the first half of train videos only);
+    ``event_texts``: readable event texts and their encoded-text cache (module doc).
     """
     rng = np.random.default_rng(seed)
     codes_v = rng.normal(size=(num_types, VIDEO_DIM))
@@ -100,15 +109,18 @@ def make_world(
                         "schema_version": SCHEMA_VERSION,
                     }
                 )
+                events = [{"start": start * CLIP_LEN, "end": (start + width) * CLIP_LEN, "text": "x"}]
+                if event_texts:
+                    events[0]["text"] = f"type {kind} happens"
+                    if start > 0:
+                        events.insert(0, {"start": 0.0, "end": start * CLIP_LEN, "text": "background"})
                 prior_rows.append(
                     {
                         "video_id": vid,
                         "duration": duration,
                         "clip_len": CLIP_LEN,
                         "num_clips": n,
-                        "events": [
-                            {"start": start * CLIP_LEN, "end": (start + width) * CLIP_LEN, "text": "x"}
-                        ],
+                        "events": events,
                         "clip_captions": ["c"] * n,
                         "status": "ok",
                         "source": "reference",
@@ -122,6 +134,16 @@ def make_world(
         write_table_atomic(
             rows_to_table(embed_rows, EMBED_SCHEMA), run / "embeddings" / "toy" / "shard-00000.parquet"
         )
+        if event_texts:
+            texts = sorted({e["text"] for r in prior_rows for e in r["events"]})
+            write_encoded_texts(
+                PriorRun.at(run).pseudo_queries_dir("toy"),
+                encoder="toy",
+                dim=TEXT_DIM,
+                texts=texts,
+                encode=lambda chunk: [_toy_tokens(t, codes_t, rng) for t in chunk],
+                progress=False,
+            )
     card = root / "toy.yaml"
     card.write_text(
         "\n".join(
@@ -137,12 +159,21 @@ def make_world(
                 f"text_features: {{dir: features/text, key: last_hidden_state, dim: {TEXT_DIM}}}",
                 "video_dir: videos",
                 "prior_dir: priors",
+                *(["text_encoder: toy"] if event_texts else []),
                 "",
             ]
         ),
         encoding="utf-8",
     )
     return card
+
+
+def _toy_tokens(text: str, codes_t: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Token features of an event text made like a query's: ``type K happens`` carries type K's code."""
+    code = codes_t[int(text.split()[1])] if text.startswith("type ") else np.zeros(TEXT_DIM)
+    tokens = (code + rng.normal(scale=0.3, size=(4, TEXT_DIM))).astype(np.float32)
+    pooled = tokens.mean(0)
+    return tokens, (pooled / np.linalg.norm(pooled)).astype(np.float32)
 
 
 TINY_MODEL = {

@@ -61,6 +61,16 @@ NOT_HERE = {  # printed command (start) -> why it does not run in this test
     "masra priors generate --dataset qvhighlights --data-parallel 8": "needs 8 GPU engines",
     "masra priors generate --dataset qvhighlights --shard": "a SLURM array of 8-GPU engines",
     "masra priors generate --dataset qvhighlights --executor ray --ray-address auto": "needs a Ray cluster",
+    **dict.fromkeys(
+        (
+            "masra features extract --dataset my_videos.yaml",
+            "masra priors generate --dataset my_videos.yaml",
+            "masra priors embed --dataset my_videos.yaml",
+            "masra train --dataset my_videos.yaml",
+            "masra predict --checkpoint runs/mine/best",
+        ),
+        "a card of the reader's own collection; tests/test_unlabelled_path.py runs this path on the fixture's videos",
+    ),
 }
 
 

@@ -12,8 +12,8 @@ from _doc_commands import REPO
 def _doc_value(text: str) -> Any:
     """A default as the docs write it: ``null``, ``true``, ``1e-4``, ``MR-full-mAP``."""
     text = text.strip().strip("`")
-    if text in ("null", "true", "false"):
-        return {"null": None, "true": True, "false": False}[text]
+    if text in ("null", "true", "false", "[]"):
+        return {"null": None, "true": True, "false": False, "[]": []}[text]
     for cast in (int, float):
         try:
             return cast(text)
@@ -25,12 +25,18 @@ def _doc_value(text: str) -> Any:
 def test_training_config_table_matches_train_config() -> None:
     """docs/training.md's configuration table names every TrainConfig field, and its defaults are the
     dataclass defaults (``card`` marks a default taken from the dataset card)."""
-    from masra.grounding.config import PostprocessConfig, TrainConfig
+    from dataclasses import MISSING
+
+    from masra.grounding.config import PostprocessConfig, PseudoQueryConfig, TrainConfig
 
     text = (REPO / "docs" / "training.md").read_text(encoding="utf-8")
     table = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     defaults |= {f"postprocess.{f.name}": f.default for f in fields(PostprocessConfig)}
+    defaults |= {
+        f"pseudo_queries.{f.name}": f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+        for f in fields(PseudoQueryConfig)
+    }
     documented: set[str] = set()
     problems = []
     for row in re.findall(r"^\| (`.*?) \| (.*?) \|", table, re.M):

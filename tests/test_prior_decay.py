@@ -3,6 +3,7 @@ for priors once their weights reach 0."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -19,7 +20,7 @@ def test_scale_is_a_half_cosine_to_zero() -> None:
     assert [prior_weight_scale(s, 0) for s in (0, 10, 10_000)] == [1.0, 1.0, 1.0]
     values = [prior_weight_scale(s, 8) for s in range(10)]
     assert values[0] == 1.0 and values[4] == pytest.approx(0.5) and values[8:] == [0.0, 0.0]
-    assert all(a > b for a, b in zip(values[:8], values[1:9], strict=True))
+    assert all(a > b for a, b in itertools.pairwise(values[:9]))
     with pytest.raises(ValueError, match="prior_decay_steps"):
         LossConfig(prior_decay_steps=-1)
 

@@ -287,3 +287,24 @@ def test_charades_durations_found_beside_other_annotations(tmp_path: Path) -> No
     other.mkdir()
     [q], _ = load_queries(card, "test", _write(other / "t.txt", "LEOL6 0.0 5.0##a person opens a door.\n"))
     assert q.duration == 30.0
+
+
+def test_charades_txt_qids_continue_across_the_cards_splits(tmp_path: Path) -> None:
+    """Train and test files both start at line 0; their qids (and qid{qid}.npz files) must not clash."""
+    from masra.datasets.card import load_card
+    from masra.datasets.readers import load_queries
+
+    (tmp_path / "train.txt").write_text("v1 0.0 2.0##a person sits.\nv1 1.0 3.0##a person stands.\n\n")
+    (tmp_path / "test.txt").write_text("v2 0.0 1.5##a person walks.\nv2 2.0 4.0##a person runs.")
+    (tmp_path / "durations.tsv").write_text("v1\t10.0\nv2\t8.0\n")
+    card_path = tmp_path / "card.yaml"
+    card_path.write_text(
+        f"name: sta\nformat: charades_txt\nroot: {tmp_path}\nclip_len: 1.0\nmax_clips: 75\n"
+        "annotations: {train: train.txt, test: test.txt}\ndurations: durations.tsv\n"
+        "video_features: {v: {dir: v, dim: 4}}\ntext_features: {dir: t, dim: 4}\n"
+    )
+    card = load_card(card_path)
+    train, _ = load_queries(card, "train")
+    test, _ = load_queries(card, "test")
+    assert [q.qid for q in train] == [0, 1]
+    assert [q.qid for q in test] == [3, 4]  # after train's 3 lines (one blank)

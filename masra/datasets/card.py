@@ -33,6 +33,12 @@ without them still load (their features can then only be read, not made).
 An annotation entry may be a list of files: the first that exists is used, e.g. QVHighlights'
 ``test: [highlight_test_with_gt.jsonl, highlight_test_release.jsonl]`` (the published labels when
 present, else the unlabelled release).
+
+A card may have no annotation files at all: a collection of your own videos with features and
+priors but no labelled split, trained from its priors' events (docs/training.md, "Training without
+labels"). Such a card may leave out ``format`` (then ``qvhighlights``, the reader of any annotation
+file given later with ``--set annotations.SPLIT=FILE``); ``text_features`` needs only its ``dim``
+(``dir`` defaults to ``features/text``).
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ from typing import Any
 import yaml
 
 FORMATS = ("qvhighlights", "charades_txt", "charades_jsonl", "tacos")
+# The reader of a card without a ``format`` key, allowed only when the card names no annotation file.
+DEFAULT_FORMAT = "qvhighlights"
 CARD_DIR_ENV = "MASRA_CARDS"
 # Top-level keys that become DatasetCard fields.
 FIELD_KEYS = frozenset(
@@ -264,16 +272,20 @@ def load_card(name_or_path: str | os.PathLike[str], overrides: dict[str, Any] | 
 
         feats = tuple(source(n, spec) for n, spec in (raw.get("video_features") or {}).items())
         tf = raw["text_features"]
+        annotations = raw.get("annotations") or {}
+        fmt = raw["format"] if annotations or "format" in raw else DEFAULT_FORMAT
         return DatasetCard(
             name=str(raw.get("name", path.stem)),
-            format=str(raw["format"]),
+            format=str(fmt),
             root=root,
-            annotations={s: first_existing(p) for s, p in (raw.get("annotations") or {}).items()},
+            annotations={s: first_existing(p) for s, p in annotations.items()},
             clip_len=float(raw["clip_len"]),
             max_clips=int(raw["max_clips"]),
             video_features=feats,
             text_features=TextFeatureSource(
-                dir=rel(tf["dir"]), dim=int(tf["dim"]), key=tf.get("key", "last_hidden_state")
+                dir=rel(tf.get("dir", "features/text")),
+                dim=int(tf["dim"]),
+                key=tf.get("key", "last_hidden_state"),
             ),
             video_dir=rel(raw.get("video_dir", "videos")),
             prior_dir=rel(raw.get("prior_dir", "priors")),

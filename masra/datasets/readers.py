@@ -13,7 +13,10 @@ Formats:
     list of annotator scores in 0-4 per clip id). The test split has no labels.
 ``charades_txt``
     ``vid start end##sentence`` per line plus a durations file (``vid<TAB>length_s[<TAB>split]``, an
-    optional header line). The qid of a row is its 0-based line index, stable whatever is dropped.
+    optional header line). The qid of a row is its 0-based line index, stable whatever is dropped,
+    plus the line counts of the card's splits listed before it (``train`` 0..N-1, then ``test`` from
+    N on), so that qids, and the ``qid{qid}.npz`` query-feature files named by them, are unique
+    across a card's splits (:func:`txt_qid_offset`).
 ``charades_jsonl`` / ``tacos``
     jsonl with ``qid``, ``query``, ``duration``, ``vid``, ``relevant_windows``; TACoS qids are strings.
 
@@ -226,8 +229,12 @@ def read_durations(path: Path) -> dict[str, float]:
     return out
 
 
-def read_charades_txt(path: Path, durations_path: Path) -> tuple[list[Query], ReadReport]:
+def read_charades_txt(
+    path: Path, durations_path: Path, qid_offset: int = 0
+) -> tuple[list[Query], ReadReport]:
     """Read Charades-STA txt (``vid start end##sentence``) with the durations file.
+
+    A row's qid is ``qid_offset`` plus its 0-based line index.
 
     Rows with ``start >= end`` are dropped and counted (standard practice; the released jsonl drops the
     same rows). Ends past the video duration are clipped to it and counted.
@@ -273,7 +280,7 @@ def read_charades_txt(path: Path, durations_path: Path) -> tuple[list[Query], Re
         if end > duration + END_TOLERANCE:
             report.note("clipped", CLIP_END, ref)
         end = min(end, duration)
-        queries.append(Query(lineno - 1, sentence.strip(), vid, duration, ((start, end),)))
+        queries.append(Query(qid_offset + lineno - 1, sentence.strip(), vid, duration, ((start, end),)))
     _log_report(report)
     return queries, report
 
@@ -302,11 +309,40 @@ def load_queries(card: DatasetCard, split: str, path: Path | None = None) -> tup
         )
     readers: dict[str, Callable[[], tuple[list[Query], ReadReport]]] = {
         "qvhighlights": lambda: read_qvhighlights_jsonl(ann, clip_len=card.clip_len),
-        "charades_txt": lambda: read_charades_txt(ann, _durations(card, ann if path is not None else None)),
+        "charades_txt": lambda: read_charades_txt(
+            ann, _durations(card, ann if path is not None else None), txt_qid_offset(card, split)
+        ),
         "charades_jsonl": lambda: read_charades_jsonl(ann),
         "tacos": lambda: read_tacos_jsonl(ann),
     }
     return readers[card.format]()
+
+
+def txt_qid_offset(card: DatasetCard, split: str) -> int:
+    """First qid of ``split`` in a ``charades_txt`` card: the lines of the card's splits before it.
+
+    Without it the train and test files would both number their rows from 0, their queries would
+    share qids, and one ``qid{qid}.npz`` file would have to hold the features of two sentences.
+    A split the card does not list starts at 0, and so does one whose earlier splits' files are
+    missing (with a warning).
+    """
+    names = list(card.annotations)
+    if split not in names:
+        return 0
+    offset = 0
+    for before in names[: names.index(split)]:
+        path = card.annotation_path(before)
+        if not path.is_file():
+            log.warning(
+                "dataset %r: the qids of split %r continue those of split %r, whose annotation file %s "
+                "is missing; numbering %r from 0 (its qids may then clash with %r's)",
+                card.name, split, before, path, split, before,
+            )  # fmt: skip
+            return 0
+        with open(path, "rb") as f:
+            data = f.read()
+        offset += data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+    return offset
 
 
 def _durations(card: DatasetCard, annotations: Path | None = None) -> Path:

@@ -2,7 +2,9 @@
 
 :func:`build_feature_store` converts a card's splits once, under a lock, into a hidden sibling folder
 that is renamed into place when complete; :func:`find_feature_store` opens an up-to-date store that
-holds some splits, never building one.
+holds some splits, never building one. A store may also hold further videos without queries
+(``videos``: the prior run's videos of a collection without annotation files, whose pseudo-queries
+train on them); its index then lists them under ``videos`` and its fingerprint covers their files.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,9 +85,10 @@ class _Plan:
 
 
 def _collect(
-    card: DatasetCard, splits: list[str]
+    card: DatasetCard, splits: list[str], videos: Sequence[str] = ()
 ) -> tuple[list[str], list[QueryId], list[Path], dict[str, float]]:
-    """Sorted vids, qids, the annotation files read, and each vid's annotated duration."""
+    """Sorted vids (those of ``splits`` and ``videos``), qids, the annotation files read, and each
+    split vid's annotated duration."""
     durations: dict[str, float] = {}
     vids: set[str] = set()
     qids: dict[str, QueryId] = {}
@@ -103,7 +107,8 @@ def _collect(
             qids.setdefault(key, q.qid)
             vids.add(q.vid)
             durations.setdefault(q.vid, q.duration)
-    if not qids:
+    vids.update(videos)
+    if not qids and not videos:
         raise ValueError(f"dataset {card.name!r}: splits {splits} hold no queries; nothing to store")
     if card.format == "charades_txt" and card.durations is not None:
         ann_files.append(card.durations)
@@ -132,7 +137,8 @@ def _plan(card: DatasetCard, vids: list[str], qids: list[QueryId]) -> _Plan:
 
 
 def _offsets(lengths: np.ndarray) -> np.ndarray:
-    return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    """First row of each item: (n,) int64 (empty for no item: a store of videos alone has no query)."""
+    return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)[: len(lengths)]
 
 
 def _write(card: DatasetCard, plan: _Plan, tmp: Path, dtype: str) -> None:
@@ -200,22 +206,35 @@ def _sources(card: DatasetCard, vids: list[str], qids: list[QueryId], ann_files:
     return sources + [text_path(card, q) for q in qids]
 
 
-def _stale_reason(card: DatasetCard, old: dict[str, Any], splits: list[str], dtype: str | None) -> str | None:
-    """Why the store indexed by ``old`` cannot serve ``splits`` (None: it can, as it is)."""
+def _spec(card: DatasetCard, dtype: Any, splits: list[str], videos: Sequence[str]) -> dict[str, Any]:
+    """What a store's fingerprint covers besides its source files (``videos`` only when given, so a
+    store of splits alone keeps the fingerprint it always had)."""
+    spec = {"version": STORE_VERSION, "dtype": dtype, "splits": sorted(splits), "card": _card_spec(card)}
+    if videos:
+        spec["videos"] = sorted(videos)
+    return spec
+
+
+def _stale_reason(
+    card: DatasetCard, old: dict[str, Any], splits: list[str], dtype: str | None, videos: Sequence[str] = ()
+) -> str | None:
+    """Why the store indexed by ``old`` cannot serve ``splits`` and ``videos`` (None: it can, as it is)."""
     have = [str(x) for x in old.get("splits") or []]
     missing = [x for x in splits if x not in have]
     if missing:
         return f"it holds splits {have}; missing {missing}"
+    held = set(old.get("video_ids") or [])
+    lacking = [v for v in videos if v not in held]
+    if lacking:
+        return (
+            f"it lacks {len(lacking)} of the {len(videos)} videos asked for (e.g. {', '.join(lacking[:3])})"
+        )
     if dtype is not None and old.get("dtype") != dtype:
         return f"its dtype is {old.get('dtype')}, not {dtype}"
+    extra = [str(v) for v in old.get("videos") or []]
     try:
-        vids, qids, ann_files, _ = _collect(card, have)
-        spec = {
-            "version": STORE_VERSION,
-            "dtype": old.get("dtype"),
-            "splits": sorted(have),
-            "card": _card_spec(card),
-        }
+        vids, qids, ann_files, _ = _collect(card, have, extra)
+        spec = _spec(card, old.get("dtype"), have, extra)
         fingerprint = _fingerprint(spec, _sources(card, vids, qids, ann_files))
     except (ValueError, KeyError, OSError) as e:
         return f"its splits {have} cannot be checked against the card: {e}"
@@ -231,26 +250,29 @@ def build_feature_store(
     dtype: str = "float16",
     *,
     reuse_only: bool = False,
+    videos: Sequence[str] = (),
 ) -> Path:
-    """Convert the features of ``splits`` into a store at ``out_dir`` (default ``{card.root}/store``).
+    """Convert the features of ``splits`` (and of ``videos``, videos without queries) into a store at
+    ``out_dir`` (default ``{card.root}/store``).
 
-    Returns the store path. An up-to-date store there holding ``splits`` (or more) is used as it is
-    (see module doc). ``reuse_only``: never rebuild an existing store, refuse one that is missing
+    Returns the store path. An up-to-date store there holding ``splits`` and ``videos`` (or more) is
+    used as it is (see module doc). ``reuse_only``: never rebuild an existing store, refuse one that is missing
     splits or out of date (``ValueError`` naming what is missing); a folder that does not exist yet
     is built. Raises :class:`~masra.datasets.types.MissingFilesError` before writing anything if
     files are absent.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    if not splits:
-        raise ValueError("build_feature_store needs at least one split")
+    if not splits and not videos:
+        raise ValueError("build_feature_store needs at least one split (or videos)")
     out = Path(out_dir) if out_dir is not None else card.root / "store"
     splits = list(dict.fromkeys(splits))
+    videos = sorted(set(videos))
     out.parent.mkdir(parents=True, exist_ok=True)
     with RunLock(out.parent / f".{out.name}.lock", f"feature store {out}", wait=LOCK_WAIT_S):
         old = read_index(out)
         if old is not None:
-            reason = _stale_reason(card, old, splits, None if reuse_only else dtype)
+            reason = _stale_reason(card, old, splits, None if reuse_only else dtype, videos)
             if reason is None:
                 log.info(
                     "feature store %s is up to date (splits %s, %d videos, %d queries); not rebuilt",
@@ -271,7 +293,7 @@ def build_feature_store(
             )
         else:
             log.info("building feature store %s (splits %s)", out, splits)
-        return _build(card, splits, out, dtype)
+        return _build(card, splits, out, dtype, videos)
 
 
 def find_feature_store(
@@ -293,10 +315,10 @@ def find_feature_store(
     return FeatureStore.open(out)
 
 
-def _build(card: DatasetCard, splits: list[str], out: Path, dtype: str) -> Path:
-    vids, qids, ann_files, durations = _collect(card, splits)
+def _build(card: DatasetCard, splits: list[str], out: Path, dtype: str, videos: Sequence[str] = ()) -> Path:
+    vids, qids, ann_files, durations = _collect(card, splits, videos)
     find_missing(card, vids, qids)
-    spec = {"version": STORE_VERSION, "dtype": dtype, "splits": sorted(splits), "card": _card_spec(card)}
+    spec = _spec(card, dtype, splits, videos)
     fingerprint = _fingerprint(spec, _sources(card, vids, qids, ann_files))
     out.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(out)
@@ -323,6 +345,8 @@ def _build(card: DatasetCard, splits: list[str], out: Path, dtype: str) -> Path:
             "qids": [qid_key(q) for q in plan.qids],
             "fingerprint": fingerprint,
         }
+        if videos:
+            index["videos"] = list(videos)
         with open(tmp / INDEX, "w", encoding="utf-8") as f:
             json.dump(index, f)
             f.flush()

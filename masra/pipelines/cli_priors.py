@@ -119,7 +119,10 @@ def priors() -> None:
 @_DATASET
 @_SET
 @click.option(
-    "--split", "splits", multiple=True, help="Annotation split(s) giving the videos [card, else train]."
+    "--split",
+    "splits",
+    multiple=True,
+    help="Annotation split(s) giving the videos [card, else train; no annotations: all of video_dir].",
 )
 @_MODEL
 @click.option("--revision", default=None, help="Hub revision of the model.")
@@ -193,7 +196,7 @@ def generate(**kw: Any) -> None:
     from masra.prior_gen.engines import EngineConfig, default_backend, load_engine
     from masra.prior_gen.engines.openai_engine import ServerUnavailableError
     from masra.prior_gen.generate import GenerateConfig, PriorGenerator, RunLockedError, generate_priors
-    from masra.prior_gen.runs import BadShardError, ShardSpec, videos_from_card
+    from masra.prior_gen.runs import BadShardError, ShardSpec, videos_from_card, videos_from_folder
     from masra.prior_gen.video import VideoConfig
 
     card, st = _card(kw["dataset"], kw["overrides"])
@@ -255,7 +258,15 @@ def generate(**kw: Any) -> None:
         or (["train"] if "train" in card.annotations else list(card.annotations))
     )
     try:
-        items = videos_from_card(card, splits)
+        if splits:
+            items = videos_from_card(card, splits)
+        else:  # a card without annotation files: every video of its video_dir
+            items = videos_from_folder(card.video_dir)
+            log.info(
+                "no annotation files: the %d videos of %s, durations from their files",
+                len(items),
+                card.video_dir,
+            )
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
     run_dir = kw["run_dir"] or run_dir

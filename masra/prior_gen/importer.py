@@ -101,14 +101,15 @@ def _timestamp(created_at: str | None) -> str:
 
 
 def _clear_run(run: Path) -> None:
-    """Remove what an earlier run left in ``run``: prior shards, manifests, report, embeddings."""
+    """Remove what an earlier run left in ``run``: prior shards, manifests, report, embeddings and
+    stage 2's encoded event texts (pseudo-queries)."""
     for p in shard_paths(run):
         p.unlink()
     for p in [*run.glob("manifest*.json"), run / "report.json"]:
         p.unlink(missing_ok=True)
-    embeddings = PriorRun.at(run).embeddings
-    if embeddings.is_dir():
-        shutil.rmtree(embeddings)
+    for folder in (PriorRun.at(run).embeddings, PriorRun.at(run).pseudo_queries):
+        if folder.is_dir():
+            shutil.rmtree(folder)
 
 
 def check_run_dir(run_dir: str | os.PathLike[str], overwrite: bool = False) -> Path:

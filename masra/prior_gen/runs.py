@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from masra.datasets.card import DatasetCard
-from masra.prior_gen.video import find_video
+from masra.prior_gen.video import VIDEO_EXTENSIONS, find_video
 from masra.priors.run import PriorRun
 from masra.priors.schema import PRIOR_SCHEMA, check_schema
 from masra.priors.shards import shard_paths
@@ -127,3 +127,39 @@ def videos_from_card(card: DatasetCard, splits: list[str]) -> list[VideoItem]:
                 )
             durations[q.vid] = max(q.duration, prev or 0.0)
     return [VideoItem(v, d, find_video(card.video_dir, v)) for v, d in sorted(durations.items())]
+
+
+def videos_from_folder(video_dir: Path) -> list[VideoItem]:
+    """Every video file of ``video_dir`` (the extensions of ``VIDEO_EXTENSIONS``; vid = file stem,
+    sorted), with the duration its container states: the videos of a card without annotation files.
+    Files that do not open, or whose stem is not a usable video id, are left out with a warning.
+
+    Raises FileNotFoundError when the folder holds no video file.
+    """
+    from masra.datasets.ids import id_problem
+    from masra.video_io import VideoIOError, probe_duration
+
+    files = sorted(
+        p for p in Path(video_dir).glob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()
+    )
+    if not files:
+        raise FileNotFoundError(
+            f"no video files ({', '.join(VIDEO_EXTENSIONS)}) in {video_dir}, the card's video_dir; the card "
+            "has no annotation files to list its videos"
+        )
+    items: dict[str, VideoItem] = {}
+    for path in files:
+        problem = id_problem(path.stem)
+        if problem is not None or path.stem in items:
+            log.warning("%s: left out (%s)", path, problem or "another file has the same name")
+            continue
+        try:
+            duration = probe_duration(path)
+        except VideoIOError as e:
+            log.warning("%s: left out, it does not open (%s)", path, " ".join(str(e).split()))
+            continue
+        if duration <= 0:
+            log.warning("%s: left out, its container states no duration", path)
+            continue
+        items[path.stem] = VideoItem(path.stem, duration, path)
+    return list(items.values())

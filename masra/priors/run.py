@@ -8,6 +8,8 @@ A run is the folder ``{prior_dir}/{name}`` (``prior_dir`` is the dataset card's 
                                                       (``generate`` writes ``manifest-{i}of{N}.json``)
     {prior_dir}/{name}/embeddings/{encoder}/*.parquet their embeddings (``EMBED_SCHEMA``); an
                                                       encoder name's ``/`` becomes ``__``
+    {prior_dir}/{name}/pseudo_queries/{encoder}/      the event texts encoded as query features by
+                                                      stage 2 (its cache; prior events as queries)
 """
 
 from __future__ import annotations
@@ -63,3 +65,13 @@ class PriorRun:
     def embeddings_dir(self, encoder: str) -> Path:
         """``{prior_dir}/{name}/embeddings/{encoder}`` (``/`` in the encoder name becomes ``__``)."""
         return self.embeddings / encoder_folder(encoder)
+
+    @property
+    def pseudo_queries(self) -> Path:
+        """``{prior_dir}/{name}/pseudo_queries``: one folder per query text encoder."""
+        return self.dir / "pseudo_queries"
+
+    def pseudo_queries_dir(self, encoder: str) -> Path:
+        """``{prior_dir}/{name}/pseudo_queries/{encoder}``: the run's event texts encoded as query
+        features by ``encoder`` (``/`` in its name becomes ``__``), cached by stage 2."""
+        return self.pseudo_queries / encoder_folder(encoder)

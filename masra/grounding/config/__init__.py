@@ -5,11 +5,13 @@
 - :mod:`~masra.grounding.config.train`: :class:`TrainConfig` (a run, loaded from a config file,
   ``--config`` or ``<dataset>.yaml`` found by :func:`find_train_config`, with ``--set`` overrides)
   and :class:`PostprocessConfig` (model outputs to windows);
+- :mod:`~masra.grounding.config.pseudo`: :class:`PseudoQueryConfig` (prior events as training queries);
 - :mod:`~masra.grounding.config.checks`: the JSON round trip and the value-type checks they share.
 """
 
 from masra.grounding.config.checks import check_field_types, check_types, type_problem
 from masra.grounding.config.model import PRIOR_PLACEMENTS, LossConfig, ModelConfig
+from masra.grounding.config.pseudo import PseudoQueryConfig
 from masra.grounding.config.train import (
     MASRA_PARTS,
     PostprocessConfig,
@@ -26,6 +28,7 @@ __all__ = [
     "LossConfig",
     "ModelConfig",
     "PostprocessConfig",
+    "PseudoQueryConfig",
     "TrainConfig",
     "builtin_config_dir",
     "check_field_types",

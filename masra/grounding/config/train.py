@@ -11,10 +11,10 @@ A config file holds any of the :class:`TrainConfig` fields; ``model`` and ``loss
 ``card`` a mapping of dataset-card overrides. Command-line overrides are dotted keys applied on top
 (``epochs=50``, ``model.hidden_dim=128``, ``loss.w_lrca=0.5``, ``card.root=/data/qvh``).
 
-Every value's type is checked at load against the dataclass field types (``model``, ``loss`` and
-``postprocess`` keys too): a bool is not an int, an int is fine for a float, null only where the field
-is optional. A wrong type is a ValueError naming the key, the file (or ``--set``) and the value, e.g.
-``priors_run: true`` (YAML's boolean, not a run named "true": quote it).
+Every value's type is checked at load against the dataclass field types (``model``, ``loss``,
+``postprocess`` and ``pseudo_queries`` keys too): a bool is not an int, an int is fine for a float,
+null only where the field is optional. A wrong type is a ValueError naming the key, the file (or
+``--set``) and the value, e.g. ``priors_run: true`` (YAML's boolean, not a run named "true": quote it).
 
 Example::
 
@@ -41,6 +41,7 @@ import yaml
 from masra.datasets.card import find_card, set_dotted
 from masra.grounding.config.checks import check_field_types, type_problem
 from masra.grounding.config.model import LossConfig, ModelConfig
+from masra.grounding.config.pseudo import PseudoQueryConfig
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,10 @@ class TrainConfig:
         allow_partial_priors: videos without priors train without prior losses instead of failing.
         label_fraction: share of the train split's queries used as labelled (a seeded choice,
             nested: the queries of a smaller fraction are among those of a larger one, for one seed).
-            Priors still cover every train video.
+            Priors still cover every train video. 0 (only with ``pseudo_queries`` on) trains on
+            pseudo-queries alone; so does a card without an annotation file for ``train_split``.
+        pseudo_queries: prior events as training queries (:class:`PseudoQueryConfig`; ``weight``
+            0, the default, keeps them off).
         prior_video_ratio: prior-only videos per step, as a share of ``batch_size``: that many train
             videos (drawn from all of them, with or without a labelled query) add their prior losses
             to each step's. 0 turns it off; needs ``model.prior_placement`` ``video``.
@@ -170,6 +174,7 @@ class TrainConfig:
     allow_partial_priors: bool = False
     label_fraction: float = 1.0
     prior_video_ratio: float = 0.0
+    pseudo_queries: PseudoQueryConfig = field(default_factory=PseudoQueryConfig)
     model: dict[str, Any] = field(default_factory=dict)
     loss: dict[str, Any] = field(default_factory=dict)
     card: dict[str, Any] = field(default_factory=dict)
@@ -186,6 +191,8 @@ class TrainConfig:
         check_field_types(self)
         if isinstance(self.postprocess, dict):
             self.postprocess = PostprocessConfig(**self.postprocess)
+        if isinstance(self.pseudo_queries, dict):
+            self.pseudo_queries = PseudoQueryConfig.from_dict(self.pseudo_queries)
         for name in ("epochs", "batch_size", "eval_batch_size", "eval_every", "max_text_len", "log_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -225,8 +232,13 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.cpu_threads must be >= 1 or null, got {self.cpu_threads}")
         if self.max_clips is not None and self.max_clips < 1:
             raise ValueError(f"TrainConfig.max_clips must be >= 1 or null, got {self.max_clips}")
-        if not 0.0 < self.label_fraction <= 1.0:
-            raise ValueError(f"TrainConfig.label_fraction must be in (0, 1], got {self.label_fraction!r}")
+        if not 0.0 <= self.label_fraction <= 1.0:
+            raise ValueError(f"TrainConfig.label_fraction must be in [0, 1], got {self.label_fraction!r}")
+        if self.label_fraction == 0 and not self.pseudo_queries.enabled:
+            raise ValueError(
+                "TrainConfig.label_fraction 0 trains on prior events as queries alone: set "
+                "pseudo_queries.weight > 0 (e.g. --set pseudo_queries.weight=1), or a fraction in (0, 1]"
+            )
         if not self.prior_video_ratio >= 0:
             raise ValueError(f"TrainConfig.prior_video_ratio must be >= 0, got {self.prior_video_ratio!r}")
         if self.prior_video_ratio > 0 and self.model.get("prior_placement", "video") != "video":
@@ -368,6 +380,7 @@ def _check_value_types(raw: dict[str, Any], source: str, override_keys: set[str]
         ("model", ModelConfig),
         ("loss", LossConfig),
         ("postprocess", PostprocessConfig),
+        ("pseudo_queries", PseudoQueryConfig),
     ]
     for key, sub in nested:
         if isinstance(raw.get(key), dict):

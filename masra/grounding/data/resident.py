@@ -15,6 +15,11 @@ Shapes (V videos, N queries, L = max clips kept, T = max tokens, S = max windows
 Videos longer than ``max_clips`` are cut; windows and events starting after the cut are dropped,
 those crossing it are clipped, and both are counted in :class:`SplitReport` and the log.
 
+Pseudo-queries (prior events as queries, :mod:`masra.grounding.data.pseudo`) are rows after the
+labelled queries: rows ``[0, num_labelled)`` are the labelled queries as without them, rows
+``[num_labelled, N)`` the pseudo-queries, their token features copied from the encoded-text cache
+as the labelled ones are from the feature store.
+
 Epoch order is a function of (seed, epoch) only (:func:`epoch_batches`), and each process takes its
 own slice of every global batch, so multi-process runs need no sampler.
 """
@@ -38,6 +43,7 @@ from masra.datasets.types import Query
 from masra.grounding.data.batch import Batch, PriorBatch, VideoBatch, host_to_device
 from masra.grounding.data.order import epoch_batches, label_subset
 from masra.grounding.data.priors import PriorCoverageError, join_priors
+from masra.grounding.data.pseudo import PseudoQuerySet
 from masra.grounding.data.report import SplitReport
 from masra.priors.table import PriorTable
 
@@ -73,9 +79,19 @@ class ResidentSplit:
     queries: list[Query]
     report: SplitReport
     span_count_cpu: list[int] = field(default_factory=list)
+    num_labelled: int = -1
+
+    def __post_init__(self) -> None:
+        if self.num_labelled < 0:  # no pseudo-queries: every row is a labelled query
+            self.num_labelled = len(self.meta)
 
     def __len__(self) -> int:
         return len(self.meta)
+
+    @property
+    def num_pseudo(self) -> int:
+        """Pseudo-query rows, after the labelled ones."""
+        return len(self.meta) - self.num_labelled
 
     @property
     def has_priors(self) -> bool:
@@ -219,6 +235,7 @@ def build_split(
     device: torch.device | str = "cpu",
     name: str = "split",
     pad_to_max: bool = False,
+    pseudo: PseudoQuerySet | None = None,
 ) -> ResidentSplit:
     """Copy ``queries`` (their videos, texts, targets and, if given, priors) into a :class:`ResidentSplit`.
 
@@ -232,6 +249,9 @@ def build_split(
             of to the longest video / query of the split, so that every split of a dataset (and so
             every batch) has one shape (for ``torch.compile`` with CUDA graphs). The padding is
             masked out, so the numbers stay those of the tighter padding up to float rounding.
+        pseudo: pseudo-queries of the split's videos, appended after the labelled queries (their
+            windows cut like labelled ones; a pseudo-query left without a window is dropped and
+            counted as ``past_cut`` in ``pseudo.report``, which becomes ``report.pseudo``).
 
     Raises:
         PriorCoverageError: priors missing for some videos and ``allow_partial_priors`` is False.
@@ -252,6 +272,25 @@ def build_split(
         kept_q.append(q)
         q_windows.append(kept)
         vid_rows.setdefault(q.vid, row)
+    n_labelled = len(kept_q)
+    p_rows: list[int] = []  # row of each kept pseudo-query's text in pseudo.texts
+    if pseudo is not None:
+        report.pseudo = pseudo.report
+        scratch = SplitReport()  # pseudo windows are not counted with the labelled ones
+        for q, text_row in zip(pseudo.queries, pseudo.text_rows.tolist(), strict=True):
+            row = store.video_row(q.vid)
+            kept = _windows_on_grid(
+                q.windows, min(int(store.video_lengths[row]), max_clips) * clip_len, scratch
+            )
+            if not kept:
+                pseudo.report.kept -= 1
+                pseudo.report.drop("past_cut")
+                continue
+            kept_q.append(q)
+            q_windows.append(kept)
+            p_rows.append(int(text_row))
+            vid_rows.setdefault(q.vid, row)
+        pseudo.report.windows = sum(len(w) for w in q_windows[n_labelled:])
     if not kept_q:
         raise ValueError(f"{name}: no queries left to use ({report.summary()})")
     durations: dict[str, float] = {}
@@ -264,7 +303,7 @@ def build_split(
     v_rows = np.array([vid_rows[v] for v in vids], np.int64)
     full_len = np.asarray(store.video_lengths[v_rows], np.int64)
     vlen = np.minimum(full_len, max_clips)
-    report.queries, report.videos = len(kept_q), len(vids)
+    report.queries, report.videos = n_labelled, len(vids)
     report.videos_cut = int((full_len > max_clips).sum())
     off_grid = [v for v, n in zip(vids, full_len, strict=True) if n != grid_clips(durations[v], clip_len)]
     report.features_off_grid, report.off_grid_ids = len(off_grid), off_grid[:20]
@@ -281,16 +320,37 @@ def build_split(
                 temporal_endpoint_features(int(n))
             ).to(dtype)
 
-    t_rows = np.array([store.text_row(q.qid) for q in kept_q], np.int64)
+    t_rows = np.array([store.text_row(q.qid) for q in kept_q[:n_labelled]], np.int64)
     t_len = np.asarray(store.text_lengths[t_rows], np.int64)
     report.texts_cut = int((t_len > max_text_len).sum())
+    if pseudo is not None:  # pseudo-query texts from the encoded-text cache, after the labelled ones
+        p_len = np.asarray(pseudo.texts.lengths[p_rows], np.int64)
+        pseudo.report.texts_cut = int((p_len > max_text_len).sum())
+        t_len = np.concatenate([t_len, p_len])
     t_len = np.minimum(t_len, max_text_len)
     t_max = max_text_len if pad_to_max else int(t_len.max())
     text = torch.zeros((n_q, t_max, store.text_dim), dtype=dtype)
     text_mask = torch.arange(t_max)[None, :] < torch.from_numpy(t_len)[:, None]  # (N, T)
     _gather_rows(
-        store.text_data, np.asarray(store.text_offsets[t_rows], np.int64), t_len, text, store.text_dim
+        store.text_data,
+        np.asarray(store.text_offsets[t_rows], np.int64),
+        t_len[:n_labelled],
+        text[:n_labelled],
+        store.text_dim,
     )
+    if pseudo is not None:
+        if pseudo.texts.dim != store.text_dim:
+            raise ValueError(
+                f"{name}: pseudo-query texts are {pseudo.texts.dim}-d ({pseudo.texts.folder}); the query "
+                f"features are {store.text_dim}-d"
+            )
+        _gather_rows(
+            pseudo.texts.data,
+            np.asarray(pseudo.texts.offsets[p_rows], np.int64),
+            t_len[n_labelled:],
+            text[n_labelled:],
+            store.text_dim,
+        )
     s_max = max(1, max(len(w) for w in q_windows))
     spans = np.zeros((n_q, s_max, 2), dtype=np.float32)
     span_count = np.zeros(n_q, dtype=np.int64)
@@ -332,6 +392,7 @@ def build_split(
         queries=kept_q,
         report=report,
         span_count_cpu=[int(c) for c in span_count],
+        num_labelled=n_labelled,
     )
     if priors is not None:
         split.priors = join_priors(
@@ -357,6 +418,8 @@ def build_split(
 
 def _log_report(name: str, report: SplitReport) -> None:
     log.info("%s: %s", name, report.summary())
+    if report.pseudo is not None:
+        log.info("%s: %s", name, report.pseudo.summary())
     if report.videos_cut or report.windows_dropped or report.windows_clipped:
         log.warning(
             "%s: %d videos longer than max_clips were cut: %d windows dropped, %d clipped, "

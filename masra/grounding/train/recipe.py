@@ -5,7 +5,14 @@
 
     {"dataset", "masra_parts", "priors": {"run", "encoder", "source", "videos"} | null,
      "best_metric", "best_value", "best_epoch", "best_metrics", "position_baseline",
-     "r1_ratio_to_position_baseline", "train_seconds", "epochs_done", "data": {split reports}}
+     "r1_ratio_to_position_baseline", "train_seconds", "epochs_done", "data": {split reports},
+     "pseudo_queries": {"run", "source", "encoder", "labelled_queries", "pseudo_queries",
+                        "per_step", "priors_only"}   (only with pseudo-queries on)}
+
+With ``pseudo_queries.weight > 0`` the events of the prior run ``priors_run`` become training
+queries (:mod:`masra.grounding.data.pseudo`); with no labelled query (``label_fraction: 0``, or a
+card without an annotation file for ``train_split``, whose training videos are then the prior run's
+videos that have features) training runs from the priors alone and says so.
 """
 
 from __future__ import annotations
@@ -29,12 +36,14 @@ from masra.datasets.store import FeatureStore
 from masra.datasets.store_build import build_feature_store
 from masra.grounding.checkpoint import find_resume_checkpoint, read_checkpoint_config
 from masra.grounding.config import LossConfig, ModelConfig, TrainConfig
+from masra.grounding.data.pseudo import PseudoQuerySet
 from masra.grounding.data.resident import ResidentSplit, build_split, label_subset
 from masra.grounding.losses import build_criterion
 from masra.grounding.losses.criterion import PRIOR_PARTS  # the parts whose losses read priors
 from masra.grounding.metrics.evaluate import evaluate_submission
 from masra.grounding.model import build_model
 from masra.grounding.train.position_baseline import position_baselines
+from masra.grounding.train.sources import log_pseudo, pseudo_summary, run_pseudo_queries, train_sources
 from masra.grounding.train.trainer import Scorer, Trainer
 from masra.priors.table import PriorTable, read_prior_table
 
@@ -256,11 +265,17 @@ def run_training(
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
 
-    splits = [cfg.train_split] + ([cfg.eval_split] if cfg.eval_split else [])
+    sources = train_sources(cfg, card)  # labelled queries, or the prior videos of a card without them
+    train_q = sources.queries
+    splits = [cfg.train_split] if sources.labelled_split else []
+    splits += [cfg.eval_split] if cfg.eval_split else []
     with acc.main_process_first():
         named = Path(store_dir) if store_dir else None  # a store the user named is used, never rebuilt
-        store = FeatureStore.open(build_feature_store(card, splits, named, reuse_only=named is not None))
-    train_q, _ = load_queries(card, cfg.train_split)
+        store = FeatureStore.open(
+            build_feature_store(
+                card, splits, named, reuse_only=named is not None, videos=sources.store_videos
+            )
+        )
     eval_q = load_queries(card, cfg.eval_split)[0] if cfg.eval_split else []
     if cfg.eval_split and not eval_q:  # would train and report a best of nan: say so before any work
         raise ValueError(
@@ -281,6 +296,11 @@ def run_training(
     model_cfg, loss_cfg = build_configs(cfg, card, priors.dim if priors is not None else None)
     changes = resume_config_changes(resume_from, cfg, model_cfg, loss_cfg) if resume_from is not None else {}
 
+    pseudo: PseudoQuerySet | None = None
+    if cfg.pseudo_queries.enabled:
+        with acc.main_process_first():  # the main process encodes the texts on a cache miss
+            pseudo = run_pseudo_queries(cfg, card, sources)
+
     max_clips = cfg.max_clips or card.max_clips
     dtype = _DTYPES[mixed]
     common = {
@@ -292,32 +312,40 @@ def run_training(
     }
     train_data = build_split(
         card,
-        train_q,
+        train_q if cfg.label_fraction > 0 else [],  # label_fraction 0: pseudo-queries alone
         store,
         priors=priors,
         prior_dim=model_cfg.prior_dim,
         allow_partial_priors=cfg.allow_partial_priors,
         drop_unlabelled=True,
         name=cfg.train_split,
+        pseudo=pseudo,
         **common,  # type: ignore[arg-type]
     )
     eval_data = build_split(card, eval_q, store, name=cfg.eval_split, **common) if eval_q else None  # type: ignore[arg-type]
 
     train_rows = None
-    if cfg.label_fraction < 1.0:
-        train_rows = label_subset(len(train_data), cfg.label_fraction, cfg.seed)
+    pseudo_rows = None
+    if pseudo is not None:  # the pseudo-queries are the rows after the labelled ones
+        pseudo_rows = torch.arange(train_data.num_labelled, len(train_data))
+        train_rows = torch.arange(train_data.num_labelled)
+    if 0 < cfg.label_fraction < 1.0:
+        train_rows = label_subset(train_data.num_labelled, cfg.label_fraction, cfg.seed)
         log.info(
             "label fraction %.3g: %d of %d train queries labelled; priors of all %d train videos used",
             cfg.label_fraction,
             len(train_rows),
-            len(train_data),
+            train_data.num_labelled,
             train_data.num_videos,
         )
     scorer = _scorer(card)
     baseline = None
     if eval_data is not None:
-        baseline = position_baselines(
-            train_q, eval_data.queries, lambda rows: scorer(rows, eval_data), clip_len=card.clip_len
+        baseline = position_baselines(  # without train labels: the pseudo-queries' windows
+            train_q or (pseudo.queries if pseudo is not None else []),
+            eval_data.queries,
+            lambda rows: scorer(rows, eval_data),
+            clip_len=card.clip_len,
         )
 
     model = build_model(model_cfg)
@@ -334,6 +362,18 @@ def run_training(
             "videos": len(priors),
         }
     )
+    checkpoint_config = {
+        "dataset": card.name,
+        "model": model_cfg.to_dict(),
+        "loss": loss_cfg.to_dict(),
+        "train": cfg.to_dict(),
+        "priors": prior_info,
+    }
+    pseudo_info = None
+    if pseudo is not None:
+        labelled = len(train_rows) if train_rows is not None else train_data.num_labelled
+        pseudo_info = pseudo_summary(cfg, sources, pseudo, labelled, train_data.num_pseudo)
+        checkpoint_config["pseudo_queries"] = pseudo_info
     trainer = Trainer(
         cfg,
         accelerator=acc,
@@ -343,15 +383,13 @@ def run_training(
         eval_data=eval_data,
         scorer=scorer,
         run_dir=run_dir,
-        checkpoint_config={
-            "dataset": card.name,
-            "model": model_cfg.to_dict(),
-            "loss": loss_cfg.to_dict(),
-            "train": cfg.to_dict(),
-            "priors": prior_info,
-        },
+        checkpoint_config=checkpoint_config,
         train_rows=train_rows,
+        pseudo_rows=pseudo_rows,
     )
+    if pseudo_info is not None:
+        pseudo_info["per_step"] = trainer.pseudo_per_step * acc.num_processes
+        log_pseudo(cfg, card, sources, pseudo_info)
     if resume_from is not None:
         trainer.resume(resume_from)
         if acc.is_main_process:
@@ -393,6 +431,7 @@ def run_training(
         "dataset": card.name,
         "masra_parts": model_cfg.masra_parts,
         "priors": prior_info,
+        **({"pseudo_queries": pseudo_info} if pseudo_info is not None else {}),
         **result,
         "position_baseline": baseline,
         "wall_seconds": round(time.perf_counter() - t0, 3),

@@ -43,6 +43,7 @@ from masra.grounding.checkpoint import (
     save_training_state,
 )
 from masra.grounding.config import TrainConfig
+from masra.grounding.data.order import pseudo_per_process, pseudo_step_rows
 from masra.grounding.data.resident import ResidentSplit, epoch_batches
 from masra.grounding.infer.decode import predictions_from_outputs
 from masra.grounding.losses import weighted_total
@@ -80,6 +81,10 @@ class Trainer:
         train_rows: (N',) int64 query rows of ``train_data`` that are labelled for this run (the
             label fraction); None uses every query. Prior-only videos are drawn from all of
             ``train_data``'s videos whatever the fraction.
+        pseudo_rows: (P,) int64 rows of ``train_data`` that are pseudo-queries (prior events as
+            queries), or None. Each step adds ``pseudo_per_process(cfg.pseudo_queries.weight, ...)``
+            of them to its labelled queries (:func:`~masra.grounding.data.order.pseudo_step_rows`);
+            with no labelled query (``train_rows`` empty) an epoch is a pass over them instead.
     """
 
     def __init__(
@@ -95,6 +100,7 @@ class Trainer:
         run_dir: Path,
         checkpoint_config: dict[str, Any],
         train_rows: Tensor | None = None,
+        pseudo_rows: Tensor | None = None,
     ) -> None:
         self.cfg = cfg
         self.acc = accelerator
@@ -107,11 +113,17 @@ class Trainer:
         self.weights: dict[str, float] = dict(getattr(criterion, "weights", {}))
         self.train_rows = None if train_rows is None else torch.as_tensor(train_rows, dtype=torch.long).cpu()
         self.num_labelled = len(train_data) if self.train_rows is None else len(self.train_rows)
-        self.steps_per_epoch = len(
-            epoch_batches(
-                self.num_labelled, cfg.batch_size, seed=cfg.seed, epoch=0, world=accelerator.num_processes
-            )
+        self.pseudo_rows = (
+            None if pseudo_rows is None else torch.as_tensor(pseudo_rows, dtype=torch.long).cpu()
         )
+        self.pseudo_per_step = (  # per process
+            pseudo_per_process(cfg.pseudo_queries.weight, cfg.batch_size, accelerator.num_processes)
+            if self.pseudo_rows is not None and len(self.pseudo_rows)
+            else 0
+        )
+        if not self.num_labelled and not self.pseudo_per_step:
+            raise ValueError("nothing to train on: no labelled query and no pseudo-query")
+        self.steps_per_epoch = len(self._epoch_batches(0))
         # The criterion's prior losses (those of the parts that are on); prior-only videos feed only them.
         prior_weight = any(self.weights.get(n, 0.0) > 0 for n in getattr(criterion, "prior_names", []))
         per_process = cfg.batch_size // accelerator.num_processes
@@ -296,6 +308,39 @@ class Trainer:
         )
         return torch.randperm(self.train_data.num_videos, generator=gen)[: self.prior_videos]
 
+    def _epoch_batches(self, epoch: int) -> list[Tensor]:
+        """This process's index batches of ``epoch``: over the labelled queries, or over the
+        pseudo-queries when there is none."""
+        world = self.acc.num_processes
+        if self.num_labelled:
+            items, batch = self.num_labelled, self.cfg.batch_size
+        else:
+            assert self.pseudo_rows is not None
+            items, batch = len(self.pseudo_rows), self.pseudo_per_step * world
+        return epoch_batches(
+            items, batch, seed=self.cfg.seed, epoch=epoch, rank=self.acc.process_index, world=world
+        )
+
+    def _step_rows(self, idx: Tensor) -> Tensor:
+        """The ``train_data`` rows of this step: the labelled batch ``idx`` and this step's
+        pseudo-queries, or the pseudo-query batch ``idx`` when there is no labelled query."""
+        if not self.num_labelled:
+            assert self.pseudo_rows is not None
+            return self.pseudo_rows[idx]
+        rows = idx if self.train_rows is None else self.train_rows[idx]
+        if self.pseudo_per_step:
+            assert self.pseudo_rows is not None
+            pick = pseudo_step_rows(
+                len(self.pseudo_rows),
+                self.pseudo_per_step,
+                seed=self.cfg.seed,
+                step=self.global_step,
+                rank=self.acc.process_index,
+                world=self.acc.num_processes,
+            )
+            rows = torch.cat([rows, self.pseudo_rows[pick]])
+        return rows
+
     # ---- training -------------------------------------------------------------------------------
     def _train_epoch(self, progress: tqdm) -> dict[str, float]:
         cfg = self.cfg
@@ -303,16 +348,9 @@ class Trainer:
         module.train()
         epoch_sums: dict[str, Tensor] = {}
         count = 0
-        batches = epoch_batches(
-            self.num_labelled,
-            cfg.batch_size,
-            seed=cfg.seed,
-            epoch=self.epoch,
-            rank=self.acc.process_index,
-            world=self.acc.num_processes,
-        )
+        batches = self._epoch_batches(self.epoch)
         for idx in batches:
-            rows = idx if self.train_rows is None else self.train_rows[idx]
+            rows = self._step_rows(idx)
             weights, scale = self._step_weights()
             batch = self.train_data.batch(rows, with_priors=scale > 0)  # decayed to 0: no prior work
             if self.prior_videos and scale > 0:
