@@ -164,12 +164,14 @@ def short_run_numbers(world_dir: Path) -> dict[str, Any] | None:
     return None
 
 
-def _cell(values: list[float]) -> str:
+def _cell(values: list[float], seeds: int | None = None) -> str:
+    """Mean ± std of the seeds' values; ``(n=K)`` where fewer than ``seeds`` runs have finished."""
     if not values:
         return "-"
+    short = f" (n={len(values)})" if seeds is not None and len(values) < seeds else ""
     if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+        return f"{values[0]:.2f}{short}"
+    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}{short}"
 
 
 def render(results: dict[str, Any]) -> str:
@@ -189,7 +191,7 @@ def render(results: dict[str, Any]) -> str:
         for s, per in results["results"][metric].items():
             cells = []
             for f in fr:
-                cells.append(_cell(per.get(f, [])))
+                cells.append(_cell(per.get(f, []), len(results["seeds"])))
                 cells.append(_cell((short.get(metric) or {}).get(s, {}).get(f, [])))
             lines.append(f"| {s} | " + " | ".join(cells) + " |")
         lines.append("")
