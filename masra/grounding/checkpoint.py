@@ -47,6 +47,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
+from masra.fsops import swap_in_folder
 from masra.grounding.config import LossConfig, ModelConfig
 from masra.grounding.model import MasraModel, build_model
 
@@ -266,17 +267,9 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
 
 def _replace_folder_entry(run_dir: Path, name: str, new: Path) -> None:
     """Put ``new`` (a link or a folder) in place of ``{run_dir}/{name}``."""
-    final = run_dir / name
-    if final.is_dir() and not final.is_symlink():
-        # A plain folder (an older masra's, or the copy fallback's) cannot be replaced in one rename;
-        # the pointer file already names the new checkpoint, which resolve_checkpoint reads meanwhile.
-        aside = run_dir / f".{name}.replaced"
-        shutil.rmtree(aside, ignore_errors=True)
-        os.rename(final, aside)
-        os.replace(new, final)
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        os.replace(new, final)
+    # A plain folder there (an older masra's, or the copy fallback's) takes two renames; the pointer
+    # file already names the new checkpoint, which resolve_checkpoint reads meanwhile.
+    swap_in_folder(new, run_dir / name, run_dir / f".{name}.replaced")
 
 
 def point_checkpoint(run_dir: Path, name: str, folder: Path) -> None:

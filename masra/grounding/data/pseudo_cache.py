@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from masra.fsops import swap_in_folder
 from masra.runlock import RunLock
 
 log = logging.getLogger(__name__)
@@ -202,14 +203,7 @@ def write_encoded_texts(
             "texts": unique,
         }
         (tmp / INDEX).write_text(json.dumps(index), encoding="utf-8")
-        if folder.exists():
-            aside = folder.parent / f".{folder.name}.old-{os.getpid()}"
-            shutil.rmtree(aside, ignore_errors=True)
-            os.rename(folder, aside)
-            os.rename(tmp, folder)
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            os.rename(tmp, folder)
+        swap_in_folder(tmp, folder, folder.parent / f".{folder.name}.old-{os.getpid()}")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
