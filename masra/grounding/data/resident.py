@@ -305,7 +305,8 @@ def build_split(
     vlen = np.minimum(full_len, max_clips)
     report.queries, report.videos = n_labelled, len(vids)
     report.videos_cut = int((full_len > max_clips).sum())
-    off_grid = [v for v, n in zip(vids, full_len, strict=True) if n != grid_clips(durations[v], clip_len)]
+    grid_len = np.array([grid_clips(durations[v], clip_len) for v in vids], np.int64)  # (V,) the grid's
+    off_grid = [v for v, n, g in zip(vids, full_len, grid_len, strict=True) if n != g]
     report.features_off_grid, report.off_grid_ids = len(off_grid), off_grid[:20]
     n_v, n_q, l_max = len(vids), len(kept_q), max_clips if pad_to_max else int(vlen.max())
     tef = 2 if card.temporal_endpoint else 0
@@ -400,7 +401,7 @@ def build_split(
             vids,
             full_len,
             vlen,
-            np.array([grid_clips(durations[v], clip_len) for v in vids], np.int64),
+            grid_len,
             split.video.shape[1],
             clip_len,
             max_clips=max_clips,
