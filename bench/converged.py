@@ -48,6 +48,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
     **{f"masra+true-{p}": {"priors_run": "reference", f"model.use_{p}": False} for p in PARTS},
     # Candidate against the full-label boundary cost: prior-loss weights decayed to 0 over 300 steps.
     "masra+true+decay": {"priors_run": "reference", "loss.prior_decay_steps": 300},
+    # Candidate: SGE's query-semantic relevance off (its saliency bonus is flat over the priors' spans).
+    "masra+true-relevance": {"priors_run": "reference", "model.semantic_relevance": False},
 }
 # World -> (card, training config, report split, prior runs besides ``reference``).
 WORLDS: dict[str, tuple[str, Path, str]] = {
@@ -71,6 +73,8 @@ PAIRS = (
     ("masra+true+decay", "masra+true"),
     ("masra+true+decay", "masra+ignored"),
     *((("masra+true", f"masra+true-{p}")) for p in PARTS),
+    ("masra+true", "masra+true-relevance"),
+    ("masra+true-relevance", "masra+ignored"),
 )
 
 

@@ -33,6 +33,7 @@ so an interrupted benchmark resumes where it stopped. The table is printed, appe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -47,6 +48,7 @@ import numpy as np
 import pyarrow as pa
 
 from bench.report import publish
+from masra.grounding.config.train import TrainConfig
 from masra.priors.run import PriorRun
 from masra.priors.schema import EMBED_SCHEMA, SCHEMA_VERSION
 from masra.priors.shards import write_table_atomic
@@ -259,7 +261,13 @@ def finished_same(run: Path, train_cfg: dict[str, Any]) -> bool:
     if not (run / "summary.json").is_file() or not config.is_file():
         return False
     saved = json.loads(config.read_text()).get("train")
-    return bool(saved == json.loads(json.dumps(train_cfg)))
+    if not isinstance(saved, dict):
+        return False
+    # A run saved before a field was added trained with that field's default: fill it in. What is
+    # not a whole training config is compared as saved.
+    with contextlib.suppress(TypeError, ValueError):
+        saved = TrainConfig.from_dict(saved).to_dict()
+    return bool(json.loads(json.dumps(saved)) == json.loads(json.dumps(train_cfg)))
 
 
 LOSSES = ("span_l1", "span_giou", "label", "saliency_rank", "esta_event", "esta_clip", "sge", "lrca")

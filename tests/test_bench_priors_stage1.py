@@ -19,6 +19,7 @@ from bench.priors import (
     write_variant,
 )
 from bench.stage1_speed import CannedEngine, Stage1SpeedConfig, run_stage1_speed
+from masra.grounding.config.train import TrainConfig
 from masra.prior_gen import prompts
 from masra.prior_gen.engines.base import GenRequest, SamplingConfig
 from masra.prior_gen.parsing import ParseConfig, parse_caption, parse_events
@@ -169,3 +170,15 @@ def test_a_finished_run_is_kept_only_for_the_identical_configuration(tmp_path: P
     assert finished_same(run, cfg)
     assert not finished_same(run, {**cfg, "epochs": 20})
     assert not finished_same(run, {**cfg, "model": {"hidden_dim": 256}})
+
+
+def test_a_run_saved_before_a_field_existed_counts_as_trained_with_its_default(tmp_path: Path) -> None:
+    cfg = TrainConfig(epochs=3, seed=7).to_dict()
+    old = {k: v for k, v in cfg.items() if k != "pseudo_queries"}  # saved before the field was added
+    run = tmp_path / "run"
+    (run / "last").mkdir(parents=True)
+    (run / "last" / "config.json").write_text(json.dumps({"train": old}))
+    (run / "summary.json").write_text("{}")
+    assert finished_same(run, cfg)
+    on = TrainConfig(epochs=3, seed=7, pseudo_queries={"weight": 1.0}).to_dict()
+    assert not finished_same(run, on)  # the default is filled in, not any value
