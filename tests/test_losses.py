@@ -11,7 +11,14 @@ import torch.nn.functional as F
 from masra.grounding.config import LossConfig, ModelConfig
 from masra.grounding.data.batch import Batch, PriorBatch
 from masra.grounding.losses import build_criterion, weighted_total
-from masra.grounding.losses.esta import esta_clip_loss, esta_event_loss, event_membership
+from masra.grounding.losses.esta import (
+    EstaTargets,
+    edge_clips,
+    esta_clip_loss,
+    esta_event_loss,
+    esta_terms,
+    event_membership,
+)
 from masra.grounding.losses.lrca import local_window, lrca_loss
 from masra.grounding.losses.saliency import (
     negative_pair_loss,
@@ -186,6 +193,54 @@ def test_esta_skips_videos_without_priors() -> None:
         with_skip = loss_fn(random, member, emb, masked, 0.1)
         dropped = loss_fn(random[keep], member_kept, emb[keep], event_mask[keep], 0.1)
         assert with_skip.item() == pytest.approx(dropped.item(), abs=1e-5)
+
+
+def test_edge_clips_are_the_outer_share_of_each_span() -> None:
+    # 10 clips (centers 0.05 ... 0.95); event A (0.0, 0.6) covers clips 0-5, event B (0.6, 1.0) clips
+    # 6-9. With 20 % off each end: A keeps (0.12, 0.48) -> clips 1-4, B keeps (0.68, 0.92) -> 7-8.
+    clip_mask = torch.ones(1, 10, dtype=torch.bool)
+    spans = torch.tensor([[[0.0, 0.6], [0.6, 1.0], [0.0, 0.02]]])
+    event_mask = torch.tensor([[True, True, True]])
+    member = event_membership(spans, event_mask, clip_mask)
+    edge = edge_clips(member, spans, event_mask, clip_mask, 0.2)
+    # The third event is too short for a center: it keeps its midpoint clip 0 whole (no edge of its
+    # own), but clip 0 is still on A's edge.
+    assert edge[0].int().tolist() == [1, 0, 0, 0, 0, 1, 1, 0, 0, 1]
+    assert not edge_clips(member, spans, event_mask, clip_mask, 0.0).any()
+
+
+def test_esta_edge_share_leaves_the_edges_out_of_the_clip_term_only() -> None:
+    spans, emb, clip_mask, agree, random = _prior_world(7)
+    event_mask = torch.ones(emb.shape[:2], dtype=torch.bool)
+    member = event_membership(spans, event_mask, clip_mask)
+    keep = ~edge_clips(member, spans, event_mask, clip_mask, 0.25)
+    assert 0 < int(keep.sum()) < keep.numel()
+    # Features that are random exactly at the edges and agree inside: with the edges left out the
+    # clip term is as low as for features that agree everywhere; with them in, it is higher.
+    edged = torch.where(keep[..., None], agree, random)
+    whole = EstaTargets.build(member, emb, event_mask)
+    inner = EstaTargets.build(member, emb, event_mask, clip_keep=keep)
+    (agree_whole,) = esta_terms(inner, 0.07, clip_projs=[agree])[1]
+    (edged_inner,) = esta_terms(inner, 0.07, clip_projs=[edged])[1]
+    (edged_whole,) = esta_terms(whole, 0.07, clip_projs=[edged])[1]
+    assert edged_inner.item() == pytest.approx(agree_whole.item(), abs=1e-6)
+    assert edged_whole.item() > edged_inner.item() + 0.1
+    # The event term pools whole spans either way.
+    ev_whole = esta_terms(whole, 0.07, event_proj=edged)[0]
+    ev_inner = esta_terms(inner, 0.07, event_proj=edged)[0]
+    assert ev_whole is not None and ev_inner is not None
+    assert ev_whole.item() == pytest.approx(ev_inner.item(), abs=1e-6)
+
+
+def test_criterion_reads_the_edge_share() -> None:
+    model_cfg = ModelConfig(video_dim=4, text_dim=4, prior_dim=4, hidden_dim=8, num_heads=2)
+    batch, outputs = _batch_with_priors([True, True, True])
+    plain = build_criterion(LossConfig(), model_cfg)(outputs, batch)
+    edged = build_criterion(LossConfig(esta_edge_share=0.3), model_cfg)(outputs, batch)
+    assert edged["esta_clip"].item() != pytest.approx(plain["esta_clip"].item(), abs=1e-6)
+    assert edged["esta_event"].item() == pytest.approx(plain["esta_event"].item(), abs=1e-6)
+    with pytest.raises(ValueError, match="esta_edge_share"):
+        LossConfig(esta_edge_share=0.5)
 
 
 # ---- LRCA --------------------------------------------------------------------------------------------

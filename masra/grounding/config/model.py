@@ -161,6 +161,10 @@ class LossConfig(JsonConfig):
         esta_temperature: InfoNCE temperature of both ESTA terms (and SGE).
         esta_same_text: cosine of two event-description embeddings at or above which they count as
             the same text; such events are positives of each other in both ESTA terms, not negatives.
+        esta_edge_share: share of each prior event's span, at each end, whose clips ESTA's clip-level
+            term and SGE's supervision leave out (0 keeps every covered clip): the priors then shape
+            the inside of their events and leave the edges, where their spans are least sure, to the
+            labels (docs/method.md).
         w_sge: weight of SGE's supervision (its prediction against ESTA's clip-level target).
         w_lrca: LRCA weight.
         prior_decay_steps: the prior-loss weights (ESTA, SGE, LRCA) fall from their values to 0 over
@@ -194,6 +198,7 @@ class LossConfig(JsonConfig):
     w_esta_clip: float = 0.5
     esta_temperature: float = 0.07
     esta_same_text: float = 0.99
+    esta_edge_share: float = 0.0
     w_sge: float = 0.5
     w_lrca: float = 1.0
     lrca_window: int = 5
@@ -240,6 +245,11 @@ class LossConfig(JsonConfig):
         if not -1.0 <= self.esta_same_text <= 1.0:
             raise ValueError(
                 f"{owner}.esta_same_text must be a cosine in [-1, 1], got {self.esta_same_text!r}"
+            )
+        if not 0.0 <= self.esta_edge_share < 0.5:
+            raise ValueError(
+                f"{owner}.esta_edge_share must be in [0, 0.5) (a share of the span at each end), "
+                f"got {self.esta_edge_share!r}"
             )
         if not 0.0 < self.eos_coef <= 1.0:
             raise ValueError(f"{owner}.eos_coef must be in (0, 1], got {self.eos_coef!r}")

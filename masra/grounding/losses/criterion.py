@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from masra.grounding.config import LossConfig, ModelConfig
 from masra.grounding.data.batch import Batch, host_to_device
-from masra.grounding.losses.esta import EstaTargets, esta_terms, event_membership
+from masra.grounding.losses.esta import EstaTargets, edge_clips, esta_terms, event_membership
 from masra.grounding.losses.lrca import lrca_loss
 from masra.grounding.losses.matcher import HungarianMatcher, MatchIndices, build_matcher
 from masra.grounding.losses.saliency import (
@@ -111,7 +111,9 @@ class _PriorTargets:
     caption_valid: Tensor
 
     @classmethod
-    def from_batch(cls, batch: Batch, same_text_threshold: float, with_esta: bool) -> _PriorTargets:
+    def from_batch(
+        cls, batch: Batch, same_text_threshold: float, with_esta: bool, edge_share: float = 0.0
+    ) -> _PriorTargets:
         priors = batch.priors
         assert priors is not None
         clips = batch.video_mask if priors.clip_mask is None else priors.clip_mask  # (B', L)
@@ -122,7 +124,10 @@ class _PriorTargets:
             member = priors.member  # derived once per split by the data, when it could be
             if member is None:
                 member = event_membership(priors.event_spans, event_mask, clips)
-            esta = EstaTargets.build(member, priors.event_emb, event_mask, same_text_threshold)
+            keep = None
+            if edge_share > 0:
+                keep = ~edge_clips(member, priors.event_spans, event_mask, clips, edge_share)
+            esta = EstaTargets.build(member, priors.event_emb, event_mask, same_text_threshold, keep)
         return cls(
             esta=esta,
             caption_emb=priors.caption_emb,
@@ -319,7 +324,9 @@ class SetCriterion(nn.Module):
                     "training mode only: call model.train() before the forward pass"
                 )
             with_esta = bool({"esta_event", "esta_clip", "sge"} & set(self.prior_names))
-            prior_targets = _PriorTargets.from_batch(batch, self.cfg.esta_same_text, with_esta)
+            prior_targets = _PriorTargets.from_batch(
+                batch, self.cfg.esta_same_text, with_esta, self.cfg.esta_edge_share
+            )
             losses.update(self.prior_losses(outputs, prior_targets))
         return losses
 

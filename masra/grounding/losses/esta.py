@@ -49,6 +49,7 @@ from masra.grounding.masking import MASKED_LOGIT
 __all__ = [
     "EstaTargets",
     "clip_term",
+    "edge_clips",
     "esta_clip_loss",
     "esta_event_loss",
     "esta_terms",
@@ -105,10 +106,16 @@ class EstaTargets:
 
     @classmethod
     def build(
-        cls, member: Tensor, event_emb: Tensor, event_mask: Tensor, same_text_threshold: float = SAME_TEXT
+        cls,
+        member: Tensor,
+        event_emb: Tensor,
+        event_mask: Tensor,
+        same_text_threshold: float = SAME_TEXT,
+        clip_keep: Tensor | None = None,
     ) -> EstaTargets:
         """From the membership (B, E, L) bool, the event embeddings (B, E, Dp) and the event mask (B, E)
-        (already False for videos without priors)."""
+        (already False for videos without priors). ``clip_keep`` (B, L) bool, when given, leaves the
+        clips where it is False out of the clip term (see :func:`edge_clips`)."""
         batch, events, _ = member.shape
         weight = member.float()  # (B, E, L)
         text = _normalised(event_emb).flatten(0, 1)  # (N, Dp)
@@ -117,7 +124,8 @@ class EstaTargets:
         same = _same_text(text, pair_valid, same_text_threshold)  # (N, N), symmetric
         # Positives of clip (b, i): the events covering it, and every event sharing one of their texts.
         covering = torch.bmm(weight.transpose(1, 2), same.view(batch, events, -1).float())  # (B, L, N)
-        covered = member.any(1).flatten()  # (B*L,)
+        covered = member.any(1) if clip_keep is None else member.any(1) & clip_keep
+        covered = covered.flatten()  # (B*L,)
         return cls(
             text=text,
             span_mean=weight / weight.sum(-1, keepdim=True).clamp(min=1),
@@ -133,6 +141,26 @@ class EstaTargets:
 
 def _normalised(x: Tensor) -> Tensor:
     return F.normalize(x.float(), dim=-1)
+
+
+def edge_clips(
+    member: Tensor, event_spans: Tensor, event_mask: Tensor, clip_mask: Tensor, share: float
+) -> Tensor:
+    """(B, L) bool: clips in the outer ``share`` of a prior event's span, at either end.
+
+    A prior span's edges are where the MLLM is least sure (the open world jitters them by 15 % of the
+    event); pinning the clips there to the event's text pulls the features the boundaries are read from
+    toward the prior's edges rather than the labels'. The edge of event ``e`` is its membership
+    ``member`` (B, E, L) minus the membership of the span shrunk by ``share`` of its length at each
+    end (an event too short to have an interior keeps its midpoint clip, as in
+    :func:`event_membership`).
+    """
+    spans = event_spans.float()
+    cut = (spans[..., 1:] - spans[..., :1]) * share  # (B, E, 1)
+    inner = event_membership(
+        torch.cat([spans[..., :1] + cut, spans[..., 1:] - cut], -1), event_mask, clip_mask
+    )
+    return (member & ~inner).any(1)
 
 
 def esta_terms(
