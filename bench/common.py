@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmarks: devices, precision, clocks, memory, and the data they train on.
+"""Helpers shared by the benchmarks: devices, precision, clocks, memory, the data they train on, and
+the command line of the ``bench/*_speed.py`` scripts (:func:`speed_parser`, :func:`speed_main`).
 
 Imports only what the GPU image has (torch, numpy, accelerate, pyarrow, yaml, tqdm, scipy) plus our
 package; nothing here needs av, datasets, click or vllm.
@@ -6,14 +7,16 @@ package; nothing here needs av, datasets, click or vllm.
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import platform
 import resource
 import socket
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +28,15 @@ __all__ = [
     "DTYPES",
     "BenchData",
     "Clock",
+    "converged_overrides",
     "env_info",
+    "fixed_steps_overrides",
     "load_bench_data",
     "peak_rss_mib",
     "pick_device",
     "resolve_precision",
+    "speed_main",
+    "speed_parser",
     "summarize",
     "write_json",
 ]
@@ -157,3 +164,75 @@ def load_bench_data(meta_path: Path) -> BenchData:
         description=raw.get("description", ""),
         prior_dim=int(raw.get("prior_dim", 384)),
     )
+
+
+def fixed_steps_overrides(steps_per_epoch: int, steps: int, warmup_share: float = 0.05) -> dict[str, Any]:
+    """TrainConfig overrides of a run of (at least) ``steps`` optimiser steps, scored once at the end:
+    ``epochs = ceil(steps / steps_per_epoch)``, one evaluation after the last epoch, linear warm-up over
+    ``warmup_share`` of the epochs (the label-efficiency study's budget, ``bench/label_efficiency.py``).
+
+    >>> fixed_steps_overrides(3, 500)
+    {'epochs': 167, 'eval_every': 167, 'warmup_epochs': 8.35}
+    """
+    epochs = -(-steps // steps_per_epoch)
+    return {"epochs": epochs, "eval_every": epochs, "warmup_epochs": round(warmup_share * epochs, 3)}
+
+
+def converged_overrides(
+    steps_per_epoch: int, *, max_steps: int, eval_steps: int, min_steps: int, warmup_steps: int = 500
+) -> dict[str, Any]:
+    """TrainConfig overrides of a run trained until its held-out metric stops improving (the converged
+    study's budget, ``bench/converged.py``): at most ``max_steps`` steps, an evaluation about every
+    ``eval_steps`` steps, no early stop before ``min_steps``, warm-up over 5 % of the first
+    ``warmup_steps`` steps' epochs. ``early_stop_patience`` is the caller's.
+
+    >>> converged_overrides(25, max_steps=3000, eval_steps=100, min_steps=1000)
+    {'epochs': 120, 'eval_every': 4, 'early_stop_min_epochs': 40, 'warmup_epochs': 1.0}
+    """
+    epochs = -(-max_steps // steps_per_epoch)
+    return {
+        "epochs": epochs,
+        "eval_every": max(1, round(eval_steps / steps_per_epoch)),
+        "early_stop_min_epochs": -(-min_steps // steps_per_epoch),
+        "warmup_epochs": round(0.05 * min(epochs, -(-warmup_steps // steps_per_epoch)), 3),
+    }
+
+
+SpeedRun = Callable[[argparse.Namespace, Callable[[dict[str, Any]], None]], dict[str, Any]]
+"""A speed benchmark's body: (parsed arguments, ``on_partial``) -> the result; it may hand each partial
+result to ``on_partial`` (written to ``--json`` at once, so a killed run keeps what it measured)."""
+
+
+def speed_parser(
+    doc: str | None, *, data: bool = True, torch_options: bool = True
+) -> argparse.ArgumentParser:
+    """The arguments every ``bench/*_speed.py`` shares; the script adds its own.
+
+    ``--json`` (required: where the results go); with ``data``, ``--data`` (the ``bench_data.json``
+    that :mod:`bench.run` writes); with ``torch_options``, ``--device``, ``--precision`` and
+    ``--threads``.
+    """
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if data:
+        p.add_argument("--data", type=Path, required=True, help="bench_data.json written by bench.run")
+    if torch_options:
+        p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda")
+        p.add_argument("--precision", default="auto", help="auto (bf16 on CUDA, else no), no, bf16 or fp16")
+        p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--json", type=Path, required=True, help="where to write the results")
+    return p
+
+
+def speed_main(
+    parser: argparse.ArgumentParser, run: SpeedRun, argv: list[str] | None = None
+) -> dict[str, Any]:
+    """The ``main`` of every ``bench/*_speed.py``: parse ``argv``, log at INFO, set torch's CPU threads
+    (``--threads`` > 0), run, and write the result (and each partial one) to ``--json``."""
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)
+    result = run(args, lambda partial: write_json(args.json, partial))
+    write_json(args.json, result)
+    logging.getLogger(__name__).info("results written to %s", args.json)
+    return result

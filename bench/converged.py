@@ -111,7 +111,7 @@ def _train_and_score(cfg_dict: dict[str, Any], run: str, store: str, report_spli
     result = evaluate_checkpoint(grounder, card, report_split, out / "report", store=feature_store)
     # The same checkpoint with the decoder's windows alone (no saliency proposals): where the
     # boundaries come from, for the diagnosis of what priors cost (docs/method.md).
-    decoder_only = Grounder.from_pretrained(out / "best", card=card, proposals=False)
+    decoder_only = Grounder.from_pretrained(out / "best", card=card, postprocess={"proposals": False})
     plain = evaluate_checkpoint(decoder_only, card, report_split, out / "report-decoder", store=feature_store)
     summary = json.loads((out / "summary.json").read_text())
     (out / "report.json").write_text(

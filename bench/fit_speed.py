@@ -15,6 +15,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ from bench.common import (
     peak_rss_mib,
     pick_device,
     resolve_precision,
-    write_json,
+    speed_main,
+    speed_parser,
 )
 from bench.train_speed import open_data
 from masra.grounding import TrainConfig, Trainer, build_configs, build_criterion, build_model
@@ -124,27 +126,17 @@ def run_fit(
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``main``."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, required=True)
+    p = speed_parser(__doc__)
     p.add_argument("--variant", choices=("baseline", "masra"), default="masra")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", help="auto (bf16 on CUDA, else no), no, bf16 or fp16")
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--json", type=Path, required=True)
     return p
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = build_parser()
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    result = run_fit(
+def _run(args: argparse.Namespace, on_partial: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    return run_fit(
         args.data,
         variant=args.variant,
         epochs=args.epochs,
@@ -154,8 +146,10 @@ def main(argv: list[str] | None = None) -> None:
         compile_model=args.compile,
         precision=args.precision,
     )
-    write_json(args.json, result)
-    print(json.dumps(result, indent=2))
+
+
+def main(argv: list[str] | None = None) -> None:
+    speed_main(build_parser(), _run, argv)
 
 
 if __name__ == "__main__":

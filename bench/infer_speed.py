@@ -42,8 +42,9 @@ from bench.common import (
     peak_rss_mib,
     pick_device,
     resolve_precision,
+    speed_main,
+    speed_parser,
     summarize,
-    write_json,
 )
 from bench.train_speed import VARIANTS, open_data
 from masra.datasets.store import FeatureStore
@@ -51,6 +52,7 @@ from masra.grounding import (
     Grounder,
     GrounderConfig,
     ModelConfig,
+    PostprocessConfig,
     ResidentSplit,
     TrainConfig,
     build_configs,
@@ -216,7 +218,7 @@ def run_infer_speed(
         best = min(passes)
         phases: dict[str, float] = {"predict_s": round(best, 4)}
         t0 = clock.now()
-        rows = predictions_from_outputs(prob, span, sal, split.meta, top_k=10)
+        rows = predictions_from_outputs(prob, span, sal, split.meta, PostprocessConfig(top_k=10))
         t1 = clock.now()
         metrics = evaluate_submission(rows, split.queries, clip_len=card.clip_len)
         t2 = clock.now()
@@ -283,27 +285,17 @@ def _result(
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``main``."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, required=True, help="bench_data.json written by bench.run")
+    p = speed_parser(__doc__)
     p.add_argument("--eval-batch-size", type=int, default=InferSpeedConfig.eval_batch_size)
     p.add_argument("--repeats", type=int, default=InferSpeedConfig.repeats)
     p.add_argument("--single-queries", type=int, default=InferSpeedConfig.single_queries)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto")
     p.add_argument("--prior-dim", type=int, default=None, help="default: the bench data's")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--no-part-costs", action="store_true", help="skip the per-part forward costs")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    p.add_argument("--json", type=Path, required=True, help="where to write the results")
     return p
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = build_parser()
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def _run(args: argparse.Namespace, on_partial: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     cfg = InferSpeedConfig(
         eval_batch_size=args.eval_batch_size,
         repeats=args.repeats,
@@ -314,8 +306,11 @@ def main(argv: list[str] | None = None) -> None:
         variants=tuple(v for v in args.variants.split(",") if v),
         part_costs=not args.no_part_costs,
     )
-    result = run_infer_speed(load_bench_data(args.data), cfg, on_partial=lambda r: write_json(args.json, r))
-    write_json(args.json, result)
+    return run_infer_speed(load_bench_data(args.data), cfg, on_partial=on_partial)
+
+
+def main(argv: list[str] | None = None) -> None:
+    speed_main(build_parser(), _run, argv)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ import numpy as np
 import pyarrow as pa
 
 from bench.report import publish
-from masra.grounding.config.train import TrainConfig
+from masra.grounding import TrainConfig
 from masra.priors.run import PriorRun
 from masra.priors.schema import EMBED_SCHEMA, SCHEMA_VERSION
 from masra.priors.shards import write_table_atomic

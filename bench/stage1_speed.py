@@ -40,7 +40,7 @@ import numpy as np
 
 import masra.prior_gen.generator as gen_mod
 import masra.prior_gen.sink as sink_mod
-from bench.common import env_info, peak_rss_mib, write_json
+from bench.common import env_info, peak_rss_mib, speed_main, speed_parser
 from masra.datasets.grid import kept_clips
 from masra.prior_gen import prompts
 from masra.prior_gen.engines.base import GenRequest, GenResult, SamplingConfig
@@ -255,7 +255,7 @@ def run_stage1_speed(cfg: Stage1SpeedConfig, work: Path, tiny_model: Path | None
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``main``."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = speed_parser(__doc__, data=False, torch_options=False)
     p.add_argument("--videos", type=int, default=Stage1SpeedConfig.videos)
     p.add_argument("--duration", type=float, default=Stage1SpeedConfig.duration)
     p.add_argument("--fps", type=int, default=Stage1SpeedConfig.fps)
@@ -270,14 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode-threads", type=int, default=0, help="FFmpeg threads per video (0: its choice)")
     p.add_argument("--tiny-model", type=Path, default=None, help="time the tiny model instead of canned text")
     p.add_argument("--work", type=Path, default=Path("data/generated/bench/stage1"))
-    p.add_argument("--json", type=Path, required=True)
     return p
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = build_parser()
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+def _run(args: argparse.Namespace, on_partial: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     cfg = Stage1SpeedConfig(
         videos=args.videos,
         duration=args.duration,
@@ -292,7 +288,11 @@ def main(argv: list[str] | None = None) -> None:
         skip_nonref=args.skip_nonref,
         decode_threads=args.decode_threads,
     )
-    write_json(args.json, run_stage1_speed(cfg, args.work, args.tiny_model))
+    return run_stage1_speed(cfg, args.work, args.tiny_model)
+
+
+def main(argv: list[str] | None = None) -> None:
+    speed_main(build_parser(), _run, argv)
 
 
 if __name__ == "__main__":

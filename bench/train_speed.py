@@ -40,8 +40,9 @@ from bench.common import (
     peak_rss_mib,
     pick_device,
     resolve_precision,
+    speed_main,
+    speed_parser,
     summarize,
-    write_json,
 )
 from masra.datasets.card import DatasetCard, load_card
 from masra.datasets.readers import load_queries
@@ -444,14 +445,11 @@ def _compile_stats(cfg: TrainSpeedConfig) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``main``."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, required=True, help="bench_data.json written by bench.run")
+    p = speed_parser(__doc__)
     p.add_argument("--steps", type=int, default=TrainSpeedConfig.steps)
     p.add_argument("--warmup", type=int, default=TrainSpeedConfig.warmup)
     p.add_argument("--rounds", type=int, default=TrainSpeedConfig.rounds)
     p.add_argument("--batch-size", type=int, default=TrainSpeedConfig.batch_size)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto")
     p.add_argument(
         "--compile", default="no", choices=("no", "also", "only"), help="time torch.compile'd models"
     )
@@ -462,17 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--profile-steps", type=int, default=TrainSpeedConfig.profile_steps)
     p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    p.add_argument("--json", type=Path, required=True, help="where to write the results")
     return p
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = build_parser()
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def _run(args: argparse.Namespace, on_partial: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     cfg = TrainSpeedConfig(
         steps=args.steps,
         warmup=args.warmup,
@@ -485,8 +476,11 @@ def main(argv: list[str] | None = None) -> None:
         profile_steps=args.profile_steps,
         variants=tuple(v for v in args.variants.split(",") if v),
     )
-    result = run_train_speed(load_bench_data(args.data), cfg, on_partial=lambda r: write_json(args.json, r))
-    write_json(args.json, result)
+    return run_train_speed(load_bench_data(args.data), cfg, on_partial=on_partial)
+
+
+def main(argv: list[str] | None = None) -> None:
+    speed_main(build_parser(), _run, argv)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from _train_world import make_world, tiny_overrides
 
 from masra.grounding.checkpoint import load_checkpoint
 from masra.grounding.config import load_train_config
-from masra.grounding.infer.config import load_feature_npz
+from masra.grounding.infer.inputs import load_feature_npz
 from masra.grounding.train.recipe import run_training
 from masra.prior_gen.runs import BadShardError, done_video_ids
 

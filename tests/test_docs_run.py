@@ -161,7 +161,7 @@ def test_every_printed_command_runs_on_the_fixture(sandbox: Path, monkeypatch: p
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     runner = CliRunner()
     setup = ["train", "--dataset", "fixture", "--out", "runs/fixture"]
-    for args in (setup, ["train", "--dataset", "fixture", "--out", "runs/demo", "--priors", "reference"]):
+    for args in (setup, ["train", "--dataset", "fixture", "--out", "runs/demo", "--priors-run", "reference"]):
         res = runner.invoke(main, args)
         assert res.exit_code == 0, res.output
     grounder_npz(sandbox)
@@ -190,8 +190,8 @@ def grounder_npz(sb: Path) -> None:
 def test_every_skip_names_a_printed_command() -> None:
     for start in NOT_HERE:
         assert any(c.text.startswith(start) for c in COMMANDS), f"NOT_HERE entry {start!r} matches no command"
-    assert on_fixture(["masra", "train", "--dataset", "qvhighlights", "--set", "card.root=/x", "--priors", "<prior", "run>"]) == [
-        "masra", "train", "--dataset", "fixture", "--priors", "reference", "--out", "runs/qvhighlights",
+    assert on_fixture(["masra", "train", "--dataset", "qvhighlights", "--set", "card.root=/x", "--priors-run", "<prior", "run>"]) == [
+        "masra", "train", "--dataset", "fixture", "--priors-run", "reference", "--out", "runs/qvhighlights",
     ]  # fmt: skip
     assert on_fixture(["masra", "fixture", "--out", "DIR", "[--seed", "0]"], 7) == [
         "masra",

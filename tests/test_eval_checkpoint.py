@@ -182,9 +182,7 @@ def test_viz_timelines_for_chosen_qids(run: Path, tmp_path: Path) -> None:
     card = run.parent / "data" / "toy.yaml"
     qid = str(read_submission(preds)[1].qid)
     args = ["viz", "timelines", "--predictions", str(preds), "--dataset", str(card), "--out", str(tmp_path)]
-    res = CliRunner().invoke(
-        main, [*args, "--qid", qid, "--priors", str(run.parent / "data" / "priors" / "reference")]
-    )
+    res = CliRunner().invoke(main, [*args, "--qid", qid, "--priors-run", "reference"])
     assert res.exit_code == 0, res.output
     assert [p.name for p in tmp_path.glob("*.png")] == [f"qid{qid}.png"]
     res = CliRunner().invoke(main, [*args, "--qid", "99999"])

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from masra.datasets.card import DatasetCard, load_card
 from masra.datasets.features import load_video_features
 from masra.features.extract import features_for_video, load_card_extractors
-from masra.fixture.extractor import extract
+from masra.features.handcrafted_frames import extract
 from masra.fixture.language import query_sentence
 from masra.fixture.render import read_mp4, render_frames, write_mp4
 from masra.fixture.world import WorldConfig, make_world

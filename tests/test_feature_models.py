@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _slowfast import save_slowfast
 
 from masra.features.registry import EXTRACTORS, load_extractor
-from masra.features.slowfast import load_slowfast, save_slowfast
+from masra.features.slowfast import load_slowfast
 from masra.features.slowfast_net import SlowFast, SlowFastConfig
 from masra.fixture.render import write_mp4
 from masra.hub import ModelUnavailableError

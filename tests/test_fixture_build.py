@@ -15,6 +15,7 @@ from masra.datasets.features import find_missing, load_text_features, load_video
 from masra.datasets.readers import load_queries
 from masra.fixture import BuildConfig, WorldConfig, build_fixture
 from masra.fixture.build import prepare_output
+from masra.grounding.config import load_train_config
 from masra.pipelines.cli import main
 from masra.priors.schema import EMBED_SCHEMA, PRIOR_SCHEMA
 from masra.priors.shards import read_shards
@@ -106,7 +107,7 @@ def test_card_reads_the_fixture(built: Path) -> None:
     sta_queries, _ = load_queries(sta, "train")
     qvh_queries, _ = load_queries(card, "train")
     assert len(sta_queries) == sum(len(q.windows) for q in qvh_queries)
-    assert card.extra["priors"]["run"] == "reference"
+    assert load_train_config("fixture").priors_run == "reference"  # the prior run stage 2 trains with
 
 
 def test_reference_priors_match_the_world(built: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from masra.fixture.extractor import APPEARANCE_DIM, HUE_BINS, MOTION_DIM, extract
+from masra.features.handcrafted_frames import APPEARANCE_DIM, HUE_BINS, MOTION_DIM, extract
 from masra.fixture.language import query_sentence
 from masra.fixture.render import read_mp4, render_frames, shape_mask, write_mp4
 from masra.fixture.world import Event, VideoSpec, WorldConfig, make_world

@@ -9,18 +9,15 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from _esta import clip_term, esta_clip_loss, esta_event_loss, event_term
 
 from masra.grounding.config import LossConfig, ModelConfig
 from masra.grounding.data.batch import Batch, PriorBatch
 from masra.grounding.losses import build_criterion
 from masra.grounding.losses.esta import (
     EstaTargets,
-    clip_term,
-    esta_clip_loss,
-    esta_event_loss,
     esta_terms,
     event_membership,
-    event_term,
 )
 from masra.grounding.losses.lrca import local_window, lrca_loss
 

@@ -112,3 +112,14 @@ def test_matches_minimise_the_stated_cost_by_brute_force() -> None:
         got = sum(cost[i][j] for i, j in zip(q.tolist(), t.tolist(), strict=True))
         assert got == pytest.approx(best, abs=1e-5)  # float32 costs in the matcher
         assert sorted(t.tolist()) == list(range(n))
+
+
+def test_the_retired_matcher_key_of_older_checkpoints_is_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    """Checkpoints and configs written while ``loss.matcher`` chose a solver (scipy or the removed
+    batched one) still load: the key is dropped, with a warning when it named the removed solver."""
+    assert LossConfig.from_dict({"matcher": "scipy", "w_lrca": 0.5}) == LossConfig(w_lrca=0.5)
+    assert not caplog.text
+    assert LossConfig.from_dict({"matcher": "batched"}) == LossConfig()
+    assert "loss.matcher 'batched' is no longer read" in caplog.text
+    with pytest.raises(ValueError, match="unknown keys"):
+        LossConfig.from_dict({"solver": "scipy"})

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _hl import gt_saliency_matrix, highlight_metrics
 
 from masra.grounding.metrics import (
     MomentArrays,
     QidMismatchError,
     detection_ap,
     evaluate_submission,
-    gt_saliency_matrix,
-    highlight_metrics,
     iou_cross,
     iou_paired,
 )

@@ -11,6 +11,7 @@ import random
 
 import numpy as np
 import pytest
+from _hl import gt_saliency_matrix
 
 from masra.grounding.metrics import (
     MAP_THRESHOLDS,
@@ -18,7 +19,6 @@ from masra.grounding.metrics import (
     MomentArrays,
     detection_ap,
     evaluate_submission,
-    gt_saliency_matrix,
     saliency_ap,
     top1_iou,
 )

@@ -81,14 +81,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "prior_dir: priors\n",
         encoding="utf-8",
     )
-    invoke("priors", "import", str(root / "priors.jsonl"), "-d", str(root / "card.yaml"), "--run", "ext")
-    invoke("priors", "embed", "-d", str(root / "card.yaml"), "--run", "ext")
+    invoke(
+        "priors", "import", str(root / "priors.jsonl"), "-d", str(root / "card.yaml"), "--priors-run", "ext"
+    )
+    invoke("priors", "embed", "-d", str(root / "card.yaml"), "--priors-run", "ext")
     return root
 
 
 def _train(world: Path, out: Path) -> dict:  # type: ignore[type-arg]
     invoke(
-        "train", "-d", str(world / "card.yaml"), "--out", str(out), "--priors", "ext", "--no-config",
+        "train", "-d", str(world / "card.yaml"), "--out", str(out), "--priors-run", "ext", "--no-config",
         "--set", "epochs=2", "--set", "batch_size=4", "--set", "eval_every=1",
         "--set", "model.hidden_dim=32", "--set", "model.num_queries=4",
     )  # fmt: skip
@@ -119,8 +121,8 @@ def test_priors_on_another_clip_length_are_refused_naming_video_and_shard(
     card = world / "card.yaml"
     wrong = tmp_path / "half.jsonl"  # priors imported with 2-s clips against 1-s features
     wrong.write_text((world / "priors.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
-    invoke("priors", "import", str(wrong), "-d", str(card), "--run", "half", "--set", "clip_len=2.0")
-    invoke("priors", "embed", "-d", str(card), "--run", "half")
+    invoke("priors", "import", str(wrong), "-d", str(card), "--priors-run", "half", "--set", "clip_len=2.0")
+    invoke("priors", "embed", "-d", str(card), "--priors-run", "half")
     res = CliRunner().invoke(
         main,
         [
@@ -129,7 +131,7 @@ def test_priors_on_another_clip_length_are_refused_naming_video_and_shard(
             str(card),
             "--out",
             str(tmp_path / "run"),
-            "--priors",
+            "--priors-run",
             "half",
             "--no-config",
             "--set",

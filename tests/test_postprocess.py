@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from masra.grounding.config import PostprocessConfig
 from masra.grounding.infer.decode import (
     foreground_prob,
     predictions_from_outputs,
@@ -95,7 +96,7 @@ def test_saliency_lists_and_rows() -> None:
     ]
     prob = torch.tensor([[0.2, 0.8], [0.6, 0.1]])
     spans = torch.tensor([[[0.5, 0.5], [0.25, 0.5]], [[0.5, 1.0], [0.1, 0.1]]])
-    rows = predictions_from_outputs(prob, spans, sal, meta, top_k=1)
+    rows = predictions_from_outputs(prob, spans, sal, meta, PostprocessConfig(top_k=1))
     assert [r["qid"] for r in rows] == [1, "x"]
     assert rows[0]["pred_relevant_windows"] == [[0.0, 3.0, 0.8]]
     assert rows[1]["pred_relevant_windows"] == [[0.0, 11.0, 0.6]]  # [0, 12] clamped to 11 s
@@ -122,7 +123,25 @@ def test_rows_with_saliency_weight_rerank_before_top_k() -> None:
     spans = torch.tensor([[[0.1, 0.2], [0.9, 0.2]]])  # [0, 4] s and [16, 20] s
     sal = torch.zeros(1, 10)
     sal[0, 8:] = 5.0  # the video's salient clips are at the end
-    plain = predictions_from_outputs(prob, spans, sal, meta, top_k=1)
+    plain = predictions_from_outputs(prob, spans, sal, meta, PostprocessConfig(top_k=1))
     assert plain[0]["pred_relevant_windows"][0][:2] == [0.0, 4.0]
-    blended = predictions_from_outputs(prob, spans, sal, meta, top_k=1, saliency_weight=0.5)
+    blended = predictions_from_outputs(
+        prob, spans, sal, meta, PostprocessConfig(top_k=1, saliency_weight=0.5)
+    )
     assert blended[0]["pred_relevant_windows"] == [[16.0, 20.0, 0.8]]
+
+
+def test_loose_postprocess_keywords_still_work_with_a_deprecation_warning() -> None:
+    """The five keywords of older callers map onto the one PostprocessConfig argument."""
+    meta = [{"qid": 1, "query": "a", "vid": "v", "duration": 20.0, "clip_len": 2.0, "num_clips": 10}]
+    prob = torch.tensor([[0.9, 0.6]])
+    spans = torch.tensor([[[0.1, 0.2], [0.9, 0.2]]])
+    sal = torch.zeros(1, 10)
+    sal[0, 8:] = 5.0
+    with pytest.warns(DeprecationWarning, match=r"postprocess=PostprocessConfig"):
+        old = predictions_from_outputs(prob, spans, sal, meta, top_k=1, saliency_weight=0.5)
+    assert old == predictions_from_outputs(
+        prob, spans, sal, meta, PostprocessConfig(top_k=1, saliency_weight=0.5)
+    )
+    with pytest.raises(TypeError, match="unexpected keyword arguments"):
+        predictions_from_outputs(prob, spans, sal, meta, topk=1)

@@ -12,7 +12,7 @@ from safetensors.torch import save_model
 from torch import Tensor, nn
 
 from masra.grounding.checkpoint import CHECKPOINT_FORMAT
-from masra.grounding.config import LossConfig, ModelConfig
+from masra.grounding.config import LossConfig, ModelConfig, PostprocessConfig
 from masra.grounding.infer.grounder import Grounder, GrounderConfig, window_starts
 from masra.grounding.model import build_model
 
@@ -68,7 +68,7 @@ def test_window_starts() -> None:
 
 def test_from_pretrained_reads_the_checkpoint(grounder: Grounder) -> None:
     cfg = grounder.config
-    assert (cfg.max_clips, cfg.video_dim, cfg.text_dim, cfg.top_k, cfg.max_text_len) == (
+    assert (cfg.max_clips, cfg.video_dim, cfg.text_dim, cfg.postprocess.top_k, cfg.max_text_len) == (
         MAX_CLIPS,
         VIDEO_DIM,
         TEXT_DIM,
@@ -168,7 +168,13 @@ def test_long_video_answer_past_the_first_window() -> None:
     marker = rng.normal(size=VIDEO_DIM).astype(np.float32)
     video[200:210] = marker + 0.01 * rng.normal(size=(10, VIDEO_DIM))  # the answer: 400 s - 420 s
     query = np.tile(marker, (3, 1))  # (T, Dt) with Dt = Dv for this stand-in model
-    cfg = GrounderConfig(clip_len=2.0, max_clips=32, video_dim=VIDEO_DIM, text_dim=VIDEO_DIM, top_k=5)
+    cfg = GrounderConfig(
+        clip_len=2.0,
+        max_clips=32,
+        video_dim=VIDEO_DIM,
+        text_dim=VIDEO_DIM,
+        postprocess=PostprocessConfig(top_k=5),
+    )
     g = Grounder(MarkerModel(), cfg)
     [res] = g.predict(video, query)
     assert res.num_windows == len(window_starts(300, 32, 16)) == 18

@@ -100,7 +100,7 @@ def test_transformers_backend_cli(card: Path, transformers_run: tuple[Path, list
     again = runner.invoke(main, args)
     assert again.exit_code == 0 and "0 videos (6 already done)" in again.output
 
-    res = runner.invoke(main, ["priors", "embed", "--dataset", str(card), "--run", str(run_dir)])
+    res = runner.invoke(main, ["priors", "embed", "--dataset", str(card), "--priors-run", str(run_dir)])
     assert res.exit_code == 0, res.output
     emb = read_shards(run_dir / "embeddings" / "minilm", EMBED_SCHEMA).to_pylist()
     assert len(emb) == 6 and all(e["dim"] == 384 for e in emb)
@@ -108,7 +108,7 @@ def test_transformers_backend_cli(card: Path, transformers_run: tuple[Path, list
         assert np.asarray(e["caption_emb"]).shape == (e["num_clips"], 384)
         assert len(e["caption_valid"]) == e["num_clips"]
 
-    res = runner.invoke(main, ["priors", "report", "--dataset", str(card), "--run", str(run_dir)])
+    res = runner.invoke(main, ["priors", "report", "--dataset", str(card), "--priors-run", str(run_dir)])
     assert res.exit_code == 0, res.output
     assert "recall@IoU0.5" in res.output
     rep = json.loads((run_dir / "report.json").read_text())
@@ -168,7 +168,7 @@ def test_vllm_request_building(restore_environ: None) -> None:
     schema = prompts.events_schema(30.0, 8)
     req = GenRequest(
         ("v", "events", 0),
-        prompts.events_prompt(prompts.FAMILIES["qwen2_5_vl"], 30.0, 4, 8),
+        prompts.FAMILIES["qwen2_5_vl"].render(prompts.SYSTEM, prompts.events_text(30.0, 4, 8)),
         np.zeros((4, 28, 28, 3), np.uint8),
         np.array([1.0, 2.0, 3.0, 4.0]),
         64,
@@ -195,7 +195,7 @@ def test_qwen3_vl_family_through_transformers(tiny_models: Path) -> None:
     engine = load_engine(EngineConfig(model=model, backend="transformers"))
     req = GenRequest(
         ("v", "events", 0),
-        prompts.events_prompt(fam, 4.0, 4, 4),
+        fam.render(prompts.SYSTEM, prompts.events_text(4.0, 4, 4)),
         np.zeros((4, 64, 64, 3), np.uint8),
         np.array([0.5, 1.5, 2.5, 3.5]),
         4,

@@ -183,6 +183,7 @@ def test_training_with_a_label_fraction_and_prior_videos(tmp_path: Path) -> None
 
 
 def test_saliency_proposals_find_the_salient_run_and_keep_decoder_windows() -> None:
+    from masra.grounding.config import PostprocessConfig
     from masra.grounding.infer.decode import predictions_from_outputs, saliency_proposals
 
     sal = [0.0, 0.1, 0.9, 1.0, 0.8, 0.1, 0.0, 0.2]
@@ -197,8 +198,7 @@ def test_saliency_proposals_find_the_salient_run_and_keep_decoder_windows() -> N
         torch.tensor([[[0.125, 0.25], [0.9, 0.1]]]),
         torch.tensor([sal]),
         meta,
-        proposals=True,
-        top_k=3,
+        PostprocessConfig(proposals=True, top_k=3),
     )
     assert rows[0]["pred_relevant_windows"][0][:2] == [4.0, 10.0]
     assert len(rows[0]["pred_relevant_windows"]) == 3

@@ -1,5 +1,5 @@
-"""A feature store named by the user is used as it is or refused, never silently rebuilt; concurrent
-builds of one store folder are serialised (issue 15, hole 8)."""
+"""Reliability of masra.datasets.store: a feature store named by the user is used as it is or refused,
+never silently rebuilt; concurrent builds of one store folder are serialised (issue 15, hole 8)."""
 
 from __future__ import annotations
 

@@ -75,8 +75,8 @@ def test_train_from_priors_alone_and_find_moments_by_text(
     keys = ("duration", "events", "clip_captions")
     lines = [json.dumps({"vid": r["video_id"], **{k: r[k] for k in keys}}) for r in rows]
     (root / "priors.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    _cli("priors", "import", str(root / "priors.jsonl"), "--dataset", str(card), "--run", "mine")
-    _cli("priors", "embed", "--dataset", str(card), "--run", "mine")
+    _cli("priors", "import", str(root / "priors.jsonl"), "--dataset", str(card), "--priors-run", "mine")
+    _cli("priors", "embed", "--dataset", str(card), "--priors-run", "mine")
 
     run = root / "run"
     sets = {

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _slowfast import save_slowfast
 from click.testing import CliRunner
 from safetensors.torch import save_model
 
-from masra.features.slowfast import save_slowfast
 from masra.features.slowfast_net import SlowFast, SlowFastConfig
 from masra.fixture.render import write_mp4
 from masra.grounding.checkpoint import CHECKPOINT_FORMAT

@@ -1,10 +1,10 @@
 """What the web demo computes, without Gradio: checkpoint + video file + query in, windows and a timeline out.
 
 :func:`predict_for_app` is the one function the page calls. It loads the checkpoint (kept across
-calls, keyed by its folder and the mtime of its weights), grounds the query in the video with
-:meth:`~masra.grounding.infer.grounder.Grounder.predict_video` (the card's registered extractors,
-exactly as ``masra predict --video``), and draws the timeline with :mod:`masra.viz.timeline`: the
-top windows with their scores and the saliency curve. Every failure a user can cause (no checkpoint,
+calls, keyed by its folder and the mtime of its weights), grounds the query in the video through
+:func:`~masra.grounding.infer.run.run_checkpoint` (the entry ``masra predict --video`` calls: the
+card's registered extractors), and draws the timeline with :mod:`masra.viz.timeline`: the top
+windows with their scores and the saliency curve. Every failure a user can cause (no checkpoint,
 an unreadable video, an empty query, missing extractor weights) is an :class:`AppError` whose message
 is one line, shown on the page.
 """
@@ -57,19 +57,23 @@ class AppResult:
 
 
 def load_grounder(checkpoint: str | os.PathLike[str], device: str = "cpu") -> Grounder:
-    """The Grounder of a checkpoint folder, loaded once per folder, device and weights file version."""
+    """The Grounder of a checkpoint (a checkpoint folder or a run folder), read with the one reader
+    (:func:`~masra.grounding.checkpoint.read_checkpoint`), loaded once per folder, device and
+    weights file version."""
+    from masra.grounding.checkpoint import resolve_checkpoint
     from masra.grounding.infer.grounder import Grounder
 
-    folder = Path(checkpoint).expanduser()
+    given = Path(checkpoint).expanduser()
+    folder = resolve_checkpoint(given)
     weights = folder / "model.safetensors"
     if not folder.is_dir() or not (folder / "config.json").is_file() or not weights.is_file():
-        raise AppError(f"checkpoint {folder}: not a checkpoint folder (config.json + model.safetensors)")
+        raise AppError(f"checkpoint {given}: not a checkpoint folder (config.json + model.safetensors)")
     key = (str(folder.resolve()), device, weights.stat().st_mtime_ns)
     if key not in _cache:
         try:
             grounder = Grounder.from_pretrained(folder, device=device)
         except (FileNotFoundError, KeyError, ValueError, RuntimeError) as e:
-            raise AppError(f"checkpoint {folder}: {_one_line(e)}") from None
+            raise AppError(f"checkpoint {given}: {_one_line(e)}") from None
         _cache.clear()  # keep one model in memory
         _cache[key] = grounder
     return _cache[key]
@@ -101,6 +105,7 @@ def predict_for_app(
     Raises:
         AppError: one line saying what to fix.
     """
+    from masra.grounding.infer.run import VideoInput, run_checkpoint
     from masra.hub import ModelUnavailableError
     from masra.video_io import VideoIOError
     from masra.viz.timeline import TimelineData, render_timeline
@@ -116,11 +121,12 @@ def predict_for_app(
     with _lock:
         grounder = load_grounder(str(checkpoint).strip(), device)
         try:
-            [res] = grounder.predict_video(video, query_text=query.strip(), top_k=top_k)
+            outcome = run_checkpoint(grounder, VideoInput((query.strip(),), video=Path(video)), top_k=top_k)
         except (VideoIOError, ModelUnavailableError) as e:
             raise AppError(_one_line(e)) from None
         except (FileNotFoundError, KeyError, ValueError, RuntimeError) as e:
             raise AppError(f"{Path(video).name}: {_one_line(e)}") from None
+    [res] = outcome.groundings
     duration = float(res.extra["duration"])
     num_clips = int(res.extra["num_clips"])
     folder = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="masra_app_"))

@@ -26,9 +26,10 @@ Example (abridged)::
     prior_dir: priors
 
 A video feature type may name the extractor that made it (``extractor``, a name of
-:data:`masra.features.registry.EXTRACTORS`) and its weights (``model``: a folder, file or hub id;
-default the extractor's own); ``masra features extract`` and raw-video prediction use them. Cards
-without them still load (their features can then only be read, not made).
+:data:`masra.datasets.extractors.EXTRACTOR_DIMS`, the extractors :mod:`masra.features` builds) and
+its weights (``model``: a folder, file or hub id; default the extractor's own); ``masra features
+extract`` and raw-video prediction use them. Cards without them still load (their features can then
+only be read, not made).
 
 An annotation entry may be a list of files: the first that exists is used, e.g. QVHighlights'
 ``test: [highlight_test_with_gt.jsonl, highlight_test_release.jsonl]`` (the published labels when
@@ -52,6 +53,8 @@ from typing import Any
 
 import yaml
 
+from masra.datasets.extractors import EXTRACTOR_DIMS
+
 FORMATS = ("qvhighlights", "charades_txt", "charades_jsonl", "tacos")
 # The reader of a card without a ``format`` key, allowed only when the card names no annotation file.
 DEFAULT_FORMAT = "qvhighlights"
@@ -64,7 +67,9 @@ FIELD_KEYS = frozenset(
     }
 )  # fmt: skip
 # Top-level keys kept in ``DatasetCard.extra`` and read by name elsewhere: the text encoder that made
-# the query features, stage 1's settings, and the fixture's note on its Charades-STA form.
+# the query features, stage 1's settings (``priors``: model, backend, ...; which prior run stage 2
+# trains with is the training config's ``priors_run``, not a card key), and the fixture's note on its
+# Charades-STA form.
 EXTRA_KEYS = frozenset({"text_encoder", "priors", "charades_txt"})
 KNOWN_KEYS = FIELD_KEYS | EXTRA_KEYS
 
@@ -112,17 +117,15 @@ class FeatureSource:
             if self.model is not None:
                 raise ValueError(f"video feature type {self.name!r}: `model` given without an `extractor`")
             return
-        from masra.features.registry import EXTRACTORS  # pure Python, no torch
-
-        spec = EXTRACTORS.get(self.extractor)
-        if spec is None:
+        if self.extractor not in EXTRACTOR_DIMS:
             raise ValueError(
                 f"video feature type {self.name!r}: unknown extractor {self.extractor!r}; "
-                f"known: {', '.join(sorted(EXTRACTORS))}"
+                f"known: {', '.join(sorted(EXTRACTOR_DIMS))}"
             )
-        if self.model is None and spec.dim is not None and spec.dim != self.dim:
+        dim = EXTRACTOR_DIMS[self.extractor]
+        if self.model is None and dim is not None and dim != self.dim:
             raise ValueError(
-                f"video feature type {self.name!r}: extractor {self.extractor!r} makes {spec.dim}-d "
+                f"video feature type {self.name!r}: extractor {self.extractor!r} makes {dim}-d "
                 f"features, the card says dim {self.dim}"
             )
 
@@ -244,6 +247,7 @@ def load_card(name_or_path: str | os.PathLike[str], overrides: dict[str, Any] | 
                 f"known keys: {', '.join(sorted(KNOWN_KEYS))}"
             )
         set_dotted(raw, k, v)
+    _drop_prior_run(raw, path)
     try:
         root = Path(raw.get("root", "."))
 
@@ -295,3 +299,19 @@ def load_card(name_or_path: str | os.PathLike[str], overrides: dict[str, Any] | 
         )
     except KeyError as e:
         raise ValueError(f"{path}: dataset card lacks required key {e}") from None
+
+
+def _drop_prior_run(raw: dict[str, Any], path: Path) -> None:
+    """Drop ``priors.run``, once documented as stage 2's default prior run and never read, with a warning.
+
+    The prior run stage 2 trains with is the training config's ``priors_run`` (``masra train
+    --priors-run RUN``); a card says where runs live (``prior_dir``), not which one to train with.
+    """
+    settings = raw.get("priors")
+    if isinstance(settings, dict) and "run" in settings:
+        log.warning(
+            "%s: card key priors.run (%r) is not read: stage 2 trains with the training config's "
+            "priors_run (or `masra train --priors-run RUN`)",
+            path, settings["run"],
+        )  # fmt: skip
+        raw["priors"] = {k: v for k, v in settings.items() if k != "run"}

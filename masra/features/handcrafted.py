@@ -1,6 +1,6 @@
 """The fixture's hand-crafted ``appearance`` (16-d) and ``motion`` (12-d) extractors on video files.
 
-They wrap :mod:`masra.fixture.extractor` (definitions in docs/fixture.md): frames are sampled on the
+They wrap :mod:`masra.features.handcrafted_frames` (definitions in docs/fixture.md): frames are sampled on the
 grid ``k * clip_len / m`` with ``m = round(fps * clip_len)`` frames per clip (``fps`` = 4, the
 fixture's frame rate: 8 frames per 2-s clip), by nearest frame through :mod:`masra.video_io`. On the
 fixture's own mp4s that grid is exactly their frames, so the features equal the stored ones bit for
@@ -21,7 +21,7 @@ import numpy as np
 
 from masra.datasets.grid import num_clips as grid_clips
 from masra.features.base import video_duration
-from masra.fixture.extractor import FEATURE_DIMS, clip_features, frame_stats
+from masra.features.handcrafted_frames import FEATURE_DIMS, clip_features, frame_stats
 from masra.video_io import VideoIOError, sample_frames
 
 __all__ = ["FIXTURE_FPS", "HandcraftedExtractor", "appearance_extractor", "motion_extractor"]

@@ -9,7 +9,9 @@ A card's video feature type says which extractor made it::
 
 ``model`` is optional (the extractor's default: a Hugging Face id or a weights file); a relative path
 is looked up in the current directory, then under the card's ``root``. :func:`load_extractor` imports
-the extractor's module only when it is built, so the card reader and ``masra --help`` stay light.
+the extractor's module only when it is built, so ``masra --help`` stays light. The names and default
+widths come from :data:`masra.datasets.extractors.EXTRACTOR_DIMS`, where the card reader checks them
+without importing this package.
 
 | name | dim | what |
 |---|---|---|
@@ -26,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from masra.datasets.extractors import EXTRACTOR_DIMS
+
 if TYPE_CHECKING:
     from masra.features.base import VideoFeatureExtractor
 
@@ -37,8 +41,8 @@ class ExtractorSpec:
     """One registered extractor.
 
     Attributes:
-        name: the name cards use.
-        dim: its feature width with the default model (None: it depends on the model).
+        name: the name cards use (a key of :data:`~masra.datasets.extractors.EXTRACTOR_DIMS`).
+        dim: its feature width with the default model (None: it depends on the model), the table's.
         default_model: the model used when the card names none (None: the extractor needs no model).
         builder: ``"module:function"``; the function takes ``model``, ``device`` and ``batch_size``
             keywords and returns a :class:`~masra.features.base.VideoFeatureExtractor`.
@@ -62,21 +66,23 @@ EXTRACTORS: dict[str, ExtractorSpec] = {
     spec.name: spec
     for spec in (
         ExtractorSpec(
-            "clip-vit-b32", 512, "openai/clip-vit-base-patch32", "masra.features.clip:load_clip_extractor",
+            "clip-vit-b32", EXTRACTOR_DIMS["clip-vit-b32"], "openai/clip-vit-base-patch32",
+            "masra.features.clip:load_clip_extractor",
             "CLIP ViT-B/32 image embeddings, the frame nearest each clip's centre (transformers)", "hub",
         ),
         ExtractorSpec(
-            "slowfast-r50", 2304, "SLOWFAST_8x8_R50.pyth", "masra.features.slowfast:load_slowfast_extractor",
+            "slowfast-r50", EXTRACTOR_DIMS["slowfast-r50"], "SLOWFAST_8x8_R50.pyth",
+            "masra.features.slowfast:load_slowfast_extractor",
             "SlowFast R50 Kinetics-400, pooled slow + fast pathway features of 32 frames per clip", "file",
             "download https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/SLOWFAST_8x8_R50.pyth "
             "once and give its path as the feature type's `model`",
         ),
         ExtractorSpec(
-            "appearance", 16, None, "masra.features.handcrafted:appearance_extractor",
+            "appearance", EXTRACTOR_DIMS["appearance"], None, "masra.features.handcrafted:appearance_extractor",
             "the fixture's hand-crafted appearance features (colour, size, shape)",
         ),
         ExtractorSpec(
-            "motion", 12, None, "masra.features.handcrafted:motion_extractor",
+            "motion", EXTRACTOR_DIMS["motion"], None, "masra.features.handcrafted:motion_extractor",
             "the fixture's hand-crafted motion features (velocity, growth, frame differences)",
         ),
     )

@@ -12,8 +12,8 @@ Weights (never downloaded here):
 - a ``.pyth`` / ``.pt`` / ``.pth`` file holding PyTorchVideo's model-zoo state dict (``model_state``):
   ``SLOWFAST_8x8_R50.pyth`` from ``https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/``;
   the architecture is the default :class:`SlowFastConfig`;
-- a folder with ``config.json`` (:class:`SlowFastConfig` fields) and ``model.safetensors``: what
-  :func:`save_slowfast` writes (the tests' tiny stand-in), or a folder holding one ``.pyth`` file.
+- a folder with ``config.json`` (:class:`SlowFastConfig` fields) and ``model.safetensors`` (the
+  tests store their tiny stand-ins so), or a folder holding one ``.pyth`` file.
 
 The public QVHighlights / Charades-STA / TACoS SlowFast features were made with the SlowFast
 repository's Caffe2 checkpoint and its own frame pipeline; these features follow the same recipe
@@ -38,22 +38,11 @@ from masra.features.slowfast_net import SlowFast, SlowFastConfig
 from masra.hub import ModelUnavailableError
 from masra.video_io import sample_frames, scaled_size
 
-__all__ = ["SlowFastExtractor", "load_slowfast", "load_slowfast_extractor", "save_slowfast"]
+__all__ = ["SlowFastExtractor", "load_slowfast", "load_slowfast_extractor"]
 
 NAME = "slowfast-r50"
 WEIGHTS_URL = "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/SLOWFAST_8x8_R50.pyth"
 STATE_FILE_SUFFIXES = (".pyth", ".pt", ".pth")
-
-
-def save_slowfast(net: SlowFast, out: str | os.PathLike[str]) -> Path:
-    """Write ``net`` as a folder: ``config.json`` + ``model.safetensors``; returns the folder."""
-    from safetensors.torch import save_file
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(net.config.to_dict(), indent=2) + "\n", encoding="utf-8")
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out / "model.safetensors"))
-    return out
 
 
 def _state_file(path: Path) -> dict[str, torch.Tensor]:

@@ -20,7 +20,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,9 +171,3 @@ def write_submission(path: str | os.PathLike[str], predictions: Iterable[Predict
             f.write(json.dumps(p.to_dict()) + "\n")
     os.replace(tmp, path)
     return path
-
-
-def sort_windows(windows: Sequence[Sequence[float]]) -> tuple[Window, ...]:
-    """``(start, end, score)`` triples sorted by score descending (stable for ties)."""
-    triples = [(float(s), float(e), float(c)) for s, e, c in windows]
-    return tuple(sorted(triples, key=lambda w: -w[2]))

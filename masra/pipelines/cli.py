@@ -10,7 +10,16 @@ import logging
 
 import click
 
-from masra.pipelines import cli_app, cli_data, cli_eval, cli_features, cli_fixture, cli_priors, cli_train
+from masra.pipelines import (
+    cli_app,
+    cli_data,
+    cli_eval,
+    cli_features,
+    cli_fixture,
+    cli_priors,
+    cli_train,
+    cli_viz,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -23,7 +32,7 @@ def main(verbose: int) -> None:
     )
 
 
-for _module in (cli_data, cli_features, cli_fixture, cli_priors, cli_train, cli_eval, cli_app):
+for _module in (cli_data, cli_features, cli_fixture, cli_priors, cli_train, cli_eval, cli_viz, cli_app):
     for _cmd in _module.COMMANDS:
         main.add_command(_cmd)
 

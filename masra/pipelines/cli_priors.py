@@ -9,11 +9,12 @@ Examples::
     masra priors generate --dataset charades --backend openai --base-url http://127.0.0.1:8000/v1
     masra priors embed --dataset charades --encoder minilm
     masra priors report --dataset charades
-    masra priors import captions.jsonl --dataset charades --run my-captions
+    masra priors import captions.jsonl --dataset charades --priors-run my-captions
 
 Settings come from, in order of precedence: these options, the card's ``priors:`` mapping (e.g.
 ``priors: {model: ..., backend: ..., caption_mode: dense, fps: 0.5}``), the defaults in
-``masra.prior_gen``. See docs/priors.md.
+``masra.prior_gen``. A prior run is named by ``--priors-run`` (``--run`` is its old, deprecated
+name; training reads the run of the config's ``priors_run``). See docs/priors.md.
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ import click
 
 from masra.datasets.card import DatasetCard, load_card, parse_overrides
 from masra.pipelines.cli_priors_scale import executor_for, launch_data_parallel, parse_shard
+from masra.pipelines.options import prior_run_option
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 _CARD_KEYS = {
-    "model", "backend", "prompt_family", "splits", "encoder", "run",  # `run`: stage 2's prior run
+    "model", "backend", "prompt_family", "splits", "encoder",
     "caption_mode", "fps", "max_frames", "frames_per_clip", "max_side", "skip_nonref", "max_events",
     "event_max_tokens", "caption_max_tokens", "dense_tokens_per_clip", "batch_videos", "batch_size", "decode_workers",
     "max_model_len", "mm_processor_kwargs", "vllm_options",
@@ -49,9 +51,9 @@ _MODEL = click.option(
 _FAMILY = click.option(
     "--prompt-family", default=None, help="Prompt family (default: detected from the model)."
 )
-_RUN = click.option(
-    "--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="Run folder, or its name under the card's prior_dir (default: the folder `generate` writes).",
+_RUN = prior_run_option(
+    old="--run", value_type=click.Path(file_okay=False, path_type=Path), metavar="DIR|NAME",
+    help="Prior run: its folder, or its name under the card's prior_dir (default: the folder `generate` writes).",
 )  # fmt: skip
 
 
@@ -99,7 +101,7 @@ def _run_dir(
 def _existing_run(
     card: DatasetCard, st: dict[str, Any], run: Path | None, model: str | None, family: str | None
 ) -> Path:
-    """``--run`` as given, or as a name under ``card.prior_dir``, else the folder ``generate`` writes."""
+    """``--priors-run`` as given, or as a name under ``card.prior_dir``, else the folder ``generate`` writes."""
     from masra.priors.run import PriorRun
 
     if run is None:
@@ -301,13 +303,13 @@ def generate(**kw: Any) -> None:
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 def embed(dataset: str, overrides: tuple[str, ...], model: str | None, prompt_family: str | None,
-          run_dir: Path | None, encoder: str | None, device: str, batch_size: int) -> None:  # fmt: skip
+          priors_run: Path | None, encoder: str | None, device: str, batch_size: int) -> None:  # fmt: skip
     """Embed a prior run's event texts and clip captions (float16 shards keyed by video_id)."""
     from masra.prior_gen.embed import embed_prior_run
     from masra.text_encoder import TextEncoder
 
     card, st = _card(dataset, overrides)
-    run_dir = _existing_run(card, st, run_dir, model, prompt_family)
+    run_dir = _existing_run(card, st, priors_run, model, prompt_family)
     enc = TextEncoder.load(
         encoder or st.get("encoder") or card.extra.get("text_encoder") or "minilm", device=device
     )
@@ -331,13 +333,13 @@ def embed(dataset: str, overrides: tuple[str, ...], model: str | None, prompt_fa
     "--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="[{run}/report.json]"
 )
 def report(dataset: str, overrides: tuple[str, ...], model: str | None, prompt_family: str | None,
-           run_dir: Path | None, splits: tuple[str, ...], json_out: Path | None) -> None:  # fmt: skip
+           priors_run: Path | None, splits: tuple[str, ...], json_out: Path | None) -> None:  # fmt: skip
     """Quality and coverage of a prior run against the annotations: a table and a JSON file."""
     from masra.datasets.readers import load_queries
     from masra.prior_gen.report import format_report, prior_report
 
     card, st = _card(dataset, overrides)
-    run_dir = _existing_run(card, st, run_dir, model, prompt_family)
+    run_dir = _existing_run(card, st, priors_run, model, prompt_family)
     queries = []
     for split in splits or [s for s in card.annotations if card.annotations[s].is_file()]:
         try:
@@ -361,35 +363,35 @@ class _BadInput(click.ClickException):
 
 
 def _check_run_name(run: str) -> None:
-    """A run is a folder name under the card's ``prior_dir`` (training names it by ``priors_run``)."""
+    """A prior run is a folder name under the card's ``prior_dir`` (training names it by ``priors_run``)."""
     from masra.prior_gen.importer import check_video_id
 
     reason = check_video_id(run, "run name")
     if reason:
-        raise click.BadParameter(reason, param_hint="--run")
+        raise click.BadParameter(reason, param_hint="--priors-run")
 
 
 @priors.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_DATASET
 @_SET
-@click.option(
-    "--run", default="imported", show_default=True, help="Run name: the folder under the card's prior_dir."
+@prior_run_option(
+    old="--run", default="imported", help="Prior run name: its folder under the card's prior_dir."
 )
 @click.option("--skip-bad", is_flag=True, help="Write the valid rows even when some rows are refused.")
 @click.option("--overwrite", is_flag=True, help="Replace the run's existing shards (and its embeddings).")
 @click.option("--model-id", default="imported", show_default=True, help="Recorded as the rows' model_id.")
-def import_cmd(file: Path, dataset: str, overrides: tuple[str, ...], run: str, skip_bad: bool,
+def import_cmd(file: Path, dataset: str, overrides: tuple[str, ...], priors_run: str, skip_bad: bool,
                overwrite: bool, model_id: str) -> None:  # fmt: skip
     """Import priors written elsewhere (JSON lines: vid, duration, events, clip_captions) as a prior run."""
     from masra.prior_gen.importer import check_run_dir, parse_import_file, write_imported
     from masra.priors.run import PriorRun
 
     card, _ = _card(dataset, overrides)
-    _check_run_name(run)
+    _check_run_name(priors_run)
     if not model_id.strip():
         raise click.BadParameter("must not be empty", param_hint="--model-id")
-    run_dir = PriorRun(card.prior_dir, run).dir
+    run_dir = PriorRun(card.prior_dir, priors_run).dir
     try:
         check_run_dir(run_dir, overwrite)
         parsed = parse_import_file(file, clip_len=card.clip_len, max_clips=card.max_clips)
@@ -420,7 +422,7 @@ def import_cmd(file: Path, dataset: str, overrides: tuple[str, ...], run: str, s
     except (OSError, ValueError) as e:
         raise _BadInput(str(e)) from None
     click.echo(rep.line())
-    click.echo(f"next: masra priors embed --dataset {dataset} --run {run}")
+    click.echo(f"next: masra priors embed --dataset {dataset} --priors-run {priors_run}")
 
 
 COMMANDS: list[click.Command] = [priors]

@@ -11,6 +11,7 @@ import click
 
 from masra.datasets.card import parse_overrides
 from masra.grounding.config import MASRA_PARTS, TrainConfig, load_train_config
+from masra.pipelines.options import prior_run_option
 
 log = logging.getLogger(__name__)
 
@@ -21,13 +22,13 @@ def _config(
     dataset: str,
     config: str | None,
     sets: tuple[str, ...],
-    priors: str | None,
+    priors_run: str | None,
     no_masra: bool,
     no_config: bool,
 ) -> TrainConfig:
     overrides: dict[str, Any] = parse_overrides(list(sets))
-    if priors is not None:
-        overrides["priors_run"] = priors
+    if priors_run is not None:
+        overrides["priors_run"] = priors_run
     if no_masra:
         overrides["masra"] = False
     try:
@@ -43,7 +44,7 @@ _common = [
     click.option("--config", "config", default=None, help="Training config YAML (default: <dataset>.yaml from $MASRA_CONFIGS, ./configs, the shipped configs; none found is an error)."),
     click.option("--no-config", is_flag=True, help="Read no config file: the built-in defaults plus --set (for your own card without a config)."),
     click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Config override, e.g. epochs=20, model.hidden_dim=128, card.root=/data/x."),
-    click.option("--priors", default=None, metavar="RUN", help="Prior run under the card's prior_dir (default: the config's priors_run)."),
+    prior_run_option(old="--priors", help="Prior run: its folder name under the card's prior_dir (default: the config's priors_run)."),
 ]  # fmt: skip
 
 
@@ -65,7 +66,7 @@ def train(
     config: str | None,
     no_config: bool,
     sets: tuple[str, ...],
-    priors: str | None,
+    priors_run: str | None,
     out: str | None,
     no_masra: bool,
     resume: bool,
@@ -82,7 +83,7 @@ def train(
 
     from masra.grounding.train.recipe import run_training
 
-    cfg = _config(dataset, config, sets, priors, no_masra, no_config)
+    cfg = _config(dataset, config, sets, priors_run, no_masra, no_config)
     run_dir = Path(out or f"runs/{Path(dataset).stem}")
     try:
         summary = run_training(cfg, run_dir, resume=resume, store_dir=store, overwrite=overwrite)
@@ -125,19 +126,19 @@ def ablate(
     config: str | None,
     no_config: bool,
     sets: tuple[str, ...],
-    priors: str | None,
+    priors_run: str | None,
     out: str,
     overwrite: bool,
 ) -> None:
     """Train the baseline, full MASRA and MASRA with each part removed; print R1@0.5, R1@0.7, mAP."""
     from masra.grounding.train.recipe import run_training
 
-    base_cfg = _config(dataset, config, sets, priors, False, no_config)
+    base_cfg = _config(dataset, config, sets, priors_run, False, no_config)
     out_dir = Path(out)
     rows: dict[str, dict[str, Any]] = {}
     for name, extra in ablation_variants(base_cfg).items():
         variant_sets = (*sets, *(f"{k}={json.dumps(v)}" for k, v in extra.items()))
-        cfg = _config(dataset, config, variant_sets, priors, False, no_config)
+        cfg = _config(dataset, config, variant_sets, priors_run, False, no_config)
         log.info("ablation: %s", name)
         try:
             summary = run_training(cfg, out_dir / name, overwrite=overwrite)

@@ -168,15 +168,3 @@ def clip_text(start: float, end: float) -> str:
 def dense_text(duration: float, num_clips: int, clip_len: float) -> str:
     """The user text of the dense captions request."""
     return DENSE_TEXT.format(duration=duration, num_clips=num_clips, clip_len=clip_len)
-
-
-def events_prompt(family: PromptFamily, duration: float, n_frames: int, max_events: int) -> str:
-    return family.render(SYSTEM, events_text(duration, n_frames, max_events))
-
-
-def clip_prompt(family: PromptFamily, start: float, end: float) -> str:
-    return family.render(SYSTEM, clip_text(start, end))
-
-
-def dense_prompt(family: PromptFamily, duration: float, num_clips: int, clip_len: float) -> str:
-    return family.render(SYSTEM, dense_text(duration, num_clips, clip_len))

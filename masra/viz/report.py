@@ -14,8 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from masra.grounding.metrics import GroundTruth, evaluate_submission
-from masra.grounding.submission import Prediction, read_submission
+from masra.datasets.card import DatasetCard
+from masra.grounding.metrics import GroundTruth
+from masra.grounding.submission import Prediction
 from masra.viz.curves import render_curves
 from masra.viz.timeline import Event, TimelineData, render_timeline, timelines_from_predictions, top1_iou_of
 
@@ -84,50 +85,49 @@ def write_run_report(
         predictions: a submission file to show (default: ``best/predictions_<split>.jsonl``).
         num_examples: timelines in the report.
     """
-    from masra.grounding.infer.evaluate import load_ground_truth
-    from masra.grounding.infer.grounder import checkpoint_card
+    from masra.grounding.checkpoint import Checkpoint, read_checkpoint
+    from masra.grounding.infer.run import Outcome, SplitInput, run_checkpoint
 
     run = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run / "report"
     out.mkdir(parents=True, exist_ok=True)
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
-    config_path = run / "best" / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-    train = config.get("train") or {}
-    split = split or train.get("eval_split") or "val"
     lines = [f"# Run report: `{run}`", ""]
     notes: list[str] = []
 
-    card = None
-    if config:
-        try:
-            card = checkpoint_card(config)
-        except (FileNotFoundError, ValueError) as e:
-            notes.append(f"dataset card not found ({e}): no ground truth, metrics or timelines")
-    if card is not None:
-        parts = (
-            config.get("model") and {k: v for k, v in config["model"].items() if k.startswith("use_")}
-        ) or {}
+    ckpt: Checkpoint | None = None
+    card: DatasetCard | None = None
+    try:
+        ckpt = read_checkpoint(run)  # the best checkpoint, else the last
+        card = ckpt.card
+    except (FileNotFoundError, ValueError) as e:
+        what = "no checkpoint read" if ckpt is None else "dataset card not found"
+        notes.append(f"{what} ({e}): no ground truth, metrics or timelines")
+    split = split or (ckpt.train.eval_split if ckpt is not None else None) or "val"
+    if ckpt is not None and card is not None:
+        parts = ", ".join(k for k, on in ckpt.model.masra_parts.items() if on) or "none (baseline)"
         lines += [
-            f"- dataset: `{card.name}`, split `{split}`; best epoch {summary.get('best_epoch', config.get('epoch'))}",
-            f"- MASRA parts: {', '.join(k[4:] for k, v in parts.items() if v) or 'none (baseline)'}",
+            f"- dataset: `{card.name}`, split `{split}`; best epoch {summary.get('best_epoch', ckpt.epoch)}",
+            f"- MASRA parts: {parts}",
             "",
         ]
 
-    pred_path = Path(predictions) if predictions is not None else run / "best" / f"predictions_{split}.jsonl"
-    preds: list[Prediction] = read_submission(pred_path) if pred_path.is_file() else []
-    gts: list[GroundTruth] = []
-    if card is not None and preds:
+    default_preds = ckpt.folder / f"predictions_{split}.jsonl" if ckpt is not None else None
+    pred_path = Path(predictions) if predictions is not None else default_preds
+    outcome: Outcome | None = None
+    if ckpt is not None and card is not None:  # the run's predictions scored, else the model predicts
+        given = pred_path if pred_path is not None and pred_path.is_file() else None
         try:
-            gts = [g for g in load_ground_truth(card, split) if g.windows]
-        except (FileNotFoundError, KeyError) as e:
-            notes.append(f"no ground truth for split {split!r}: {e}")
+            outcome = run_checkpoint(ckpt, SplitInput(split, predictions=given))
+        except (FileNotFoundError, KeyError, ValueError) as e:
+            notes.append(f"no predictions or ground truth for split {split!r}: {e}")
+    preds: list[Prediction] = outcome.predictions if outcome is not None else []
+    metrics = outcome.metrics if outcome is not None else None
 
     lines += ["## Metrics", ""]
     pos = (summary.get("position_baseline") or {}).get("best_brief")
-    if preds and gts:
-        metrics = evaluate_submission(preds, gts, intersection=True, clip_len=card.clip_len if card else 2.0)
-        lines += [f"Scored from `{pred_path}` ({metrics['scoring']['num_queries']} queries).", ""]
+    if metrics is not None and outcome is not None:
+        lines += [f"Scored from {outcome.source} ({metrics['scoring']['num_queries']} queries).", ""]
         lines += _table(metrics["brief"], pos)
     elif summary.get("best_metrics"):
         lines += ["From `summary.json` (best checkpoint).", "", *_table(summary["best_metrics"], pos)]
@@ -145,12 +145,14 @@ def write_run_report(
 
     lines += ["", "## Example timelines", ""]
     events: dict[str, list[Event]] = {}
-    if card is not None:
+    if card is not None and ckpt is not None and ckpt.priors_run is not None:  # the run it trained with
         from masra.priors.run import PriorRun
 
-        prior_run = PriorRun(card.prior_dir, str(train.get("priors_run", "reference"))).dir
+        prior_run = PriorRun(card.prior_dir, ckpt.priors_run).dir
         events = load_prior_events(prior_run) if prior_run.is_dir() else {}
-    items = timelines_from_predictions(preds, gts, clip_len=card.clip_len if card else 2.0, events=events)
+    gts: list[GroundTruth] = outcome.ground_truth if outcome is not None else []
+    clip_len = card.clip_len if card is not None else 2.0
+    items = timelines_from_predictions(preds, gts, clip_len=clip_len, events=events)
     chosen = pick_examples(items, num_examples)
     if not chosen:
         lines.append("No predictions with ground truth to show.")

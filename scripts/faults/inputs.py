@@ -209,7 +209,9 @@ def wrong_schema_stage1_shard(ctx: Ctx, d: Path) -> Probe:
 def truncated_prior_shard_embed(ctx: Ctx, d: Path) -> Probe:
     path = d / "fx" / "priors" / "reference" / "shard-00000.parquet"
     _truncate(path)
-    cmd = masra("priors", "embed", *ctx.card(d / "fx"), "--run", "reference", "--model", str(ctx.model))
+    cmd = masra(
+        "priors", "embed", *ctx.card(d / "fx"), "--priors-run", "reference", "--model", str(ctx.model)
+    )
     return Probe(cmd, [_rel(path)])
 
 
@@ -365,7 +367,8 @@ def _import(ctx: Ctx, d: Path, lines: list[str]) -> Probe:
     path = d / "priors.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return Probe(
-        masra("priors", "import", str(path), *ctx.card(d / "fx"), "--run", "imported"), [f"{path.name}:2"]
+        masra("priors", "import", str(path), *ctx.card(d / "fx"), "--priors-run", "imported"),
+        [f"{path.name}:2"],
     )
 
 

@@ -177,7 +177,7 @@ def rehearse(opt: Options) -> dict[str, Any]:
     batch = _config_value(card, "batch_size", 32)
     fraction = min(1.0, opt.train_steps * batch / max(1, train_queries))
     train_args = [
-        "--priors", run_name, "--overwrite", "--set", "epochs=1", "--set", "eval_every=1",
+        "--priors-run", run_name, "--overwrite", "--set", "epochs=1", "--set", "eval_every=1",
         "--set", "log_every=1", "--set", "cpu_threads=1", "--set", f"label_fraction={fraction:.6g}",
     ]  # fmt: skip
     if split is not None:
@@ -190,9 +190,9 @@ def rehearse(opt: Options) -> dict[str, Any]:
     if opt.tiny_model is None:
         steps.append((Step("tiny-models", make("tiny-models")), []))
     steps += [
-        (Step("priors-import", masra("priors", "import", str(import_file), "--dataset", str(card), "--run", run_name)), []),
+        (Step("priors-import", masra("priors", "import", str(import_file), "--dataset", str(card), "--priors-run", run_name)), []),
         (Step("make-priors", make("priors", DATASET=str(card))), []),
-        (Step("priors-embed", masra("priors", "embed", "--dataset", str(card), "--run", run_name)), []),
+        (Step("priors-embed", masra("priors", "embed", "--dataset", str(card), "--priors-run", run_name)), []),
         (Step("train", make("train", DATASET=str(card), RUN=str(train_run), ARGS=shlex.join(train_args))), ["priors-embed"]),
     ]  # fmt: skip
     for s in labelled:

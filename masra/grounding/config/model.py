@@ -11,14 +11,17 @@ with margin 0.2). See ``docs/method.md``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Any
 
 from masra.grounding.config.checks import JsonConfig, check_field_types, non_negative, positive
 
-__all__ = ["MATCHERS", "PRIOR_PLACEMENTS", "LossConfig", "ModelConfig"]
+__all__ = ["PRIOR_PLACEMENTS", "LossConfig", "ModelConfig"]
+
+log = logging.getLogger(__name__)
 
 PRIOR_PLACEMENTS = ("video", "cross")
-MATCHERS = ("scipy", "batched")
 
 
 @dataclass
@@ -174,11 +177,9 @@ class LossConfig(JsonConfig):
         lrca_window: half-width w of the local window (clips ``|i - j| <= w``, ``i != j``).
         lrca_text_temperature / lrca_video_temperature: temperatures of the row softmax of the caption
             relations (target) and of the clip-feature relations (prediction).
-        matcher: how the Hungarian matching is solved: ``scipy`` (costs copied to the host once per
-            step, :func:`scipy.optimize.linear_sum_assignment` per sample) or ``batched`` (every
-            sample at once on the costs' device, no host round trip: for GPUs and CUDA graphs; see
-            :mod:`masra.grounding.losses.assignment`). Both give optimal matchings; they can differ
-            only between equally cheap ones.
+
+    A ``matcher`` key (``scipy`` or ``batched``, the solver of the Hungarian matching until the batched
+    solver was removed) is dropped when a config or checkpoint is read: matching is always scipy's.
     """
 
     cost_class: float = 4.0
@@ -205,13 +206,10 @@ class LossConfig(JsonConfig):
     lrca_text_temperature: float = 0.05
     lrca_video_temperature: float = 0.1
     prior_decay_steps: int = 0
-    matcher: str = "scipy"
 
     def __post_init__(self) -> None:
         check_field_types(self)
         owner = type(self).__name__
-        if self.matcher not in MATCHERS:
-            raise ValueError(f"{owner}.matcher must be one of {MATCHERS}, got {self.matcher!r}")
         non_negative(
             owner,
             cost_class=self.cost_class,
@@ -255,3 +253,17 @@ class LossConfig(JsonConfig):
             raise ValueError(f"{owner}.eos_coef must be in (0, 1], got {self.eos_coef!r}")
         if self.cost_class + self.cost_span + self.cost_giou == 0:
             raise ValueError(f"{owner}: all matching costs are 0; the matching would be arbitrary")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LossConfig:
+        """:meth:`JsonConfig.from_dict`, dropping the retired ``matcher`` key of older checkpoints and
+        configs (``scipy``, the only solver left, silently; ``batched`` with a warning)."""
+        data = dict(data)
+        matcher = data.pop("matcher", "scipy")
+        if matcher != "scipy":
+            log.warning(
+                "loss.matcher %r is no longer read: the Hungarian matching is solved by scipy (the "
+                "batched solver was removed, docs/benchmarks.md); the matches are equally optimal",
+                matcher,
+            )
+        return super().from_dict(data)

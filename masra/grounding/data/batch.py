@@ -145,9 +145,6 @@ class Batch:
             prior_videos=None if self.prior_videos is None else self.prior_videos.to(device),
         )
 
-    def without_priors(self) -> Batch:
-        return replace(self, priors=None, prior_videos=None)
-
 
 def host_to_device(x: Tensor, device: torch.device) -> Tensor:
     """Copy a small host tensor to ``device`` without making the host wait for the device.

@@ -89,7 +89,7 @@ def read_prior_events(run_dir: Path) -> dict[str, PriorEvents]:
     if not shard_paths(run_dir):
         raise FileNotFoundError(
             f"no prior shards in {run_dir}: pseudo-queries are made from a prior run's events; write them "
-            "with `masra priors generate` or `masra priors import`, or choose another run (priors_run / --priors)"
+            "with `masra priors generate` or `masra priors import`, or choose another run (priors_run / --priors-run)"
         )
     table = read_shards(run_dir, PRIOR_SCHEMA).select(["video_id", "duration", "events"])
     out: dict[str, PriorEvents] = {}

@@ -55,7 +55,6 @@ __all__ = [
     "SplitReport",
     "build_split",
     "epoch_batches",
-    "gt_row",
     "label_subset",
 ]
 
@@ -142,25 +141,6 @@ class ResidentSplit:
     @property
     def num_videos(self) -> int:
         return int(self.video.shape[0])
-
-    def gt_rows(self) -> list[dict[str, Any]]:
-        """Ground truth of every query in the QVHighlights jsonl form (windows uncut)."""
-        return [gt_row(q) for q in self.queries]
-
-
-def gt_row(q: Query) -> dict[str, Any]:
-    """One ground-truth row: qid, query, vid, duration, relevant_windows (+ saliency labels if any)."""
-    row: dict[str, Any] = {
-        "qid": q.qid,
-        "query": q.query,
-        "vid": q.vid,
-        "duration": q.duration,
-        "relevant_windows": [[float(s), float(e)] for s, e in q.windows],
-    }
-    if q.relevant_clip_ids is not None and q.saliency_scores is not None:
-        row["relevant_clip_ids"] = list(q.relevant_clip_ids)
-        row["saliency_scores"] = [list(s) for s in q.saliency_scores]
-    return row
 
 
 def _windows_on_grid(

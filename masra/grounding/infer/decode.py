@@ -6,15 +6,20 @@ A prediction row (the QVHighlights submission format)::
      "pred_relevant_windows": [[start_s, end_s, score], ...],   # score-sorted, best first
      "pred_saliency_scores": [s_0, s_1, ...]}                   # one per clip of clip_len seconds
 
-Defaults (documented in docs/training.md): the top 10 windows by foreground probability, no snapping,
-no NMS, no saliency re-scoring. Spans are normalised by the clip grid ``num_clips * clip_len`` (see
-:mod:`masra.grounding.data.batch`) and come back in seconds, clamped to ``[0, duration]``.
+The ranking is configured by one :class:`~masra.grounding.config.PostprocessConfig` (a checkpoint's
+``train.postprocess``), passed whole to :func:`rank_candidates`, :func:`decode_query` and
+:func:`predictions_from_outputs`. Its defaults (documented in docs/training.md): the top 10 windows by
+foreground probability, no snapping, no NMS, no saliency re-scoring. Spans are normalised by the clip
+grid ``num_clips * clip_len`` (see :mod:`masra.grounding.data.batch`) and come back in seconds,
+clamped to ``[0, duration]``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
@@ -22,12 +27,14 @@ import torch
 from torch import Tensor
 
 from masra.datasets.grid import num_clips as grid_clips
+from masra.grounding.config import PostprocessConfig
 from masra.grounding.metrics.mr import iou_paired
 
 __all__ = [
     "decode_query",
     "foreground_prob",
     "minmax_saliency",
+    "postprocess_with",
     "predictions_from_outputs",
     "rank_candidates",
     "saliency_lists",
@@ -221,31 +228,57 @@ def saliency_lists(saliency: Tensor, lengths: Sequence[int] | Tensor) -> list[li
     return [[round(float(v), 5) for v in sal[b, :n]] for b, n in enumerate(lens)]
 
 
+POSTPROCESS_FIELDS = tuple(f.name for f in fields(PostprocessConfig))
+"""The keywords older callers passed one by one (``top_k``, ``snap``, ``nms_iou``, ...)."""
+
+
+def postprocess_with(
+    base: PostprocessConfig | None, keywords: Mapping[str, Any], caller: str
+) -> PostprocessConfig:
+    """``base`` (default :class:`PostprocessConfig()`) with the deprecated loose keywords applied.
+
+    Passing ``top_k=...``, ``snap=...``, ... one by one still works for users of the Python API but
+    warns (DeprecationWarning): give ``postprocess=PostprocessConfig(...)`` instead. Any other
+    keyword is a TypeError naming ``caller``.
+    """
+    pp = base if base is not None else PostprocessConfig()
+    if not keywords:
+        return pp
+    unknown = sorted(set(keywords) - set(POSTPROCESS_FIELDS))
+    if unknown:
+        raise TypeError(f"{caller}() got unexpected keyword arguments {unknown}")
+    warnings.warn(
+        f"{caller}({', '.join(f'{k}=...' for k in keywords)}) is deprecated: pass "
+        f"postprocess=PostprocessConfig(...) (or dataclasses.replace(config.postprocess, ...))",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return replace(pp, **keywords)
+
+
 def rank_candidates(
     candidates: Sequence[Sequence[float]],
     saliency: Sequence[float],
     *,
     clip_len: float,
     duration: float,
-    top_k: int = 10,
-    nms_iou: float | None = None,
-    saliency_weight: float = 0.0,
-    proposals: bool = False,
+    postprocess: PostprocessConfig,
 ) -> list[Window]:
     """The ranking stage every caller shares: candidate windows in seconds -> the final top windows.
 
-    With ``proposals`` the saliency curve's high runs join the candidates and all are ranked by
-    :func:`saliency_proposals`; else with ``saliency_weight > 0`` each candidate is re-scored by
-    :func:`saliency_rescore`; else the candidates keep their scores (ranked best first). Then NMS
-    (``nms_iou``, None = off) and ``top_k``.
+    With ``postprocess.proposals`` the saliency curve's high runs join the candidates and all are
+    ranked by :func:`saliency_proposals`; else with ``saliency_weight > 0`` each candidate is
+    re-scored by :func:`saliency_rescore`; else the candidates keep their scores (ranked best first).
+    Then NMS (``nms_iou``, None = off) and ``top_k``. (``snap`` applies earlier, to spans.)
     """
-    if proposals:
+    pp = postprocess
+    if pp.proposals:
         ranked = saliency_proposals(candidates, saliency, clip_len=clip_len, duration=duration)
-    elif saliency_weight > 0:
-        ranked = saliency_rescore(candidates, saliency, clip_len=clip_len, weight=saliency_weight)
+    elif pp.saliency_weight > 0:
+        ranked = saliency_rescore(candidates, saliency, clip_len=clip_len, weight=pp.saliency_weight)
     else:
         ranked = sorted(([float(w[0]), float(w[1]), float(w[2])] for w in candidates), key=lambda w: -w[2])
-    return (temporal_nms(ranked, nms_iou) if nms_iou is not None else ranked)[:top_k]
+    return (temporal_nms(ranked, pp.nms_iou) if pp.nms_iou is not None else ranked)[: pp.top_k]
 
 
 def decode_query(
@@ -256,38 +289,31 @@ def decode_query(
     num_clips: int,
     clip_len: float,
     duration: float,
-    top_k: int = 10,
-    snap: bool = False,
-    nms_iou: float | None = None,
-    saliency_weight: float = 0.0,
-    proposals: bool = False,
+    postprocess: PostprocessConfig,
 ) -> list[Window]:
     """One query's model outputs of one pass -> its ranked windows: THE decoding of masra.
 
     The trainer's evaluation (through :func:`predictions_from_outputs`), the Grounder (one pass per
-    video, or per window of a long video) and so ``masra eval --checkpoint`` and the run report all
-    call this function, so they cannot drift apart.
+    video, or per window of a long video) and so every inference entry
+    (:func:`masra.grounding.infer.run.run_checkpoint`) call this function, so they cannot drift apart.
 
     Args:
         prob: (Q,) foreground probabilities.
         spans: (Q, 2) normalised (center, width) spans on the grid of ``num_clips`` clips.
         saliency: the query's clip scores as written to the prediction row (5 decimals).
         num_clips, clip_len, duration: as in :func:`spans_to_windows`.
-        top_k, snap, nms_iou, saliency_weight, proposals: the ``postprocess`` config.
+        postprocess: the ranking (``snap`` here, the rest in :func:`rank_candidates`).
     """
     windows = spans_to_windows(
-        spans, prob, num_clips=num_clips, clip_len=clip_len, duration=duration, top_k=len(prob), snap=snap
-    )
-    return rank_candidates(
-        windows,
-        saliency,
+        spans,
+        prob,
+        num_clips=num_clips,
         clip_len=clip_len,
         duration=duration,
-        top_k=top_k,
-        nms_iou=nms_iou,
-        saliency_weight=saliency_weight,
-        proposals=proposals,
+        top_k=len(prob),
+        snap=postprocess.snap,
     )
+    return rank_candidates(windows, saliency, clip_len=clip_len, duration=duration, postprocess=postprocess)
 
 
 def saliency_row_length(num_scores: int, duration: float, clip_len: float) -> int:
@@ -300,12 +326,8 @@ def predictions_from_outputs(
     spans: Tensor,
     saliency: Tensor,
     meta: Sequence[dict[str, Any]],
-    *,
-    top_k: int = 10,
-    snap: bool = False,
-    nms_iou: float | None = None,
-    saliency_weight: float = 0.0,
-    proposals: bool = False,
+    postprocess: PostprocessConfig | None = None,
+    **deprecated: Any,
 ) -> list[dict[str, Any]]:
     """Batched outputs of one pass -> prediction rows, each query through :func:`decode_query`.
 
@@ -315,8 +337,11 @@ def predictions_from_outputs(
         saliency: (B, L) clip scores.
         meta: per-sample dicts with ``qid``, ``query``, ``vid``, ``duration``, ``clip_len`` and
             ``num_clips`` (the clips the model saw).
-        top_k, snap, nms_iou, saliency_weight, proposals: the ``postprocess`` config.
+        postprocess: the ranking (default ``PostprocessConfig()``: top 10 by foreground probability).
+        deprecated: ``top_k``, ``snap``, ``nms_iou``, ``saliency_weight``, ``proposals`` one by one,
+            as before (:func:`postprocess_with`: a DeprecationWarning).
     """
+    pp = postprocess_with(postprocess, deprecated, "predictions_from_outputs")
     if not (prob.shape[0] == spans.shape[0] == saliency.shape[0] == len(meta)):
         raise ValueError(
             f"batch sizes differ: prob {prob.shape[0]}, spans {spans.shape[0]}, "
@@ -335,11 +360,7 @@ def predictions_from_outputs(
             num_clips=int(m["num_clips"]),
             clip_len=clip_len,
             duration=duration,
-            top_k=top_k,
-            snap=snap,
-            nms_iou=nms_iou,
-            saliency_weight=saliency_weight,
-            proposals=proposals,
+            postprocess=pp,
         )
         rows.append(
             {

@@ -1,47 +1,72 @@
-"""Evaluate a checkpoint on a dataset split: predictions in the submission format, then the metrics.
+"""The metrics of a dataset card's predictions: its ground truth, and how it is scored, decided once.
 
-:func:`evaluate_checkpoint` reads the split's queries and features through the dataset card, runs
-the :class:`~masra.grounding.infer.grounder.Grounder` video by video (all queries of a video in one
-batch; long videos by windows), writes ``predictions_{split}.jsonl`` and, when the split has
-labels, scores it with the standard protocol into ``metrics_{split}.json``. A split without labels
-(the QVHighlights test release) gets predictions only.
+- :func:`card_scoring`: THE rule for scoring a card's predictions: the Charades-STA / TACoS brief
+  (``MR-full-R1@0.3`` and ``MR-full-mIoU`` added) for every annotation format but QVHighlights', and
+  the card's clip length for saliency. The trainer's evaluation, every inference entry
+  (:func:`masra.grounding.infer.run.run_checkpoint`), ``masra eval --predictions --dataset`` and
+  the run report score through it (:func:`score_predictions`).
+- :func:`load_ground_truth`: a split's ground truth; jsonl files are read raw, as the standard tool
+  reads them, the Charades-STA txt through its reader (from queries already read, when given).
+
+Nothing here imports torch, so ``masra eval --predictions`` stays light.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
-from tqdm.auto import tqdm
+from typing import Any
 
 from masra.datasets.card import DatasetCard
-from masra.datasets.features import load_text_features, load_video_features
 from masra.datasets.readers import load_queries
-from masra.datasets.store import FeatureStore
-from masra.datasets.types import Query, QueryId
+from masra.datasets.types import Query
 from masra.grounding.metrics import GroundTruth, evaluate_submission, read_ground_truth
-from masra.grounding.submission import Prediction, write_submission
+from masra.grounding.submission import Prediction
 
-if TYPE_CHECKING:  # torch: kept out of `masra eval --predictions`, which only needs load_ground_truth
-    from masra.grounding.infer.grounder import Grounder
-
-log = logging.getLogger(__name__)
-
-__all__ = ["EvalOutput", "evaluate_checkpoint", "load_ground_truth", "predict_queries"]
+__all__ = ["JSONL_FORMATS", "Scoring", "card_scoring", "load_ground_truth", "score_predictions"]
 
 # Card formats whose annotation files are QVHighlights-style jsonl, scored raw as the standard tool does.
 JSONL_FORMATS = ("qvhighlights", "charades_jsonl", "tacos")
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """How a card's predictions are scored (:func:`~masra.grounding.metrics.evaluate_submission`).
+
+    Attributes:
+        charades_style: add ``MR-full-R1@0.3`` and ``MR-full-mIoU`` to the brief (Charades-STA, TACoS).
+        clip_len: seconds per saliency score.
+    """
+
+    charades_style: bool
+    clip_len: float
+
+
+def card_scoring(card: DatasetCard) -> Scoring:
+    """The scoring of ``card``: Charades-style unless its annotations are in the QVHighlights format.
+
+    Example:
+        >>> from masra.datasets.card import load_card
+        >>> card_scoring(load_card("charades"))
+        Scoring(charades_style=True, clip_len=1.0)
+    """
+    return Scoring(charades_style=card.format != "qvhighlights", clip_len=card.clip_len)
+
+
 def load_ground_truth(
-    card: DatasetCard, split: str, path: str | os.PathLike[str] | None = None
+    card: DatasetCard,
+    split: str,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    queries: Sequence[Query] | None = None,
 ) -> list[GroundTruth]:
-    """GT of a split for the metrics: jsonl files read raw; the Charades-STA txt through its reader."""
+    """GT of a split for the metrics: jsonl files read raw; the Charades-STA txt through its reader.
+
+    ``path`` replaces the card's annotation file; ``queries``: the split's queries already read (the
+    txt format then reads nothing again).
+    """
     if card.format in JSONL_FORMATS:
         ann = Path(path) if path is not None else card.annotation_path(split)
         if not ann.is_file():
@@ -49,104 +74,24 @@ def load_ground_truth(
                 f"annotation file of dataset {card.name!r} split {split!r} not found: {ann}"
             )
         return read_ground_truth(ann)
-    queries, _ = load_queries(card, split, Path(path) if path is not None else None)
+    if queries is None:
+        queries, _ = load_queries(card, split, Path(path) if path is not None else None)
     return [GroundTruth.from_query(q) for q in queries]
 
 
-def predict_queries(
-    grounder: Grounder,
+def score_predictions(
+    preds: Sequence[Prediction | Mapping[str, Any]],
+    gts: Sequence[GroundTruth | Query | Mapping[str, Any]],
     card: DatasetCard,
-    queries: list[Query],
-    videos_per_call: int = 64,
     *,
-    store: FeatureStore | None = None,
-) -> list[Prediction]:
-    """Predictions for ``queries``, in their order.
-
-    Features come from ``store`` when it holds every video and query (the bytes training read, so
-    the trainer's own evaluation is reproduced exactly), else from the card's feature files.
-    Videos are read ``videos_per_call`` at a time and their (window, query) pairs batched together.
-    """
-    if store is not None and not store.holds({q.vid for q in queries}, [q.qid for q in queries]):
-        log.info("feature store %s lacks some of these queries; reading the feature files", store.path)
-        store = None
-
-    def video(vid: str) -> np.ndarray:  # no cut: long videos by windows
-        return (
-            np.asarray(store.video(vid), np.float32) if store is not None else load_video_features(card, vid)
-        )
-
-    def text(qid: QueryId) -> np.ndarray:
-        return (
-            np.asarray(store.text(qid), np.float32) if store is not None else load_text_features(card, qid)[0]
-        )
-
-    by_vid: dict[str, list[int]] = {}
-    for i, q in enumerate(queries):
-        by_vid.setdefault(q.vid, []).append(i)
-    groups = list(by_vid.items())
-    out: list[Prediction | None] = [None] * len(queries)
-    with tqdm(total=len(groups), desc="videos", unit="video") as progress:
-        for g in range(0, len(groups), videos_per_call):
-            chunk = groups[g : g + videos_per_call]
-            videos = [video(vid) for vid, _ in chunk]
-            feats = [[text(queries[i].qid) for i in rows] for _, rows in chunk]
-            durations = [queries[rows[0]].duration for _, rows in chunk]
-            results = grounder.predict_many(videos, feats, durations=durations)
-            for (_, rows), per_video in zip(chunk, results, strict=True):
-                for i, res in zip(rows, per_video, strict=True):
-                    q = queries[i]
-                    res.query = q.query
-                    out[i] = res.to_prediction(q.qid, q.vid, q.duration, card.clip_len)
-            progress.update(len(chunk))
-    return [p for p in out if p is not None]
-
-
-@dataclass
-class EvalOutput:
-    """What :func:`evaluate_checkpoint` wrote: the predictions file and, for labelled splits, the metrics."""
-
-    predictions_path: Path
-    metrics_path: Path | None
-    metrics: dict[str, Any] | None
-    num_queries: int
-
-
-def evaluate_checkpoint(
-    grounder: Grounder,
-    card: DatasetCard,
-    split: str,
-    out_dir: str | os.PathLike[str],
-    *,
-    annotations: str | os.PathLike[str] | None = None,
-    store: FeatureStore | None = None,
-) -> EvalOutput:
-    """Predict ``split`` of ``card`` with ``grounder``; write predictions (and metrics when labelled).
-
-    ``store``: read features from this feature store (see :func:`predict_queries`).
-    """
-    out = Path(out_dir)
-    queries, _ = load_queries(card, split, Path(annotations) if annotations is not None else None)
-    preds = predict_queries(grounder, card, queries, store=store)
-    pred_path = write_submission(out / f"predictions_{split}.jsonl", preds)
-    labelled = sum(q.labelled for q in queries)
-    if labelled == 0:
-        log.info("split %r of %s has no labels: predictions only (%s)", split, card.name, pred_path)
-        return EvalOutput(pred_path, None, None, len(queries))
-    if labelled < len(queries):
-        log.warning(
-            "split %r of %s: %d of %d queries have labels; scoring those only",
-            split, card.name, labelled, len(queries),
-        )  # fmt: skip
-    gts = [g for g in load_ground_truth(card, split, annotations) if g.windows]
-    metrics = evaluate_submission(
+    intersection: bool = False,
+) -> dict[str, Any]:
+    """:func:`~masra.grounding.metrics.evaluate_submission` with the card's :func:`card_scoring`."""
+    scoring = card_scoring(card)
+    return evaluate_submission(
         preds,
         gts,
-        intersection=labelled < len(queries),
-        charades_style=card.format != "qvhighlights",
-        clip_len=card.clip_len,
+        intersection=intersection,
+        charades_style=scoring.charades_style,
+        clip_len=scoring.clip_len,
     )
-    metrics_path = out / f"metrics_{split}.json"
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    log.info("%s", json.dumps({"split": split, "dataset": card.name, **metrics["brief"]}))
-    return EvalOutput(pred_path, metrics_path, metrics, len(queries))

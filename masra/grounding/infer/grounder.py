@@ -23,7 +23,7 @@ confident spans, so they do not rank candidates across windows. Saliency is trai
 videos' queries and does; with ``saliency_rescore`` (default) a long video's candidate scores are
 multiplied by the mean, over the candidate's clips, of the video's saliency min-max-normalised to
 [0, 1] for that query. A video within ``max_clips`` takes one pass, post-processed exactly as at training-time
-evaluation (``top_k``, ``snap``, ``nms_iou`` of the checkpoint's config).
+evaluation (the checkpoint's :class:`~masra.grounding.config.PostprocessConfig`, ``config.postprocess``).
 
 ``video_features`` are laid out as in the feature store: each feature type L2-normalised per clip and
 concatenated in card order, *without* temporal-endpoint features (the Grounder adds them per window,
@@ -32,14 +32,17 @@ as training does). :func:`load_feature_npz` builds that from an npz file.
 A video file goes through :meth:`Grounder.predict_video`: the dataset card's registered extractors
 (:mod:`masra.features`) give exactly the features the store holds for it (see
 :mod:`masra.grounding.infer.raw_video`).
+
+A checkpoint on a dataset split, or on one video with text queries, is best run through
+:func:`masra.grounding.infer.run.run_checkpoint`, the entry every command uses.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
@@ -48,23 +51,22 @@ from torch import nn
 
 from masra.datasets.card import DatasetCard
 from masra.datasets.features import temporal_endpoint_features
-from masra.grounding.infer.config import (
-    GrounderConfig,
-    Grounding,
-    checkpoint_card,
-    default_text_encoder,
-    load_feature_npz,
-    window_starts,
-)
+from masra.grounding.checkpoint import Checkpoint, read_checkpoint
+from masra.grounding.config import PostprocessConfig
+from masra.grounding.infer.config import GrounderConfig
 from masra.grounding.infer.decode import (
+    POSTPROCESS_FIELDS,
     decode_query,
     foreground_prob,
     minmax_saliency,
+    postprocess_with,
     rank_candidates,
     spans_to_windows,
     temporal_nms,
     window_clips,
 )
+from masra.grounding.infer.inputs import default_text_encoder, load_feature_npz
+from masra.grounding.infer.result import Grounding
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +74,28 @@ __all__ = [
     "Grounder",
     "GrounderConfig",
     "Grounding",
-    "default_text_encoder",
     "load_feature_npz",
     "window_starts",
 ]
+
+_GROUNDER_FIELDS = tuple(f.name for f in fields(GrounderConfig) if f.name != "postprocess")
+
+
+def window_starts(num_clips: int, max_clips: int, stride: int) -> list[int]:
+    """Start clips of the windows covering ``num_clips`` clips; the last window ends at the video end.
+
+    Example:
+        >>> window_starts(10, 4, 2)
+        [0, 2, 4, 6]
+        >>> window_starts(3, 4, 2)
+        [0]
+    """
+    if num_clips <= max_clips:
+        return [0]
+    starts = list(range(0, num_clips - max_clips + 1, stride))
+    if starts[-1] != num_clips - max_clips:
+        starts.append(num_clips - max_clips)
+    return starts
 
 
 class Grounder:
@@ -90,16 +110,78 @@ class Grounder:
         text_encoder_name: str | None = None,
         device: str | torch.device = "cpu",
         card: DatasetCard | None = None,
+        checkpoint: Checkpoint | None = None,
     ) -> None:
         """``model`` follows the MasraModel forward contract; ``text_encoder`` has ``encode_tokens``;
-        ``card`` (the dataset card the model was trained on) names the extractors of raw videos."""
+        ``card`` (the dataset card the model was trained on) names the extractors of raw videos;
+        ``checkpoint``: what the model was read from (:meth:`from_checkpoint` sets it)."""
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = config
         self._text_encoder = text_encoder
         self.text_encoder_name = text_encoder_name
         self.card = card
+        self.checkpoint = checkpoint
         self._extractors: dict[str, Any] | None = None  # loaded by predict_video on first use
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: Checkpoint,
+        *,
+        device: str | torch.device = "cpu",
+        text_encoder: Any = None,
+        postprocess: PostprocessConfig | Mapping[str, Any] | None = None,
+        **overrides: Any,
+    ) -> Grounder:
+        """The Grounder of a read checkpoint (:func:`~masra.grounding.checkpoint.read_checkpoint`),
+        on the checkpoint's card.
+
+        Args:
+            checkpoint: the read checkpoint; its weights are loaded here.
+            device: torch device.
+            text_encoder: a loaded ``TextEncoder`` or a model name for raw-text queries; default: the
+                one that made the dataset's query features (loaded on first use).
+            postprocess: a :class:`PostprocessConfig`, or a mapping of its fields to change in the
+                checkpoint's (e.g. ``{"proposals": False}``); default: the checkpoint's.
+            overrides: other :class:`GrounderConfig` fields (``max_clips``, ``window_stride``, ...).
+                Post-processing fields given here (``top_k=3``) still work but are deprecated.
+        """
+        card = checkpoint.card
+        config = GrounderConfig.for_checkpoint(checkpoint, card)
+        pp = config.postprocess
+        if isinstance(postprocess, PostprocessConfig):
+            pp = postprocess
+        elif postprocess is not None:
+            pp = replace(pp, **postprocess)
+        loose = {k: overrides.pop(k) for k in list(overrides) if k in POSTPROCESS_FIELDS}
+        pp = postprocess_with(pp, loose, "Grounder.from_pretrained")
+        unknown = sorted(set(overrides) - set(_GROUNDER_FIELDS))
+        if unknown:
+            raise TypeError(f"unknown Grounder settings {unknown}; known: {sorted(_GROUNDER_FIELDS)}")
+        config = replace(config, postprocess=pp, **overrides)
+        name = text_encoder if isinstance(text_encoder, str) else None
+        if text_encoder is None:
+            try:
+                name = default_text_encoder(card)
+            except ValueError as e:  # only an error once raw text is given
+                log.info("%s", e)
+        if name is not None:
+            text_encoder = None
+        model = checkpoint.build_model(device)
+        log.info(
+            "loaded %s (%s, max %d clips of %.1f s)",
+            checkpoint.folder, card.name, config.max_clips, config.clip_len,
+        )  # fmt: skip
+        return cls(
+            model,
+            config,
+            text_encoder=text_encoder,
+            text_encoder_name=name,
+            device=device,
+            card=card,
+            checkpoint=checkpoint,
+        )
 
     @classmethod
     def from_pretrained(
@@ -109,52 +191,20 @@ class Grounder:
         device: str | torch.device = "cpu",
         text_encoder: Any = None,
         card: DatasetCard | None = None,
+        postprocess: PostprocessConfig | Mapping[str, Any] | None = None,
         **overrides: Any,
     ) -> Grounder:
-        """Load a checkpoint folder (``config.json`` + ``model.safetensors``).
+        """Load a checkpoint folder (``config.json`` + ``model.safetensors``, or a run folder).
 
         Args:
-            checkpoint: the folder, e.g. ``runs/fixture/best``.
-            device: torch device.
-            text_encoder: a loaded ``TextEncoder`` or a model name for raw-text queries; default: the
-                one that made the dataset's query features (loaded on first use).
+            checkpoint: the folder, e.g. ``runs/fixture/best`` (or ``runs/fixture``: its best).
             card: the dataset card; default: the checkpoint's dataset with its training overrides.
-            overrides: :class:`GrounderConfig` fields (``top_k``, ``window_stride``, ...).
+            device, text_encoder, postprocess, overrides: as in :meth:`from_checkpoint`.
         """
-        from masra.grounding.checkpoint import load_checkpoint
-
-        model, cfg = load_checkpoint(checkpoint, device=device)
-        train = cfg.get("train", {})
-        if card is None:
-            card = checkpoint_card(cfg)
-        pp = train.get("postprocess") or {}
-        tef = 2 if card.temporal_endpoint else 0
-        config = GrounderConfig(
-            clip_len=card.clip_len,
-            max_clips=int(train.get("max_clips") or card.max_clips),
-            video_dim=model.cfg.video_dim - tef,
-            text_dim=model.cfg.text_dim,
-            temporal_endpoint=card.temporal_endpoint,
-            max_text_len=int(train.get("max_text_len", 32)),
-            top_k=int(pp.get("top_k", 10)),
-            snap=bool(pp.get("snap", False)),
-            nms_iou=pp.get("nms_iou"),
-            saliency_weight=float(pp.get("saliency_weight", 0.0)),
-            proposals=bool(pp.get("proposals", False)),
+        ckpt = read_checkpoint(checkpoint, card=card)
+        return cls.from_checkpoint(
+            ckpt, device=device, text_encoder=text_encoder, postprocess=postprocess, **overrides
         )
-        config = replace(config, **overrides)
-        name = text_encoder if isinstance(text_encoder, str) else None
-        if text_encoder is None:
-            try:
-                name = default_text_encoder(card)
-            except ValueError as e:  # only an error once raw text is given
-                log.info("%s", e)
-        if name is not None:
-            text_encoder = None
-        log.info(
-            "loaded %s (%s, max %d clips of %.1f s)", checkpoint, card.name, config.max_clips, config.clip_len
-        )
-        return cls(model, config, text_encoder=text_encoder, text_encoder_name=name, device=device, card=card)
 
     # ---- inputs -------------------------------------------------------------------------------
     def encode_text(self, texts: Sequence[str]) -> list[np.ndarray]:
@@ -251,18 +301,20 @@ class Grounder:
         query_features: Any = None,
         query_text: str | Sequence[str] | None = None,
         *,
+        duration: float | None = None,
         top_k: int | None = None,
     ) -> list[Grounding]:
         """Ground each query in a video file (any length), its features extracted as the card says.
 
         The card's registered extractors (loaded once, then kept) give the features the store would
         hold for this video, so the result equals :meth:`predict` on the stored features. Each
-        result's ``extra`` holds ``duration`` (s) and ``num_clips``. Raises
-        :class:`~masra.video_io.VideoIOError` (one line naming the file) for an unreadable video.
+        result's ``extra`` holds ``duration`` (s; ``duration``, default the container's) and
+        ``num_clips``. Raises :class:`~masra.video_io.VideoIOError` (one line naming the file) for an
+        unreadable video.
         """
         from masra.grounding.infer.raw_video import predict_video
 
-        return predict_video(self, path, query_features, query_text, top_k=top_k)
+        return predict_video(self, path, query_features, query_text, duration=duration, top_k=top_k)
 
     @torch.no_grad()
     def predict_many(
@@ -287,7 +339,7 @@ class Grounder:
         if len(videos) != len(queries):
             raise ValueError(f"{len(videos)} videos but {len(queries)} query lists")
         durations = list(durations) if durations is not None else [None] * len(videos)
-        top_k = top_k or cfg.top_k
+        pp = cfg.postprocess if top_k is None else replace(cfg.postprocess, top_k=top_k)
         plans = []  # per video: (num_clips, duration, starts, span, windows (W, span, Dv'), texts)
         pairs = []  # (video, query, window)
         for v, (feats, qs) in enumerate(zip(videos, queries, strict=True)):
@@ -319,7 +371,7 @@ class Grounder:
             for q in range(len(texts)):
                 per_query.append(
                     self._merge(
-                        n, duration, starts, span, [outputs[(v, q, w)] for w in range(len(starts))], top_k
+                        n, duration, starts, span, [outputs[(v, q, w)] for w in range(len(starts))], pp
                     )
                 )
             results.append(per_query)
@@ -362,7 +414,7 @@ class Grounder:
         starts: list[int],
         span: int,
         outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-        top_k: int,
+        pp: PostprocessConfig,
     ) -> Grounding:
         """One query's windows and saliency from its per-window outputs (module docstring).
 
@@ -386,11 +438,7 @@ class Grounder:
                 num_clips=span,
                 clip_len=cfg.clip_len,
                 duration=max(duration, 1e-6),
-                top_k=top_k,
-                snap=cfg.snap,
-                nms_iou=cfg.nms_iou,
-                saliency_weight=cfg.saliency_weight,
-                proposals=cfg.proposals,
+                postprocess=pp,
             )
             return Grounding(windows=windows, saliency=saliency, num_windows=1)
         candidates: list[list[float]] = []
@@ -403,28 +451,23 @@ class Grounder:
                 clip_len=cfg.clip_len,
                 duration=max(duration - offset, 1e-6),
                 top_k=prob.shape[0],
-                snap=cfg.snap,
+                snap=pp.snap,
             )
             lo, hi = self._core(s, starts, span)
             for a, e, c in local:
                 a, e = round(a + offset, 4), round(e + offset, 4)
                 weight = 1.0 if lo <= (a + e) / 2 <= hi else cfg.off_core_weight
                 candidates.append([a, e, c * weight])
-        if cfg.proposals:
+        if pp.proposals:  # the windows' candidates merged by merge_nms_iou, not the pass's nms_iou
+            merge = replace(pp, nms_iou=cfg.merge_nms_iou)
             windows = rank_candidates(
-                candidates,
-                rounded,
-                clip_len=cfg.clip_len,
-                duration=duration,
-                top_k=top_k,
-                nms_iou=cfg.merge_nms_iou,
-                proposals=True,
+                candidates, rounded, clip_len=cfg.clip_len, duration=duration, postprocess=merge
             )
         else:
             if cfg.saliency_rescore:
                 candidates = self._saliency_rescore(candidates, saliency)
             candidates = [[a, e, round(c, 6)] for a, e, c in candidates]
-            windows = temporal_nms(candidates, cfg.merge_nms_iou)[:top_k]
+            windows = temporal_nms(candidates, cfg.merge_nms_iou)[: pp.top_k]
         return Grounding(windows=windows, saliency=saliency, num_windows=len(starts))
 
     def _saliency_rescore(self, candidates: list[list[float]], saliency: np.ndarray) -> list[list[float]]:

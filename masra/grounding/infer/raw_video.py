@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from masra.datasets.card import DatasetCard
     from masra.features.base import VideoFeatureExtractor
-    from masra.grounding.infer.config import Grounding
+    from masra.grounding.infer.result import Grounding
 
 
 class Grounder(Protocol):
@@ -92,14 +92,17 @@ def predict_video(
     query_features: Any = None,
     query_text: str | Sequence[str] | None = None,
     *,
+    duration: float | None = None,
     top_k: int | None = None,
 ) -> list[Grounding]:
     """:meth:`Grounder.predict` on the features of a video file (see the module doc).
 
-    Each result's ``extra`` gets ``duration`` (seconds, the container's) and ``num_clips``.
+    ``duration``: seconds (default: the container's). Each result's ``extra`` gets ``duration`` (the
+    one used), ``num_clips`` and ``video`` (the path).
     """
     vf = video_features_for(grounder, path)
-    results = grounder.predict(vf.features, query_features, query_text, duration=vf.duration, top_k=top_k)
+    seconds = float(duration) if duration is not None else vf.duration
+    results = grounder.predict(vf.features, query_features, query_text, duration=seconds, top_k=top_k)
     for res in results:
-        res.extra.update(duration=vf.duration, num_clips=int(vf.features.shape[0]), video=str(path))
+        res.extra.update(duration=seconds, num_clips=int(vf.features.shape[0]), video=str(path))
     return results

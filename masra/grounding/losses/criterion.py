@@ -182,26 +182,6 @@ class SetCriterion(nn.Module):
         return SetCriterion._matched(stages, on_device, all_targets, offsets)
 
     @staticmethod
-    def _match_on_device(
-        stages: list[Outputs], flat: tuple[Tensor, Tensor], all_targets: Tensor, offsets: list[int]
-    ) -> list[_Matched]:
-        """:meth:`_match` for the batched matcher's flat device indices (every target matched, so the
-        per-sample counts are the target counts, known on the host)."""
-        batch = len(offsets) - 1
-        sizes = np.diff(np.asarray(offsets))
-        host = np.stack(
-            [
-                np.tile(np.repeat(np.arange(batch), sizes), len(stages)),
-                np.tile(np.repeat(np.asarray(offsets[:-1]), sizes), len(stages)),
-            ]
-        ).astype(np.int64)  # (2, M): batch row and target offset of every match
-        known = host_to_device(torch.from_numpy(host), all_targets.device)
-        triples = torch.stack([known[0], flat[0], flat[1] + known[1]])
-        return SetCriterion._matched(
-            stages, triples.split([offsets[-1]] * len(stages), dim=1), all_targets, offsets
-        )
-
-    @staticmethod
     def _matched(
         stages: list[Outputs], on_device: tuple[Tensor, ...], all_targets: Tensor, offsets: list[int]
     ) -> list[_Matched]:
@@ -293,13 +273,8 @@ class SetCriterion(nn.Module):
         logits = torch.cat([out["pred_logits"] for _, out in stages])
         spans = torch.cat([out["pred_spans"] for _, out in stages])
         outs = [out for _, out in stages]
-        flat = self.matcher.match_flat(logits, spans, list(targets) * len(stages))
-        if flat is not None:  # the batched solver: indices stay on the device
-            matches = self._match_on_device(outs, flat, all_targets, offsets)
-        else:
-            matches = self._match(
-                outs, self.matcher(logits, spans, list(targets) * len(stages)), all_targets, offsets
-            )
+        indices = self.matcher(logits, spans, list(targets) * len(stages))
+        matches = self._match(outs, indices, all_targets, offsets)
         for (suffix, out), matched in zip(stages, matches, strict=True):
             for name, fn in self.matched_map.items():
                 losses[name + suffix] = fn(out, matched)

@@ -29,9 +29,7 @@ static (padded events are masked, never dropped), and everything runs in float32
 
 Everything the two terms read from the priors (normalised texts, the same-text classes, the masks and
 the clip positives) is a fixed target: :meth:`EstaTargets.build` derives it once per batch and both
-terms (and SGE's supervision) share it. :func:`esta_event_loss` and :func:`esta_clip_loss` build the
-targets and call the terms, for callers that need only one of them; :func:`esta_terms` computes
-both terms in one pass.
+terms (and SGE's supervision) share it; :func:`esta_terms` computes both terms in one pass.
 """
 
 from __future__ import annotations
@@ -48,13 +46,9 @@ from masra.grounding.masking import MASKED_LOGIT
 
 __all__ = [
     "EstaTargets",
-    "clip_term",
     "edge_clips",
-    "esta_clip_loss",
-    "esta_event_loss",
     "esta_terms",
     "event_membership",
-    "event_term",
     "same_text",
 ]
 
@@ -214,63 +208,3 @@ def esta_terms(
         return event, []
     per_clip = loss.view(len(clip_projs), -1) * targets.covered  # (V, B*L)
     return event, list((per_clip.sum(-1) / targets.clip_count).unbind(0))
-
-
-def event_term(clip_proj: Tensor, targets: EstaTargets, temperature: float) -> Tensor:
-    """Symmetric multi-positive InfoNCE between span-pooled clip projections (B, L, Dp) and the event
-    embeddings; a scalar. See :func:`esta_terms`."""
-    event, _ = esta_terms(targets, temperature, event_proj=clip_proj)
-    assert event is not None
-    return event
-
-
-def clip_term(clip_proj: Tensor, targets: EstaTargets, temperature: float) -> Tensor:
-    """Multi-positive InfoNCE of every covered clip against all events of the batch.
-
-    ``clip_proj`` is (..., B, L, Dp): leading dims give a result of shape (...), else a scalar.
-    Clips covered by no event are skipped. See :func:`esta_terms`.
-    """
-    lead = clip_proj.shape[:-3]
-    _, values = esta_terms(
-        targets, temperature, clip_projs=clip_proj.reshape(-1, *clip_proj.shape[-3:]).unbind(0)
-    )
-    return torch.stack(values).reshape(lead)
-
-
-def esta_event_loss(
-    clip_proj: Tensor,
-    member: Tensor,
-    event_emb: Tensor,
-    event_mask: Tensor,
-    temperature: float,
-    same_text_threshold: float = SAME_TEXT,
-) -> Tensor:
-    """:func:`event_term` with the targets built from the priors.
-
-    Args:
-        clip_proj: (B, L, Dp) clip features in the prior space.
-        member: (B, E, L) bool :func:`event_membership`.
-        event_emb: (B, E, Dp) event-description embeddings.
-        event_mask: (B, E) bool, already False for videos without priors.
-        same_text_threshold: cosine at or above which two descriptions count as the same text.
-
-    Returns:
-        A scalar.
-    """
-    targets = EstaTargets.build(member, event_emb, event_mask, same_text_threshold)
-    return event_term(clip_proj, targets, temperature)
-
-
-def esta_clip_loss(
-    clip_proj: Tensor,
-    member: Tensor,
-    event_emb: Tensor,
-    event_mask: Tensor,
-    temperature: float,
-    same_text_threshold: float = SAME_TEXT,
-) -> Tensor:
-    """:func:`clip_term` with the targets built from the priors; arguments as in
-    :func:`esta_event_loss`, except that ``clip_proj`` may carry leading dims (..., B, L, Dp) and the
-    result then has shape (...)."""
-    targets = EstaTargets.build(member, event_emb, event_mask, same_text_threshold)
-    return clip_term(clip_proj, targets, temperature)

@@ -13,8 +13,6 @@ from masra.grounding.metrics.evaluate import (
 from masra.grounding.metrics.hl import (
     HL_THRESHOLDS,
     gt_saliency_arrays,
-    gt_saliency_matrix,
-    highlight_metrics,
     highlight_metrics_arrays,
     saliency_ap,
 )
@@ -42,8 +40,6 @@ __all__ = [
     "evaluate_submission",
     "format_table",
     "gt_saliency_arrays",
-    "gt_saliency_matrix",
-    "highlight_metrics",
     "highlight_metrics_arrays",
     "iou_cross",
     "iou_paired",

@@ -26,33 +26,6 @@ from masra.datasets.grid import protocol_clips
 HL_THRESHOLDS: dict[str, int] = {"Fair": 2, "Good": 3, "VeryGood": 4}
 
 
-def gt_saliency_matrix(
-    duration: float,
-    clip_ids: Sequence[int],
-    scores: Sequence[Sequence[int]],
-    clip_len: float = 2.0,
-) -> np.ndarray:
-    """The (int(duration / clip_len), A) full-video GT score array of one query.
-
-    Raises:
-        ValueError: a clip id past the last clip, or ids and scores of different lengths.
-    """
-    num_clips = protocol_clips(duration, clip_len)
-    width = len(scores[0]) if len(scores) else 3
-    full = np.zeros((num_clips, width))
-    if len(clip_ids) != len(scores):
-        raise ValueError(f"{len(clip_ids)} relevant_clip_ids but {len(scores)} saliency_scores rows")
-    if len(clip_ids):
-        ids = np.asarray(clip_ids, dtype=int)
-        if ids.min() < 0 or ids.max() >= num_clips:
-            raise ValueError(
-                f"relevant_clip_ids {ids.min()}..{ids.max()} outside the {num_clips} clips of a "
-                f"{duration} s video ({clip_len} s clips)"
-            )
-        full[ids] = np.asarray(scores, dtype=float)
-    return full
-
-
 def pad_ragged(rows: Sequence[Sequence[float]], fill: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Ragged lists of numbers -> (padded (Q, max length) float, lengths (Q,) int), in one pass."""
     lengths = np.fromiter(map(len, rows), dtype=int, count=len(rows))
@@ -72,7 +45,7 @@ def gt_saliency_arrays(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every query's full-video GT scores at once -> (gt (Q, C, A) float, num_clips (Q,) int).
 
-    Query i has ``int(durations[i] / clip_len)`` clips (:func:`gt_saliency_matrix` for one query).
+    Query i has ``int(durations[i] / clip_len)`` clips, filled at its ``clip_ids`` with its ``scores``.
 
     Raises:
         ValueError: ids and scores of different lengths, rows of different widths, or a clip id
@@ -143,17 +116,11 @@ def saliency_ap(scores: np.ndarray, valid: np.ndarray, labels: np.ndarray) -> np
     return np.where(npos == nvalid, 1.0, ap)
 
 
-def top_clip(preds: Sequence[Sequence[float]]) -> np.ndarray:
-    """Index of the highest predicted score of each (uncut) list, first one on ties -> (Q,)."""
-    padded, _ = pad_ragged(preds, fill=-np.inf)
-    return padded.argmax(axis=1)
-
-
 def hit_at_one(top: np.ndarray, labels: np.ndarray, num_clips: np.ndarray) -> np.ndarray:
     """Per query, 1.0 if clip ``top`` is positive for any annotator, 0.0 if not or past the GT clips.
 
     Args:
-        top: (Q,) int from :func:`top_clip`.
+        top: (Q,) int, the first clip of each query's highest predicted score.
         labels: (Q, C, A) bool.
         num_clips: (Q,) int.
     """
@@ -163,39 +130,20 @@ def hit_at_one(top: np.ndarray, labels: np.ndarray, num_clips: np.ndarray) -> np
     return (hit & inside).astype(float)
 
 
-def highlight_metrics(
-    pred_saliency: Sequence[Sequence[float]],
-    gt_full: Sequence[np.ndarray],
-    thresholds: dict[str, int] = HL_THRESHOLDS,
-) -> dict[str, dict[str, float]]:
-    """HL-mAP and HL-Hit1 (percent) per threshold name, from per-query GT arrays.
-
-    Args:
-        pred_saliency: Q predicted score lists (any lengths, non-empty).
-        gt_full: Q arrays (num_clips_i, A) from :func:`gt_saliency_matrix`.
-    Returns:
-        ``{"HL-min-Fair": {"HL-mAP": .., "HL-Hit1": ..}, "HL-min-Good": .., "HL-min-VeryGood": ..}``.
-    """
-    if len(pred_saliency) != len(gt_full):
-        raise ValueError(f"{len(pred_saliency)} saliency predictions but {len(gt_full)} GT arrays")
-    width = gt_full[0].shape[1] if len(gt_full) else 3
-    if any(g.ndim != 2 or g.shape[1] != width for g in gt_full):
-        raise ValueError("GT saliency arrays must be (num_clips, A) with the same A")
-    num_clips = np.array([len(g) for g in gt_full], dtype=int)
-    gt = np.zeros((len(gt_full), int(max(num_clips.max(initial=0), 1)), width))
-    mask = np.arange(gt.shape[1])[None, :] < num_clips[:, None]
-    if len(gt_full):
-        gt[mask] = np.concatenate(list(gt_full))
-    return highlight_metrics_arrays(pred_saliency, gt, num_clips, thresholds)
-
-
 def highlight_metrics_arrays(
     pred_saliency: Sequence[Sequence[float]],
     gt: np.ndarray,
     num_clips: np.ndarray,
     thresholds: dict[str, int] = HL_THRESHOLDS,
 ) -> dict[str, dict[str, float]]:
-    """:func:`highlight_metrics` on packed GT: ``gt`` (Q, C, A) 0-4 scores, ``num_clips`` (Q,)."""
+    """HL-mAP and HL-Hit1 (percent) per threshold name, from packed GT: ``gt`` (Q, C, A) 0-4 scores
+    (:func:`gt_saliency_arrays`), ``num_clips`` (Q,).
+
+    Args:
+        pred_saliency: Q predicted score lists (any lengths, non-empty).
+    Returns:
+        ``{"HL-min-Fair": {"HL-mAP": .., "HL-Hit1": ..}, "HL-min-Good": .., "HL-min-VeryGood": ..}``.
+    """
     if len(pred_saliency) != len(gt):
         raise ValueError(f"{len(pred_saliency)} saliency predictions but {len(gt)} GT arrays")
     raw, lengths = pad_ragged(pred_saliency, fill=-np.inf)  # (Q, Lmax) as submitted

@@ -38,9 +38,9 @@ from masra.grounding.checkpoint import find_resume_checkpoint, read_checkpoint_c
 from masra.grounding.config import LossConfig, ModelConfig, TrainConfig
 from masra.grounding.data.pseudo import PseudoQuerySet
 from masra.grounding.data.resident import ResidentSplit, build_split, label_subset
+from masra.grounding.infer.evaluate import score_predictions
 from masra.grounding.losses import build_criterion
 from masra.grounding.losses.criterion import PRIOR_PARTS  # the parts whose losses read priors
-from masra.grounding.metrics.evaluate import evaluate_submission
 from masra.grounding.model import build_model
 from masra.grounding.train.position_baseline import position_baselines
 from masra.grounding.train.sources import log_pseudo, pseudo_summary, run_pseudo_queries, train_sources
@@ -221,10 +221,11 @@ def _trim_logs(run_dir: Path, step: int) -> None:
 
 
 def _scorer(card: DatasetCard) -> Scorer:
-    """Metrics of prediction rows against the split's (uncut) ground truth."""
+    """Metrics of prediction rows against the split's (uncut) ground truth, scored as the card says
+    (:func:`~masra.grounding.infer.evaluate.card_scoring`, as every inference entry scores)."""
 
     def score(rows: list[dict[str, Any]], data: ResidentSplit) -> dict[str, Any]:
-        return evaluate_submission(rows, data.queries, clip_len=card.clip_len)
+        return score_predictions(rows, data.queries, card)
 
     return score
 

@@ -21,7 +21,7 @@ from masra.datasets.types import Query
 from masra.grounding.config import TrainConfig
 from masra.grounding.data.pseudo import PriorEvents, PseudoQuerySet, load_pseudo_queries, read_prior_events
 from masra.grounding.data.report import PseudoQueryReport
-from masra.grounding.infer.config import default_text_encoder
+from masra.grounding.infer.inputs import default_text_encoder
 from masra.priors.run import PriorRun
 from masra.priors.table import prior_source
 

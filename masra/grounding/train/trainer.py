@@ -23,7 +23,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +185,7 @@ class Trainer:
         pp = self.cfg.postprocess
         if plain:
             pp = replace(pp, saliency_weight=0.0, proposals=False)
-        return predictions_from_outputs(*outputs, data.meta, **asdict(pp))
+        return predictions_from_outputs(*outputs, data.meta, pp)
 
     def predict(self, data: ResidentSplit) -> list[dict[str, Any]]:
         """Prediction rows for every query of ``data`` with the configured post-processing."""

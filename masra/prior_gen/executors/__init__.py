@@ -20,9 +20,7 @@ from masra.prior_gen.generator import PriorGenerator
 from masra.prior_gen.runs import VideoItem
 from masra.prior_gen.sink import ShardSink
 
-__all__ = ["EXECUTORS", "Executor", "LocalExecutor"]
-
-EXECUTORS = ("local", "ray")
+__all__ = ["Executor", "LocalExecutor"]
 
 
 class Executor(Protocol):

@@ -1,4 +1,4 @@
-"""Reliability of the dataset layer (issue 15): ids that are paths, NaN/Inf features, length checks."""
+"""Reliability of masra.datasets, the dataset layer (issue 15): ids that are paths, NaN/Inf features, length checks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reliability of training (issue 15): an empty eval split and a non-finite loss stop the run."""
+"""Reliability of masra.grounding.train, training (issue 15): an empty eval split and a non-finite loss stop the run."""
 
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ def test_bad_options(card: Path, args: tuple[str, ...], message: str) -> None:
 
 
 def test_report_without_shards(card: Path, tmp_path: Path) -> None:
-    code, out = invoke("priors", "report", "--dataset", str(card), "--run", str(tmp_path))
+    code, out = invoke("priors", "report", "--dataset", str(card), "--priors-run", str(tmp_path))
     assert code != 0 and "no Parquet shards" in out
 
 

@@ -106,8 +106,8 @@ def test_truncation_drops_and_clips_windows(tmp_path: Path) -> None:
     assert len(split) == 2 and split.video.shape[1] == 8
     assert split.span_count.tolist() == [1, 1]
     assert torch.allclose(split.spans[1, 0], torch.tensor([14.0 / 16, 4.0 / 16]))
-    # The evaluation ground truth keeps the original windows.
-    assert split.gt_rows()[0]["relevant_windows"] == [[2.0, 6.0], [20.0, 24.0]]
+    # The queries (the evaluation ground truth) keep the original windows.
+    assert split.queries[0].windows == ((2.0, 6.0), (20.0, 24.0))
 
 
 def test_batch_is_an_index_gather(tmp_path: Path) -> None:

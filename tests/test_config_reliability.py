@@ -1,4 +1,4 @@
-"""Reliability of the training config (issue 15): values of the wrong type are refused at load."""
+"""Reliability of masra.grounding.config, the training config (issue 15): values of the wrong type are refused at load."""
 
 from __future__ import annotations
 

@@ -263,14 +263,14 @@ def invoke(*args: str) -> tuple[int, str]:
 def test_cli_refuses_bad_rows_then_skip_bad_writes_the_good_ones(tmp_path: Path, card: Path) -> None:
     src = write_lines(tmp_path / "in.jsonl", [GOOD, video("a/b"), video("short", clip_captions=["x"])])
     run = tmp_path / "priors" / "ext"
-    code, out = invoke("priors", "import", str(src), "-d", str(card), "--run", "ext")
+    code, out = invoke("priors", "import", str(src), "-d", str(card), "--priors-run", "ext")
     assert code == 2, out
     assert f"refused: {src}:2: vid 'a/b' is a path" in out
     assert f"warning: {src}:3: vid 'short' has 1 clip captions for 3 clips" in out
     assert "1 of 3 rows refused; nothing written" in out and "--skip-bad" in out
     assert not run.exists()
 
-    code, out = invoke("priors", "import", str(src), "-d", str(card), "--run", "ext", "--skip-bad")
+    code, out = invoke("priors", "import", str(src), "-d", str(card), "--priors-run", "ext", "--skip-bad")
     assert code == 0, out
     assert f"refused: {src}:2:" in out and f"imported 2 of 3 rows into {run}" in out
     assert pq.read_table(run / SHARD_NAME).column("video_id").to_pylist() == ["good", "short"]
@@ -288,11 +288,20 @@ def test_cli_existing_run_needs_overwrite(tmp_path: Path, card: Path) -> None:
     assert (row["model_id"], row["source"]) == ("my-mllm", "imported")
 
 
+def test_cli_old_run_flag_still_imports_with_a_warning(tmp_path: Path, card: Path) -> None:
+    """``--run``, the flag's name before ``--priors-run``, still works (hidden, deprecated)."""
+    src = write_lines(tmp_path / "in.jsonl", [GOOD])
+    code, out = invoke("priors", "import", str(src), "-d", str(card), "--run", "old")
+    assert code == 0, out
+    assert "--run is deprecated; use --priors-run" in out and "--priors-run old" in out
+    assert (tmp_path / "priors" / "old" / SHARD_NAME).is_file()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--run", "../elsewhere"), "run name '../elsewhere' is a path"),
-        (("--run", ".x"), "starts with '.'"),
+        (("--priors-run", "../elsewhere"), "run name '../elsewhere' is a path"),
+        (("--priors-run", ".x"), "starts with '.'"),
         (("--set", "clip_len=0"), "clip_len must be > 0"),
     ],
 )

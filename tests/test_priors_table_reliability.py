@@ -1,4 +1,5 @@
-"""Prior embeddings with NaN or Inf are refused when stage 2 reads them, naming the video."""
+"""Reliability of masra.priors.table (issue 15): prior embeddings with NaN or Inf are refused when
+stage 2 reads them, naming the video."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from masra.datasets.card import builtin_card_dir, load_card
+from masra.datasets.extractors import EXTRACTOR_DIMS
 from masra.datasets.readers import load_queries
 from masra.features.registry import EXTRACTORS
 from masra.pipelines.cli import main
@@ -35,6 +36,12 @@ def test_shipped_cards_name_known_extractors(name: str) -> None:
             continue
         assert src.extractor in EXTRACTORS, (name, src.name)
         assert EXTRACTORS[src.extractor].dim == src.dim
+
+
+def test_the_dataset_layer_and_the_registry_list_the_same_extractors() -> None:
+    """The card reader checks names and widths against masra.datasets.extractors (it does not import
+    masra.features); the registry builds every one of them, no other."""
+    assert {n: s.dim for n, s in EXTRACTORS.items()} == EXTRACTOR_DIMS
 
 
 def test_extractor_and_model_are_read_and_checked(tmp_path: Path) -> None:
@@ -100,3 +107,14 @@ def test_qvhighlights_test_split_uses_published_labels_when_present(tmp_path: Pa
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["brief"]["MR-full-R1@0.7"] == pytest.approx(100.0)
     assert metrics["scoring"]["num_queries"] == 3
+
+
+def test_a_card_names_no_prior_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``priors.run`` was documented as stage 2's default prior run but never read: it is dropped with a
+    warning (the training config's ``priors_run`` names the run); the shipped cards have none."""
+    path = _card(tmp_path, "  a: {dir: a, dim: 4}\npriors: {run: mine, backend: transformers}\n")
+    card = load_card(path)
+    assert card.extra["priors"] == {"backend": "transformers"}
+    assert "priors.run ('mine') is not read" in caplog.text and "--priors-run" in caplog.text
+    for shipped in builtin_card_dir().glob("*.yaml"):
+        assert "run" not in (load_card(shipped).extra.get("priors") or {}), shipped.name

@@ -1,4 +1,5 @@
-"""Stage 1 under concurrent writers, killed runs and reruns (issue 15, holes 1, 5 and 10).
+"""Reliability of masra.prior_gen.generate: stage 1 under concurrent writers, killed runs and reruns
+(issue 15, holes 1, 5 and 10).
 
 One writer per part of a run folder (a lock naming its holder; stale locks are taken over or
 refused with a way out), a cumulative and true manifest, leftover temporary files cleaned, shards

@@ -1,4 +1,4 @@
-"""Reliability of checkpoints and resume (issue 15, holes 3, 4 and 10).
+"""Reliability of masra.grounding.checkpoint: checkpoints and resume (issue 15, holes 3, 4 and 10).
 
 - A kill at any instant of a checkpoint save leaves a complete ``best`` and ``last``, and ``--resume``
   continues from the newest complete checkpoint (the kill is simulated by an exception raised at the
