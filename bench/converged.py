@@ -51,6 +51,12 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "masra+true+decay": {"priors_run": "reference", "loss.prior_decay_steps": 300},
     # Candidate: SGE's query-semantic relevance off (its saliency bonus is flat over the priors' spans).
     "masra+true-relevance": {"priors_run": "reference", "model.semantic_relevance": False},
+    # Candidate: the 300-step decay only for videos with a labelled query; the others keep their priors.
+    "masra+true+scoped": {
+        "priors_run": "reference",
+        "loss.prior_decay_steps": 300,
+        "loss.prior_decay_scope": "labelled",
+    },
     # Candidate: ESTA's clip term (and SGE's supervision) leave the outer 15 % of each prior span out,
     # the open world's jitter of event edges (docs/fixture.md), so labels alone place the edges.
     "masra+true+edge": {"priors_run": "reference", "loss.esta_edge_share": 0.15},
@@ -79,6 +85,9 @@ PAIRS = (
     *((("masra+true", f"masra+true-{p}")) for p in PARTS),
     ("masra+true", "masra+true-relevance"),
     ("masra+true-relevance", "masra+ignored"),
+    ("masra+true+scoped", "masra+true"),
+    ("masra+true+scoped", "masra+ignored"),
+    ("masra+true+scoped", "masra+shuffled"),
     ("masra+true+edge", "masra+true"),
     ("masra+true+edge", "masra+ignored"),
     ("masra+true+edge", "masra+shuffled"),

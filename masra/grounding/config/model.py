@@ -17,11 +17,12 @@ from typing import Any
 
 from masra.grounding.config.checks import JsonConfig, check_field_types, non_negative, positive
 
-__all__ = ["PRIOR_PLACEMENTS", "LossConfig", "ModelConfig"]
+__all__ = ["PRIOR_DECAY_SCOPES", "PRIOR_PLACEMENTS", "LossConfig", "ModelConfig"]
 
 log = logging.getLogger(__name__)
 
 PRIOR_PLACEMENTS = ("video", "cross")
+PRIOR_DECAY_SCOPES = ("all", "labelled")
 
 
 @dataclass
@@ -174,6 +175,12 @@ class LossConfig(JsonConfig):
             this many optimiser steps, on a half-cosine, and stay 0 after (prior-only videos stop
             too); 0 keeps them constant. The priors then shape the early features and leave the late
             training, where boundaries are refined, to the labels (docs/method.md).
+        prior_decay_scope: which videos ``prior_decay_steps`` decays: ``"all"`` (the prior-loss
+            weights themselves) or ``"labelled"`` (only videos with a labelled training query drop out
+            of the prior losses, each step with probability one minus the half-cosine; videos without
+            one keep their priors at the configured weights for the whole run). With every video
+            labelled the two agree; with few labels, ``"labelled"`` keeps the priors where they are the
+            only supervision (docs/method.md).
         lrca_window: half-width w of the local window (clips ``|i - j| <= w``, ``i != j``).
         lrca_text_temperature / lrca_video_temperature: temperatures of the row softmax of the caption
             relations (target) and of the clip-feature relations (prediction).
@@ -206,6 +213,7 @@ class LossConfig(JsonConfig):
     lrca_text_temperature: float = 0.05
     lrca_video_temperature: float = 0.1
     prior_decay_steps: int = 0
+    prior_decay_scope: str = "all"
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -239,6 +247,10 @@ class LossConfig(JsonConfig):
         if not isinstance(self.prior_decay_steps, int) or self.prior_decay_steps < 0:
             raise ValueError(
                 f"{owner}.prior_decay_steps must be an integer >= 0, got {self.prior_decay_steps!r}"
+            )
+        if self.prior_decay_scope not in PRIOR_DECAY_SCOPES:
+            raise ValueError(
+                f"{owner}.prior_decay_scope must be one of {PRIOR_DECAY_SCOPES}, got {self.prior_decay_scope!r}"
             )
         if not -1.0 <= self.esta_same_text <= 1.0:
             raise ValueError(

@@ -62,6 +62,13 @@ class PriorBatch:
         valid = self.event_mask & self.has_prior[:, None]  # (B, E)
         return replace(self, member=event_membership(self.event_spans, valid, clip_mask))
 
+    def without_rows(self, drop: Tensor) -> PriorBatch:
+        """A copy in which the rows ``drop`` ((B,) bool) count as videos without priors: their prior
+        losses are skipped (``has_prior`` False, and no event membership)."""
+        keep = ~drop
+        member = None if self.member is None else self.member & keep[:, None, None]
+        return replace(self, has_prior=self.has_prior & keep, member=member)
+
     def rows(self, index: Tensor) -> PriorBatch:
         """The rows ``index`` ((B,) int64, on this batch's device) of every field."""
         picked: dict[str, Any] = {}

@@ -43,6 +43,7 @@ from masra.grounding.checkpoint import (
     save_training_state,
 )
 from masra.grounding.config import TrainConfig
+from masra.grounding.data.batch import Batch
 from masra.grounding.data.order import pseudo_per_process, pseudo_step_rows
 from masra.grounding.data.resident import ResidentSplit, epoch_batches
 from masra.grounding.infer.decode import predictions_from_outputs
@@ -132,6 +133,14 @@ class Trainer:
             if cfg.prior_video_ratio > 0 and train_data.has_priors and prior_weight
             else 0
         )
+        # loss.prior_decay_scope "labelled": the videos whose priors decay (those with a labelled query).
+        loss_cfg = getattr(criterion, "cfg", None)
+        self.decay_steps = int(getattr(loss_cfg, "prior_decay_steps", 0) or 0)
+        self.decayed_videos: Tensor | None = None
+        if self.decay_steps and getattr(loss_cfg, "prior_decay_scope", "all") == "labelled":
+            labelled = torch.arange(train_data.num_labelled) if self.train_rows is None else self.train_rows
+            self.decayed_videos = torch.zeros(train_data.num_videos, dtype=torch.bool)
+            self.decayed_videos[train_data.q2v.cpu()[labelled]] = True
         step = TrainStep(model, criterion)
         optimizer = build_optimizer(step, cfg)
         scheduler = build_scheduler(optimizer, cfg, self.steps_per_epoch)
@@ -308,6 +317,28 @@ class Trainer:
         )
         return torch.randperm(self.train_data.num_videos, generator=gen)[: self.prior_videos]
 
+    def _drop_decayed_priors(self, batch: Batch, rows: Tensor) -> None:
+        """``loss.prior_decay_scope`` "labelled": each video with a labelled query leaves this step's
+        prior losses with probability one minus the decay's half-cosine (a function of seed, step and
+        process, so a resumed run drops the same ones); the other videos keep their priors."""
+        assert self.decayed_videos is not None
+        keep_p = prior_weight_scale(self.global_step, self.decay_steps)
+        if keep_p >= 1.0:
+            return
+        gen = torch.Generator().manual_seed(
+            (int(self.cfg.seed) * 1_000_003 + self.global_step) * 64 + 32 + self.acc.process_index
+        )
+        videos = self.train_data.q2v.cpu()[rows]
+        if batch.priors is not None:
+            drop = self.decayed_videos[videos] & (torch.rand(len(videos), generator=gen) >= keep_p)
+            batch.priors = batch.priors.without_rows(drop.to(batch.priors.has_prior.device))
+        extra = batch.prior_videos
+        if extra is not None:
+            drop = self.decayed_videos[self._prior_video_rows()] & (
+                torch.rand(self.prior_videos, generator=gen) >= keep_p
+            )
+            extra.priors = extra.priors.without_rows(drop.to(extra.priors.has_prior.device))
+
     def _epoch_batches(self, epoch: int) -> list[Tensor]:
         """This process's index batches of ``epoch``: over the labelled queries, or over the
         pseudo-queries when there is none."""
@@ -355,6 +386,8 @@ class Trainer:
             batch = self.train_data.batch(rows, with_priors=scale > 0)  # decayed to 0: no prior work
             if self.prior_videos and scale > 0:
                 batch.prior_videos = self.train_data.video_batch(self._prior_video_rows())
+            if self.decayed_videos is not None:
+                self._drop_decayed_priors(batch, rows)
             _, losses = module(batch)
             total = weighted_total(losses, weights)
             self.loss_watch.record(total, self.global_step + 1, batch)
@@ -456,11 +489,11 @@ class Trainer:
 
     def _step_weights(self) -> tuple[dict[str, float], float]:
         """The loss weights of this step: the prior losses' scaled by ``loss.prior_decay_steps``
-        (:func:`~masra.grounding.train.step.prior_weight_scale`), and that scale."""
-        decay = int(getattr(getattr(self.criterion, "cfg", None), "prior_decay_steps", 0) or 0)
-        scale = prior_weight_scale(self.global_step, decay)
-        if scale == 1.0:
-            return self.weights, scale
+        (:func:`~masra.grounding.train.step.prior_weight_scale`), and that scale (1 when the decay is
+        scoped to the labelled videos: :meth:`_drop_decayed_priors` applies it)."""
+        scale = prior_weight_scale(self.global_step, self.decay_steps)
+        if scale == 1.0 or self.decayed_videos is not None:
+            return self.weights, 1.0
         prior = set(getattr(self.criterion, "prior_names", []))
         return {k: v * scale if k in prior else v for k, v in self.weights.items()}, scale
 
