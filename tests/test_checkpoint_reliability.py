@@ -1,4 +1,4 @@
-"""Reliability of masra.grounding.checkpoint: checkpoints and resume (issue 15, holes 3, 4 and 10).
+"""Reliability of masra.grounding.train.checkpoints: checkpoints and resume (issue 15, holes 3, 4 and 10).
 
 - A kill at any instant of a checkpoint save leaves a complete ``best`` and ``last``, and ``--resume``
   continues from the newest complete checkpoint (the kill is simulated by an exception raised at the
@@ -117,11 +117,11 @@ def test_a_kill_at_every_rename_of_a_save_leaves_best_last_and_a_resumable_run(
 def test_publishing_a_checkpoint_is_safe_at_every_rename(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str
 ) -> None:
-    from masra.grounding.checkpoint import (
+    from masra.grounding.checkpoint import resolve_checkpoint
+    from masra.grounding.train.checkpoints import (
         checkpoint_staging,
         find_resume_checkpoint,
         publish_checkpoint,
-        resolve_checkpoint,
     )
 
     def fake(folder: Path, step: int) -> Path:

@@ -5,9 +5,10 @@ The public API, imported lazily (``import masra.grounding`` loads no torch)::
     from masra.grounding import Grounder, run_training, load_train_config
 
 Layout: ``config/`` (typed configs), ``spans.py`` (span maths), ``model/``, ``losses/``, ``data/``
-(resident split, batches), ``train/`` (trainer, run recipe), ``checkpoint.py`` (the checkpoint
-format), ``infer/`` (the one path from outputs to predictions, the Grounder, checkpoint evaluation),
-``submission.py`` (the prediction file format) and ``metrics/`` (the standard evaluation).
+(resident split, batches), ``train/`` (trainer, run recipe, a run's checkpoints), ``checkpoint.py``
+(the checkpoint format and its reader), ``infer/`` (the one path from outputs to predictions, the
+Grounder, checkpoint evaluation), ``submission.py`` (the prediction file format) and ``metrics/``
+(the standard evaluation).
 
 After training, one path: :func:`read_checkpoint` reads a checkpoint as typed objects and
 :func:`run_checkpoint` turns it and a split (or one video) into predictions and metrics.

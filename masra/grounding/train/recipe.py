@@ -34,7 +34,7 @@ from masra.datasets.card import DatasetCard, load_card
 from masra.datasets.readers import load_queries
 from masra.datasets.store import FeatureStore
 from masra.datasets.store_build import build_feature_store
-from masra.grounding.checkpoint import find_resume_checkpoint, read_checkpoint_config
+from masra.grounding.checkpoint import read_checkpoint_config
 from masra.grounding.config import LossConfig, ModelConfig, TrainConfig
 from masra.grounding.data.pseudo import PseudoQuerySet
 from masra.grounding.data.resident import ResidentSplit, build_split, label_subset
@@ -42,6 +42,7 @@ from masra.grounding.infer.evaluate import score_predictions
 from masra.grounding.losses import build_criterion
 from masra.grounding.losses.criterion import PRIOR_PARTS  # the parts whose losses read priors
 from masra.grounding.model import build_model
+from masra.grounding.train.checkpoints import find_resume_checkpoint
 from masra.grounding.train.position_baseline import position_baselines
 from masra.grounding.train.sources import log_pseudo, pseudo_summary, run_pseudo_queries, train_sources
 from masra.grounding.train.trainer import Scorer, Trainer

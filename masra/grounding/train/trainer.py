@@ -6,13 +6,15 @@ Files of a run folder::
                       total) and every unweighted named loss as ``loss_<name>`` (means over the interval;
                       interval lines also give ``steps``, the number of steps averaged)
     metrics.jsonl     one line per evaluation: epoch, step, split, elapsed_s and the metrics' ``brief``
-    checkpoints/      step-<step>/ checkpoint folders (masra.grounding.checkpoint)
+    checkpoints/      step-<step>/ checkpoint folders (masra.grounding.train.checkpoints)
     best/ last/       links to the best and the latest checkpoint (best.json / last.json: pointers)
     history.jsonl     one line per start and resume: time, epoch, step, checkpoint, changed config keys
     summary.json      written by :func:`masra.grounding.train.recipe.run_training` at the end
     tensorboard/      trackers
 
-The model and the criterion run as one module (:class:`~masra.grounding.train.step.TrainStep`).
+The model and the criterion run as one module (:class:`~masra.grounding.train.step.TrainStep`); what
+each step trains on (query rows, prior-only videos, the prior decay) is
+:class:`~masra.grounding.train.rows.StepRows`.
 """
 
 from __future__ import annotations
@@ -27,12 +29,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from accelerate import Accelerator
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from masra.grounding.checkpoint import (
+from masra.grounding.config import TrainConfig
+from masra.grounding.data.resident import ResidentSplit
+from masra.grounding.infer.decode import predictions_from_outputs
+from masra.grounding.losses import weighted_total
+from masra.grounding.train.checkpoints import (
     adopt_checkpoint,
     checkpoint_folder,
     checkpoint_staging,
@@ -42,19 +47,8 @@ from masra.grounding.checkpoint import (
     save_rng_state,
     save_training_state,
 )
-from masra.grounding.config import TrainConfig
-from masra.grounding.data.batch import Batch
-from masra.grounding.data.order import pseudo_per_process, pseudo_step_rows
-from masra.grounding.data.resident import ResidentSplit, epoch_batches
-from masra.grounding.infer.decode import predictions_from_outputs
-from masra.grounding.losses import weighted_total
-from masra.grounding.train.step import (
-    TrainStep,
-    build_optimizer,
-    build_scheduler,
-    gather_outputs,
-    prior_weight_scale,
-)
+from masra.grounding.train.rows import StepRows
+from masra.grounding.train.step import TrainStep, build_optimizer, build_scheduler, gather_outputs
 from masra.grounding.train.watch import LossWatch
 
 log = logging.getLogger(__name__)
@@ -86,6 +80,9 @@ class Trainer:
             queries), or None. Each step adds ``pseudo_per_process(cfg.pseudo_queries.weight, ...)``
             of them to its labelled queries (:func:`~masra.grounding.data.order.pseudo_step_rows`);
             with no labelled query (``train_rows`` empty) an epoch is a pass over them instead.
+
+    What each step trains on (these rows, prior-only videos, the prior decay) is :attr:`step_rows`
+    (:class:`~masra.grounding.train.rows.StepRows`).
     """
 
     def __init__(
@@ -112,35 +109,17 @@ class Trainer:
         self.checkpoint_config = checkpoint_config
         self.criterion = criterion
         self.weights: dict[str, float] = dict(getattr(criterion, "weights", {}))
-        self.train_rows = None if train_rows is None else torch.as_tensor(train_rows, dtype=torch.long).cpu()
-        self.num_labelled = len(train_data) if self.train_rows is None else len(self.train_rows)
-        self.pseudo_rows = (
-            None if pseudo_rows is None else torch.as_tensor(pseudo_rows, dtype=torch.long).cpu()
+        self.step_rows = StepRows(
+            cfg,
+            train_data,
+            criterion=criterion,
+            weights=self.weights,
+            rank=accelerator.process_index,
+            world=accelerator.num_processes,
+            train_rows=train_rows,
+            pseudo_rows=pseudo_rows,
         )
-        self.pseudo_per_step = (  # per process
-            pseudo_per_process(cfg.pseudo_queries.weight, cfg.batch_size, accelerator.num_processes)
-            if self.pseudo_rows is not None and len(self.pseudo_rows)
-            else 0
-        )
-        if not self.num_labelled and not self.pseudo_per_step:
-            raise ValueError("nothing to train on: no labelled query and no pseudo-query")
-        self.steps_per_epoch = len(self._epoch_batches(0))
-        # The criterion's prior losses (those of the parts that are on); prior-only videos feed only them.
-        prior_weight = any(self.weights.get(n, 0.0) > 0 for n in getattr(criterion, "prior_names", []))
-        per_process = cfg.batch_size // accelerator.num_processes
-        self.prior_videos = (
-            min(train_data.num_videos, max(1, round(cfg.prior_video_ratio * per_process)))
-            if cfg.prior_video_ratio > 0 and train_data.has_priors and prior_weight
-            else 0
-        )
-        # loss.prior_decay_scope "labelled": the videos whose priors decay (those with a labelled query).
-        loss_cfg = getattr(criterion, "cfg", None)
-        self.decay_steps = int(getattr(loss_cfg, "prior_decay_steps", 0) or 0)
-        self.decayed_videos: Tensor | None = None
-        if self.decay_steps and getattr(loss_cfg, "prior_decay_scope", "all") == "labelled":
-            labelled = torch.arange(train_data.num_labelled) if self.train_rows is None else self.train_rows
-            self.decayed_videos = torch.zeros(train_data.num_videos, dtype=torch.bool)
-            self.decayed_videos[train_data.q2v.cpu()[labelled]] = True
+        self.steps_per_epoch = len(self.step_rows.epoch_batches(0))
         step = TrainStep(model, criterion)
         optimizer = build_optimizer(step, cfg)
         scheduler = build_scheduler(optimizer, cfg, self.steps_per_epoch)
@@ -161,6 +140,11 @@ class Trainer:
         self._last_rows: list[dict[str, Any]] = []  # predictions of the latest evaluation
 
     # ---- helpers --------------------------------------------------------------------------------
+    @property
+    def pseudo_per_step(self) -> int:
+        """Pseudo-queries each process adds to each step (0: none)."""
+        return self.step_rows.pseudo_per_step
+
     @property
     def model(self) -> nn.Module:
         unwrapped: TrainStep = self.acc.unwrap_model(self.step_module)
@@ -247,7 +231,7 @@ class Trainer:
         """Write ``{run}/checkpoints/step-<step>`` and point ``names`` (``best``, ``last``) at it.
 
         All processes write their RNG state; the main process the rest, then publishes the folder
-        (:func:`~masra.grounding.checkpoint.publish_checkpoint`). Returns the step folder.
+        (:func:`~masra.grounding.train.checkpoints.publish_checkpoint`). Returns the step folder.
         """
         staging = checkpoint_staging(self.run_dir, self.global_step)
         self.acc.wait_for_everyone()
@@ -309,69 +293,6 @@ class Trainer:
         self.acc.wait_for_everyone()
         log.info("resumed from %s at epoch %d (step %d)", folder, self.epoch, self.global_step)
 
-    def _prior_video_rows(self) -> Tensor:
-        """This step's prior-only video rows: a function of (seed, step, process) only, so resume
-        draws the same ones."""
-        gen = torch.Generator().manual_seed(
-            (int(self.cfg.seed) * 1_000_003 + self.global_step) * 64 + self.acc.process_index
-        )
-        return torch.randperm(self.train_data.num_videos, generator=gen)[: self.prior_videos]
-
-    def _drop_decayed_priors(self, batch: Batch, rows: Tensor) -> None:
-        """``loss.prior_decay_scope`` "labelled": each video with a labelled query leaves this step's
-        prior losses with probability one minus the decay's half-cosine (a function of seed, step and
-        process, so a resumed run drops the same ones); the other videos keep their priors."""
-        assert self.decayed_videos is not None
-        keep_p = prior_weight_scale(self.global_step, self.decay_steps)
-        if keep_p >= 1.0:
-            return
-        gen = torch.Generator().manual_seed(
-            (int(self.cfg.seed) * 1_000_003 + self.global_step) * 64 + 32 + self.acc.process_index
-        )
-        videos = self.train_data.q2v.cpu()[rows]
-        if batch.priors is not None:
-            drop = self.decayed_videos[videos] & (torch.rand(len(videos), generator=gen) >= keep_p)
-            batch.priors = batch.priors.without_rows(drop.to(batch.priors.has_prior.device))
-        extra = batch.prior_videos
-        if extra is not None:
-            drop = self.decayed_videos[self._prior_video_rows()] & (
-                torch.rand(self.prior_videos, generator=gen) >= keep_p
-            )
-            extra.priors = extra.priors.without_rows(drop.to(extra.priors.has_prior.device))
-
-    def _epoch_batches(self, epoch: int) -> list[Tensor]:
-        """This process's index batches of ``epoch``: over the labelled queries, or over the
-        pseudo-queries when there is none."""
-        world = self.acc.num_processes
-        if self.num_labelled:
-            items, batch = self.num_labelled, self.cfg.batch_size
-        else:
-            assert self.pseudo_rows is not None
-            items, batch = len(self.pseudo_rows), self.pseudo_per_step * world
-        return epoch_batches(
-            items, batch, seed=self.cfg.seed, epoch=epoch, rank=self.acc.process_index, world=world
-        )
-
-    def _step_rows(self, idx: Tensor) -> Tensor:
-        """The ``train_data`` rows of this step: the labelled batch ``idx`` and this step's
-        pseudo-queries, or the pseudo-query batch ``idx`` when there is no labelled query."""
-        if not self.num_labelled:
-            assert self.pseudo_rows is not None
-            return self.pseudo_rows[idx]
-        rows = idx if self.train_rows is None else self.train_rows[idx]
-        if self.pseudo_per_step:
-            assert self.pseudo_rows is not None
-            pick = pseudo_step_rows(
-                len(self.pseudo_rows),
-                self.pseudo_per_step,
-                seed=self.cfg.seed,
-                step=self.global_step,
-                rank=self.acc.process_index,
-                world=self.acc.num_processes,
-            )
-            rows = torch.cat([rows, self.pseudo_rows[pick]])
-        return rows
-
     # ---- training -------------------------------------------------------------------------------
     def _train_epoch(self, progress: tqdm) -> dict[str, float]:
         cfg = self.cfg
@@ -379,15 +300,9 @@ class Trainer:
         module.train()
         epoch_sums: dict[str, Tensor] = {}
         count = 0
-        batches = self._epoch_batches(self.epoch)
+        batches = self.step_rows.epoch_batches(self.epoch)
         for idx in batches:
-            rows = self._step_rows(idx)
-            weights, scale = self._step_weights()
-            batch = self.train_data.batch(rows, with_priors=scale > 0)  # decayed to 0: no prior work
-            if self.prior_videos and scale > 0:
-                batch.prior_videos = self.train_data.video_batch(self._prior_video_rows())
-            if self.decayed_videos is not None:
-                self._drop_decayed_priors(batch, rows)
+            batch, weights = self.step_rows.batch(idx, self.global_step)
             _, losses = module(batch)
             total = weighted_total(losses, weights)
             self.loss_watch.record(total, self.global_step + 1, batch)
@@ -486,16 +401,6 @@ class Trainer:
             "stopped_early": self.stopped_early,
             "train_seconds": round(self._elapsed(), 3),
         }
-
-    def _step_weights(self) -> tuple[dict[str, float], float]:
-        """The loss weights of this step: the prior losses' scaled by ``loss.prior_decay_steps``
-        (:func:`~masra.grounding.train.step.prior_weight_scale`), and that scale (1 when the decay is
-        scoped to the labelled videos: :meth:`_drop_decayed_priors` applies it)."""
-        scale = prior_weight_scale(self.global_step, self.decay_steps)
-        if scale == 1.0 or self.decayed_videos is not None:
-            return self.weights, 1.0
-        prior = set(getattr(self.criterion, "prior_names", []))
-        return {k: v * scale if k in prior else v for k, v in self.weights.items()}, scale
 
     def _patience_spent(self) -> bool:
         """Whether ``early_stop_patience`` evaluations have passed since the best one (resume-safe:
