@@ -157,9 +157,10 @@ bench-priors-speed: $(STAMP) $(TINY_QWEN)
 bench-label-efficiency: $(STAMP) openworld
 	$(PY) -m bench.label_efficiency --world-dir $(OPENWORLD_DIR)
 
-# The label-efficiency settings trained to convergence (early stopping on a held-out fifth of train's
-# videos, best checkpoint scored once on test), at 10 % and 100 % labels, 3 seeds; with PARTS=1 also
-# MASRA minus one part at a time. WORLD=openworld|fixture (docs/benchmarks.md, converged study).
+# The label-efficiency settings and masra+true+edge trained to convergence (early stopping on a held-out
+# fifth of train's videos by the config's best_metric, best checkpoint scored once on the report split),
+# at 10 % and 100 % labels, 3 seeds; with PARTS=1 also MASRA minus one part at a time.
+# WORLD=openworld|fixture (docs/benchmarks.md, converged study).
 WORLD ?= openworld
 bench-converged: $(STAMP) $(if $(filter fixture,$(WORLD)),fixture-ready,openworld)
 	$(PY) -m bench.converged --world $(WORLD) $(if $(PARTS),--parts) $(ARGS)

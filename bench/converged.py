@@ -7,8 +7,9 @@ improving:
 * a share ``--holdout`` (20 %) of the training *videos* is held out (:func:`bench.priors.write_holdout`);
   runs train on the rest (``fit``) and are evaluated on it every ``--eval-steps`` steps;
 * a run stops once ``--patience`` evaluations in a row bring no new best held-out
-  ``--best-metric`` (``MR-full-R1@0.5`` unless set; :attr:`TrainConfig.early_stop_patience`), or
-  after ``--max-steps``;
+  ``--best-metric`` (the config's ``best_metric`` unless set: ``MR-full-mAP`` for the open world,
+  ``MR-full-R1@0.5`` for the fixture; :attr:`TrainConfig.early_stop_patience`), or after
+  ``--max-steps``;
 * the best held-out checkpoint is then scored once on the report split (the open world's ``test``;
   the fixture has none, so its ``val``). The report split never chooses anything.
 
@@ -92,6 +93,16 @@ PAIRS = (
     ("masra+true+edge", "masra+ignored"),
     ("masra+true+edge", "masra+shuffled"),
 )
+
+
+def work_name(world: str, best_metric: str) -> str:
+    """The default work folder of a world's study: ``converged-<world>``, with the selection metric
+    appended when it is not R1@0.5 (``converged-openworld-map``), so studies that select differently
+    never share runs."""
+    if best_metric == "MR-full-R1@0.5":
+        return f"converged-{world}"
+    slug = best_metric.removeprefix("MR-full-").lower().replace("@", "-")
+    return f"converged-{world}-{slug}"
 
 
 def run_name(setting: str, fraction: float, seed: int) -> str:
@@ -296,7 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fractions", default=",".join(f"{f:g}" for f in FRACTIONS), help="Label fractions.")
     p.add_argument("--seeds", type=int, default=3, help="Seeds per setting and fraction.")
     p.add_argument(
-        "--settings", default="baseline,masra+true,masra+shuffled,masra+ignored", help="Comma list."
+        "--settings",
+        default="baseline,masra+true,masra+shuffled,masra+ignored,masra+true+edge",
+        help="Comma list.",
     )
     p.add_argument("--parts", action="store_true", help="Add masra+true-<part> for every MASRA part.")
     p.add_argument("--max-steps", type=int, default=3000, help="Step cap of every run.")
@@ -306,9 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", type=float, default=0.2, help="Share of the train videos held out.")
     p.add_argument(
         "--best-metric",
-        default="MR-full-R1@0.5",
-        help="Held-out metric that picks the checkpoint and stops the run (MR-full-mAP weighs the "
-        "boundaries too: it averages IoU 0.5 to 0.95).",
+        default=None,
+        help="Held-out metric that picks the checkpoint and stops the run (default: the config's "
+        "best_metric; MR-full-mAP weighs the boundaries too: it averages IoU 0.5 to 0.95).",
     )
     p.add_argument("--jobs", type=int, default=2, help="Trainings side by side (one torch thread each).")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="Override.")
@@ -347,7 +360,8 @@ def main(argv: list[str] | None = None) -> None:
         log.warning("%s has no shuffled prior run: masra+shuffled left out", card.prior_dir)
         settings.remove("masra+shuffled")
     fractions = [float(f) for f in args.fractions.split(",")]
-    work = (args.work or REPO / "runs" / f"converged-{args.world}").resolve()
+    best_metric = args.best_metric or load_train_config(card_name, config, {}).best_metric
+    work = (args.work or REPO / "runs" / work_name(args.world, best_metric)).resolve()
     fit, held = write_holdout(card.annotation_path("train"), work / "splits", args.holdout)
     split_over = {
         **{f"card.{k}": v for k, v in root.items()},
@@ -355,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
         "card.annotations.heldout": str(held),
         "train_split": "fit",
         "eval_split": "heldout",
-        "best_metric": args.best_metric,
+        "best_metric": best_metric,
         "early_stop_patience": args.patience,
     }
     base = load_train_config(card_name, config, {**split_over, **parse_overrides(args.sets)})
@@ -409,7 +423,7 @@ def main(argv: list[str] | None = None) -> None:
         "date": now.strftime("%Y-%m-%d %H:%M UTC"),
         "world": f"{args.world} at {world_dir}" if args.card is None else str(args.card),
         "report_split": report_split,
-        "report_on": f"best held-out checkpoint ({args.best_metric} on {args.holdout:g} of train's videos, every "
+        "report_on": f"best held-out checkpoint ({best_metric} on {args.holdout:g} of train's videos, every "
         f"{args.eval_steps} steps, patience {args.patience} after {args.min_steps} steps, at most "
         f"{args.max_steps} steps) scored once on "
         f"{report_split}",

@@ -61,3 +61,9 @@ def test_a_tiny_converged_study_runs_scores_and_renders(
          "--eval-steps", "2", "--patience", "2", "--min-steps", "4", "--holdout", "0.25", "--jobs", "1"]
     )  # fmt: skip
     assert report_path.stat().st_mtime_ns == stamp
+
+
+def test_studies_that_select_differently_never_share_a_work_folder() -> None:
+    assert conv.work_name("fixture", "MR-full-R1@0.5") == "converged-fixture"
+    assert conv.work_name("openworld", "MR-full-mAP") == "converged-openworld-map"
+    assert conv.work_name("openworld", "MR-full-R1@0.7") == "converged-openworld-r1-0.7"
