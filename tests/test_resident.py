@@ -263,3 +263,23 @@ def test_long_video_priors_cut_like_the_features(tmp_path: Path) -> None:
     # Priors cut at 20 cannot serve a run that keeps 25 clips: refused, not stretched.
     with pytest.raises(ValueError, match=r"train000 \(priors 20, features 30, kept 25, duration grid 30\)"):
         build_split(card, queries, store, max_clips=25, max_text_len=8, priors=priors)
+
+
+def test_prior_edge_error_is_the_median_edge_distance_of_matched_events() -> None:
+    from masra.grounding.data.priors import prior_edge_error
+
+    # Video 0: events (0.2, 0.6) and (0.7, 0.9); video 1: one event (0.0, 0.5).
+    events = torch.tensor([[[0.2, 0.6], [0.7, 0.9]], [[0.0, 0.5], [0.0, 0.0]]])
+    mask = torch.tensor([[True, True], [True, False]])
+
+    # Query 0 (video 0): window (0.24, 0.6), matches event 0: edges 0.04 / 0.4 = 0.1 and 0.
+    # Query 1 (video 1): window (0.05, 0.45), matches: edges 0.1 and 0.1. Query 2: window (0.1, 0.15) on
+    # video 0 overlaps nothing enough (IoU < 0.5), so it is not matched.
+    def cw(s: float, e: float) -> list[float]:
+        return [(s + e) / 2, e - s]
+
+    windows = torch.tensor([[cw(0.24, 0.6)], [cw(0.05, 0.45)], [cw(0.1, 0.15)]])
+    err, n = prior_edge_error(windows, torch.tensor([1, 1, 1]), torch.tensor([0, 1, 0]), events, mask)
+    assert n == 2 and err == pytest.approx(0.1, abs=1e-4)  # median of 0.1, 0, 0.1, 0.1
+    none, zero = prior_edge_error(windows[2:], torch.tensor([1]), torch.tensor([0]), events, mask)
+    assert none is None and zero == 0

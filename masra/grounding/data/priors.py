@@ -20,7 +20,7 @@ from masra.grounding.data.batch import PriorBatch
 from masra.grounding.data.report import SplitReport
 from masra.priors.table import PriorTable, shard_of
 
-__all__ = ["PriorCoverageError", "join_priors"]
+__all__ = ["PriorCoverageError", "join_priors", "prior_edge_error"]
 
 _EPS = 1e-6
 
@@ -166,3 +166,50 @@ def _check_clip_counts(
         "cut of the video, or priors written with a smaller max_clips): regenerate or re-import their "
         "priors with this card (docs/datasets.md, 'One clip grid')"
     )
+
+
+def prior_edge_error(
+    windows: torch.Tensor,
+    counts: torch.Tensor,
+    q2v: torch.Tensor,
+    event_spans: torch.Tensor,
+    event_mask: torch.Tensor,
+    min_iou: float = 0.5,
+) -> tuple[float | None, int]:
+    """How far the prior events' edges lie from the labelled windows, as a share of the event's length.
+
+    Each labelled window (``windows`` (Q, S, 2) normalised (center, width), the first ``counts[q]`` of
+    query ``q`` real; ``q2v`` (Q,) its video row) is matched to the prior event of its video with the
+    highest IoU (``event_spans`` (V, E, 2) normalised (start, end), ``event_mask`` (V, E)); where that
+    IoU is at least ``min_iou``, both edges' distances divided by the event's length are collected.
+
+    Returns the median of those distances (None when no window matched) and the number of windows
+    matched. It is what ``loss.esta_edge_share`` should leave out: about 0 where the priors place
+    edges where the labels do, more where their spans are only roughly right (docs/method.md).
+    """
+    errors: list[torch.Tensor] = []
+    matched = 0
+    for q in range(windows.shape[0]):
+        n = int(counts[q])
+        v = int(q2v[q])
+        ev = event_spans[v][event_mask[v]].float()  # (E', 2)
+        if n == 0 or ev.shape[0] == 0:
+            continue
+        cw = windows[q, :n].float()
+        w = torch.stack([cw[:, 0] - cw[:, 1] / 2, cw[:, 0] + cw[:, 1] / 2], dim=-1)  # (n, 2)
+        inter = (
+            torch.minimum(w[:, None, 1], ev[None, :, 1]) - torch.maximum(w[:, None, 0], ev[None, :, 0])
+        ).clamp(min=0)
+        union = (w[:, None, 1] - w[:, None, 0]) + (ev[None, :, 1] - ev[None, :, 0]) - inter
+        iou = inter / union.clamp(min=1e-9)  # (n, E')
+        best, idx = iou.max(dim=1)
+        keep = best >= min_iou
+        if not bool(keep.any()):
+            continue
+        e, g = ev[idx[keep]], w[keep]
+        length = (e[:, 1] - e[:, 0]).clamp(min=1e-9)
+        errors.append(((e - g).abs() / length[:, None]).flatten())
+        matched += int(keep.sum())
+    if not errors:
+        return None, 0
+    return round(float(torch.cat(errors).median()), 4), matched

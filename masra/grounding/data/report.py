@@ -75,7 +75,11 @@ class SplitReport:
     feature clip count is not the clip grid's for their duration (:func:`masra.datasets.grid.num_clips`;
     floor or round releases, an extra end clip), trained on the features' own clips.
     ``prior_clips_fitted``: videos whose priors were a clip or two off the (cut) features and were
-    fitted to them in time. The ``*_ids`` lists hold up to 20 examples. ``pseudo``: the prior
+    fitted to them in time. ``prior_edge_error``: the median distance of a prior event's edges from
+    the labelled window it matches (IoU >= 0.5), as a share of the event's length, over
+    ``prior_edge_matched`` windows (:func:`masra.grounding.data.priors.prior_edge_error`; None
+    without priors or matches): a guide to ``loss.esta_edge_share``. The ``*_ids`` lists hold up to
+    20 examples. ``pseudo``: the prior
     events made into queries (None, and absent from :meth:`to_dict`, without pseudo-queries).
     """
 
@@ -90,6 +94,8 @@ class SplitReport:
     videos_without_priors: int = 0
     features_off_grid: int = 0
     prior_clips_fitted: int = 0
+    prior_edge_error: float | None = None
+    prior_edge_matched: int = 0
     missing_prior_ids: list[str] = field(default_factory=list)
     prior_fitted_ids: list[str] = field(default_factory=list)
     off_grid_ids: list[str] = field(default_factory=list)
