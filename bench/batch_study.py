@@ -26,7 +26,6 @@ identical configuration (and its test score) is kept, so an interrupted study re
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import math
@@ -39,6 +38,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from bench.common import study_stamp
 from bench.label_efficiency import _commit, last_metrics
 from bench.priors import finished_same
 
@@ -244,14 +244,10 @@ def main(argv: list[str] | None = None) -> None:
     found = collect(args.work, worlds, batches, seeds)
     for data in found.values():
         data["pick"] = pick_batch(data["values"]["val"]["R1@0.5"])
-    load = os.getloadavg()
-    now = dt.datetime.now(dt.timezone.utc)
+    head, now = study_stamp(args.jobs, commit)
     results: dict[str, Any] = {
         "bench": "batch_size",
-        "machine": f"{socket.gethostname()}: CPU only, {os.cpu_count()} cores, {args.jobs} runs at a time, "
-        f"1 torch thread each, load average {load[0]:.1f} at the end",
-        "commit": commit,
-        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
+        **head,
         "scaling": args.scaling,
         "warmup_share": args.warmup_share,
         "epochs": args.epochs or "config",

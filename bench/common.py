@@ -8,8 +8,10 @@ package; nothing here needs av, datasets, click or vllm.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
+import os
 import platform
 import resource
 import socket
@@ -236,3 +238,17 @@ def speed_main(
     write_json(args.json, result)
     logging.getLogger(__name__).info("results written to %s", args.json)
     return result
+
+
+def study_stamp(jobs: int, commit: str) -> tuple[dict[str, str], dt.datetime]:
+    """The head of a training study's results: the machine (cores, trainings at a time, load at the
+    end), the commit and the date; and the time it was taken, for the file name."""
+    load = os.getloadavg()
+    now = dt.datetime.now(dt.timezone.utc)
+    head = {
+        "machine": f"{socket.gethostname()}: CPU only, {os.cpu_count()} cores, {jobs} runs at a time, "
+        f"1 torch thread each, load average {load[0]:.1f} at the end",
+        "commit": commit,
+        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    return head, now

@@ -25,11 +25,9 @@ study resumes. Writes ``bench/results/<host>-<date>-converged-<world>.json`` (an
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import os
-import socket
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -37,6 +35,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from bench.common import study_stamp
 from bench.label_efficiency import SETTINGS as LE_SETTINGS
 from bench.label_efficiency import _commit, paired, save_study, steps_per_epoch
 from bench.priors import finished_same, write_holdout
@@ -414,13 +413,9 @@ def main(argv: list[str] | None = None) -> None:
                 rep = json.loads((Path(run) / "report.json").read_text())
                 log.info("[%d/%d] %s in %.0f s: %s", k, len(jobs), Path(run).name, secs, rep)
     values = collect(work, settings, fractions, seeds)
-    load = os.getloadavg()
-    now = dt.datetime.now(dt.timezone.utc)
+    head, now = study_stamp(args.jobs, commit)
     results: dict[str, Any] = {
-        "machine": f"{socket.gethostname()}: CPU only, {os.cpu_count()} cores, {args.jobs} runs at a time, "
-        f"1 torch thread each, load average {load[0]:.1f} at the end",
-        "commit": commit,
-        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
+        **head,
         "world": f"{args.world} at {world_dir}" if args.card is None else str(args.card),
         "report_split": report_split,
         "report_on": f"best held-out checkpoint ({best_metric} on {args.holdout:g} of train's videos, every "

@@ -42,6 +42,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from bench.common import study_stamp
 from bench.priors import finished_same  # one rule for "this run is done" in both accuracy benches
 
 log = logging.getLogger("bench.label_efficiency")
@@ -285,14 +286,10 @@ def main(argv: list[str] | None = None) -> None:
                     "[%d/%d] %s in %.0f s: %s", k, len(jobs), Path(run).name, secs, last_metrics(Path(run))
                 )
     values, seconds = collect(work, settings, fractions, seeds)
-    load = os.getloadavg()
-    now = dt.datetime.now(dt.timezone.utc)
+    head, now = study_stamp(args.jobs, commit)
     world = json.loads(marker.read_text())
     results: dict[str, Any] = {
-        "machine": f"{socket.gethostname()}: CPU only, {os.cpu_count()} cores, {args.jobs} runs at a time, "
-        f"1 torch thread each, load average {load[0]:.1f} at the end",
-        "commit": commit,
-        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
+        **head,
         "world": f"open world seed {world.get('seed', world.get('config', {}).get('seed'))} at {args.world_dir}",
         "metric": "MR-full-R1@0.5",
         "eval_on": f"{args.eval_split} split (scored once after the last epoch)",

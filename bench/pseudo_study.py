@@ -44,12 +44,10 @@ resumes; ``--jobs`` runs train side by side. Writes ``bench/results/<host>-<date
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import math
 import os
-import socket
 import statistics
 import time
 from collections.abc import Callable
@@ -60,7 +58,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from bench.common import converged_overrides, fixed_steps_overrides
+from bench.common import converged_overrides, fixed_steps_overrides, study_stamp
 from bench.converged import _cell, _train_and_score
 from bench.converged import build_parser as converged_parser
 from bench.label_efficiency import STEPS, _commit, _train, last_metrics, paired, run_name, save_study
@@ -565,14 +563,10 @@ def main(argv: list[str] | None = None) -> None:
         collected = collect(length.name, length.work, settings, fractions, seeds)
         blocks[length.name] = summarize_length(length, collected, settings, fractions)
         seconds.update({f"{length.name}/{k}": v for k, v in collected["seconds"].items()})
-    load = os.getloadavg()
-    now = dt.datetime.now(dt.timezone.utc)
+    head, now = study_stamp(args.jobs, commit)
     stamp = world_dir / "priors_import" / f"{args.priors_run}.json"
     results: dict[str, Any] = {
-        "machine": f"{socket.gethostname()}: CPU only, {os.cpu_count()} cores, {args.jobs} runs at a time, "
-        f"1 torch thread each, load average {load[0]:.1f} at the end",
-        "commit": commit,
-        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
+        **head,
         "world": f"{world_name} at {world_dir}" if args.card is None else str(args.card),
         "priors_run": args.priors_run,
         "priors_run_build": json.loads(stamp.read_text()) if args.card is None and stamp.is_file() else None,
