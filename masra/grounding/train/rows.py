@@ -85,10 +85,12 @@ class StepRows:
         loss_cfg = getattr(criterion, "cfg", None)
         self.decay_steps = int(getattr(loss_cfg, "prior_decay_steps", 0) or 0)
         self.decayed_videos: Tensor | None = None
+        self.row_videos: Tensor | None = None  # q2v on the host, for the per-step drop
         if self.decay_steps and getattr(loss_cfg, "prior_decay_scope", "all") == "labelled":
             labelled = torch.arange(train_data.num_labelled) if self.train_rows is None else self.train_rows
+            self.row_videos = train_data.q2v.cpu()
             self.decayed_videos = torch.zeros(train_data.num_videos, dtype=torch.bool)
-            self.decayed_videos[train_data.q2v.cpu()[labelled]] = True
+            self.decayed_videos[self.row_videos[labelled]] = True
 
     def epoch_batches(self, epoch: int) -> list[Tensor]:
         """This process's index batches of ``epoch``: over the labelled queries, or over the
@@ -107,10 +109,12 @@ class StepRows:
         rows = self.query_rows(idx, step)
         weights, scale = self.loss_weights(step)
         batch = self.train_data.batch(rows, with_priors=scale > 0)  # decayed to 0: no prior work
+        extra_rows = None
         if self.prior_videos and scale > 0:
-            batch.prior_videos = self.train_data.video_batch(self.prior_video_rows(step))
+            extra_rows = self.prior_video_rows(step)
+            batch.prior_videos = self.train_data.video_batch(extra_rows)
         if self.decayed_videos is not None:
-            self.drop_decayed_priors(batch, rows, step)
+            self.drop_decayed_priors(batch, rows, extra_rows, step)
         return batch, weights
 
     def query_rows(self, idx: Tensor, step: int) -> Tensor:
@@ -139,25 +143,24 @@ class StepRows:
         gen = torch.Generator().manual_seed((int(self.cfg.seed) * 1_000_003 + step) * 64 + self.rank)
         return torch.randperm(self.train_data.num_videos, generator=gen)[: self.prior_videos]
 
-    def drop_decayed_priors(self, batch: Batch, rows: Tensor, step: int) -> None:
+    def drop_decayed_priors(self, batch: Batch, rows: Tensor, extra_rows: Tensor | None, step: int) -> None:
         """``loss.prior_decay_scope`` "labelled": each video with a labelled query leaves the prior
         losses of step ``step`` with probability one minus the decay's half-cosine (a function of
         seed, step and process, so a resumed run drops the same ones); the other videos keep their
-        priors. ``batch`` holds the query ``rows`` and, if any, the step's prior-only videos."""
-        assert self.decayed_videos is not None
+        priors. ``batch`` holds the query ``rows`` and, if any, the step's prior-only videos
+        ``extra_rows`` (:meth:`prior_video_rows`)."""
+        assert self.decayed_videos is not None and self.row_videos is not None
         keep_p = prior_weight_scale(step, self.decay_steps)
         if keep_p >= 1.0:
             return
         gen = torch.Generator().manual_seed((int(self.cfg.seed) * 1_000_003 + step) * 64 + 32 + self.rank)
-        videos = self.train_data.q2v.cpu()[rows]
+        videos = self.row_videos[rows]
         if batch.priors is not None:
             drop = self.decayed_videos[videos] & (torch.rand(len(videos), generator=gen) >= keep_p)
             batch.priors = batch.priors.without_rows(drop.to(batch.priors.has_prior.device))
         extra = batch.prior_videos
-        if extra is not None:
-            drop = self.decayed_videos[self.prior_video_rows(step)] & (
-                torch.rand(self.prior_videos, generator=gen) >= keep_p
-            )
+        if extra is not None and extra_rows is not None:
+            drop = self.decayed_videos[extra_rows] & (torch.rand(self.prior_videos, generator=gen) >= keep_p)
             extra.priors = extra.priors.without_rows(drop.to(extra.priors.has_prior.device))
 
     def loss_weights(self, step: int) -> tuple[dict[str, float], float]:
