@@ -13,9 +13,10 @@ improving:
 * the best held-out checkpoint is then scored once on the report split (the open world's ``test``;
   the fixture has none, so its ``val``). The report split never chooses anything.
 
-Settings are those of the label-efficiency study (``baseline``, ``masra+true``, ``masra+shuffled``
-where the world has shuffled priors, ``masra+ignored``) and ``masra+true-<part>`` (true priors with
-one MASRA part off) for the paired contribution of each part. The 500-step numbers of the same
+Settings are those of the label-efficiency study (``baseline``, ``masra+true``: masra's defaults with
+true priors, ``masra+shuffled`` where the world has shuffled priors, ``masra+ignored``),
+``masra+true+constant`` (true priors used whole: ESTA's edge share 0 instead of ``auto``) and
+``masra+true-<part>`` (the defaults with one MASRA part off) for the paired contribution of each part. The 500-step numbers of the same
 settings come from the newest label-efficiency results file of the same world when there is one.
 
 A run whose folder holds a finished run of the identical configuration is kept, so an interrupted
@@ -46,14 +47,26 @@ REPO = Path(__file__).resolve().parents[1]
 PARTS = ("esta", "lrca", "sge", "sora", "dai")
 SETTINGS: dict[str, dict[str, Any]] = {
     **{k: v for k, v in LE_SETTINGS.items() if k != "masra+noisy"},
-    **{f"masra+true-{p}": {"priors_run": "reference", f"model.use_{p}": False} for p in PARTS},
+    **{f"masra+true-{p}": {**LE_SETTINGS["masra+true"], f"model.use_{p}": False} for p in PARTS},
+    # True priors used whole (ESTA's edge share 0, the default until it became ``auto``).
+    "masra+true+constant": {"priors_run": "reference", "loss.esta_edge_share": 0.0},
+    # The candidates below were measured with ESTA's edge share 0 (docs/method.md) and keep it.
     # Candidate against the full-label boundary cost: prior-loss weights decayed to 0 over 300 steps.
-    "masra+true+decay": {"priors_run": "reference", "loss.prior_decay_steps": 300},
+    "masra+true+decay": {
+        "priors_run": "reference",
+        "loss.esta_edge_share": 0.0,
+        "loss.prior_decay_steps": 300,
+    },
     # Candidate: SGE's query-semantic relevance off (its saliency bonus is flat over the priors' spans).
-    "masra+true-relevance": {"priors_run": "reference", "model.semantic_relevance": False},
+    "masra+true-relevance": {
+        "priors_run": "reference",
+        "loss.esta_edge_share": 0.0,
+        "model.semantic_relevance": False,
+    },
     # Candidate: the 300-step decay only for videos with a labelled query; the others keep their priors.
     "masra+true+scoped": {
         "priors_run": "reference",
+        "loss.esta_edge_share": 0.0,
         "loss.prior_decay_steps": 300,
         "loss.prior_decay_scope": "labelled",
     },
@@ -91,6 +104,10 @@ PAIRS = (
     ("masra+true+edge", "masra+true"),
     ("masra+true+edge", "masra+ignored"),
     ("masra+true+edge", "masra+shuffled"),
+    ("masra+true", "masra+true+constant"),
+    ("masra+true+constant", "masra+ignored"),
+    ("masra+true+constant", "baseline"),
+    ("masra+true+edge", "masra+true+constant"),
 )
 
 
@@ -307,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3, help="Seeds per setting and fraction.")
     p.add_argument(
         "--settings",
-        default="baseline,masra+true,masra+shuffled,masra+ignored,masra+true+edge",
+        default="baseline,masra+true,masra+true+constant,masra+shuffled,masra+ignored",
         help="Comma list.",
     )
     p.add_argument("--parts", action="store_true", help="Add masra+true-<part> for every MASRA part.")

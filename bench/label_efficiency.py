@@ -50,9 +50,11 @@ log = logging.getLogger("bench.label_efficiency")
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS: dict[str, dict[str, Any]] = {
     "baseline": {"masra": False},
-    "masra+true": {"priors_run": "reference"},
-    "masra+shuffled": {"priors_run": "shuffled"},
-    "masra+noisy": {"priors_run": "noisy"},
+    # The prior settings name ESTA's edge share (the default, ``auto``) so that runs made before it was
+    # the default (share 0) are not taken for them (bench.priors.finished_same).
+    "masra+true": {"priors_run": "reference", "loss.esta_edge_share": "auto"},
+    "masra+shuffled": {"priors_run": "shuffled", "loss.esta_edge_share": "auto"},
+    "masra+noisy": {"priors_run": "noisy", "loss.esta_edge_share": "auto"},
     "masra+ignored": {
         "priors_run": "reference",
         "prior_video_ratio": 0.0,

@@ -267,6 +267,14 @@ def finished_same(run: Path, train_cfg: dict[str, Any]) -> bool:
     # not a whole training config is compared as saved.
     with contextlib.suppress(TypeError, ValueError):
         saved = TrainConfig.from_dict(saved).to_dict()
+    # A model or loss key the new config names but the saved run left to its default: the run's
+    # resolved section says what that default was (a default may have changed since).
+    resolved = json.loads(config.read_text())
+    for section in ("model", "loss"):
+        named, kept = train_cfg.get(section), saved.get(section)
+        used = resolved.get(section)
+        if isinstance(named, dict) and isinstance(kept, dict) and isinstance(used, dict):
+            saved[section] = {**{k: used[k] for k in named if k not in kept and k in used}, **kept}
     return bool(json.loads(json.dumps(saved)) == json.loads(json.dumps(train_cfg)))
 
 

@@ -182,3 +182,18 @@ def test_a_run_saved_before_a_field_existed_counts_as_trained_with_its_default(t
     assert finished_same(run, cfg)
     on = TrainConfig(epochs=3, seed=7, pseudo_queries={"weight": 1.0}).to_dict()
     assert not finished_same(run, on)  # the default is filled in, not any value
+
+
+def test_a_loss_key_the_run_left_to_its_default_is_compared_with_the_default_it_used(tmp_path: Path) -> None:
+    # A run trained before a loss default changed saved no such key in its train section, but its
+    # resolved loss section says what it used: a setting that now names the key sees the difference.
+    cfg = TrainConfig(epochs=3, seed=7).to_dict()
+    run = tmp_path / "run"
+    (run / "last").mkdir(parents=True)
+    saved = {"train": cfg, "loss": {"esta_edge_share": 0.0, "w_lrca": 1.0}}
+    (run / "last" / "config.json").write_text(json.dumps(saved))
+    (run / "summary.json").write_text("{}")
+    assert finished_same(run, cfg)  # names nothing: compared as before
+    assert finished_same(run, {**cfg, "loss": {"esta_edge_share": 0.0}})  # what it used
+    assert not finished_same(run, {**cfg, "loss": {"esta_edge_share": "auto"}})  # not what it used
+    assert not finished_same(run, {**cfg, "loss": {"esta_edge_share": 0.15}})

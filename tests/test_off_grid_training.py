@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from masra.datasets.grid import num_clips
+from masra.grounding.data.priors import edge_share_from_error
 from masra.pipelines.cli import main
 
 CLIP_LEN, MAX_CLIPS, DV, DT = 1.0, 12, 6, 8
@@ -113,6 +114,11 @@ def test_off_grid_world_trains_with_imported_priors_and_counts_what_it_fitted(
     assert sorted(data["prior_fitted_ids"]) == fitted and data["prior_clips_fitted"] == len(fitted)
     assert data["videos_without_priors"] == 0
     assert summary["best_metrics"] is not None
+    # loss.esta_edge_share auto: set from the measured edge error, reported, and saved as a number.
+    share = edge_share_from_error(data["prior_edge_error"], data["prior_edge_matched"])
+    assert data["esta_edge_share"] == share
+    saved = json.loads((tmp_path / "run" / "last" / "config.json").read_text(encoding="utf-8"))
+    assert saved["loss"]["esta_edge_share"] == share and saved["train"]["loss"] == {}
 
 
 def test_priors_on_another_clip_length_are_refused_naming_video_and_shard(

@@ -168,7 +168,11 @@ class LossConfig(JsonConfig):
         esta_edge_share: share of each prior event's span, at each end, whose clips ESTA's clip-level
             term and SGE's supervision leave out (0 keeps every covered clip): the priors then shape
             the inside of their events and leave the edges, where their spans are least sure, to the
-            labels (docs/method.md).
+            labels (docs/method.md). ``"auto"`` (the default) sets it when training starts from the
+            priors' measured edge error on the labelled training windows
+            (:func:`masra.grounding.data.priors.edge_share_from_error`): 0 where the priors' edges are
+            exact, about one standard deviation of their jitter where they are not. A criterion built
+            with ``"auto"`` and no data to resolve it against uses 0.
         w_sge: weight of SGE's supervision (its prediction against ESTA's clip-level target).
         w_lrca: LRCA weight.
         prior_decay_steps: the prior-loss weights (ESTA, SGE, LRCA) fall from their values to 0 over
@@ -206,7 +210,7 @@ class LossConfig(JsonConfig):
     w_esta_clip: float = 0.5
     esta_temperature: float = 0.07
     esta_same_text: float = 0.99
-    esta_edge_share: float = 0.0
+    esta_edge_share: float | str = "auto"
     w_sge: float = 0.5
     w_lrca: float = 1.0
     lrca_window: int = 5
@@ -256,15 +260,22 @@ class LossConfig(JsonConfig):
             raise ValueError(
                 f"{owner}.esta_same_text must be a cosine in [-1, 1], got {self.esta_same_text!r}"
             )
-        if not 0.0 <= self.esta_edge_share < 0.5:
+        share = self.esta_edge_share
+        if share != "auto" and (isinstance(share, (str, bool)) or not 0.0 <= share < 0.5):
             raise ValueError(
-                f"{owner}.esta_edge_share must be in [0, 0.5) (a share of the span at each end), "
-                f"got {self.esta_edge_share!r}"
+                f"{owner}.esta_edge_share must be 'auto' or a number in [0, 0.5) (a share of the span "
+                f"at each end), got {share!r}"
             )
         if not 0.0 < self.eos_coef <= 1.0:
             raise ValueError(f"{owner}.eos_coef must be in (0, 1], got {self.eos_coef!r}")
         if self.cost_class + self.cost_span + self.cost_giou == 0:
             raise ValueError(f"{owner}: all matching costs are 0; the matching would be arbitrary")
+
+    @property
+    def edge_share(self) -> float:
+        """``esta_edge_share`` as a number: ``"auto"`` not yet resolved against data counts as 0."""
+        share = self.esta_edge_share
+        return 0.0 if isinstance(share, str) else float(share)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LossConfig:

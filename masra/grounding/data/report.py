@@ -78,7 +78,9 @@ class SplitReport:
     fitted to them in time. ``prior_edge_error``: the median distance of a prior event's edges from
     the labelled window it matches (IoU >= 0.5), as a share of the event's length, over
     ``prior_edge_matched`` windows (:func:`masra.grounding.data.priors.prior_edge_error`; None
-    without priors or matches): a guide to ``loss.esta_edge_share``. The ``*_ids`` lists hold up to
+    without priors or matches; with a label fraction below 1, over the labelled queries only), from
+    which ``loss.esta_edge_share: auto`` is set; ``esta_edge_share``: the share the run trained with
+    (None where no run resolved it). The ``*_ids`` lists hold up to
     20 examples. ``pseudo``: the prior
     events made into queries (None, and absent from :meth:`to_dict`, without pseudo-queries).
     """
@@ -96,6 +98,7 @@ class SplitReport:
     prior_clips_fitted: int = 0
     prior_edge_error: float | None = None
     prior_edge_matched: int = 0
+    esta_edge_share: float | None = None
     missing_prior_ids: list[str] = field(default_factory=list)
     prior_fitted_ids: list[str] = field(default_factory=list)
     off_grid_ids: list[str] = field(default_factory=list)

@@ -300,7 +300,7 @@ class SetCriterion(nn.Module):
                 )
             with_esta = bool({"esta_event", "esta_clip", "sge"} & set(self.prior_names))
             prior_targets = _PriorTargets.from_batch(
-                batch, self.cfg.esta_same_text, with_esta, self.cfg.esta_edge_share
+                batch, self.cfg.esta_same_text, with_esta, self.cfg.edge_share
             )
             losses.update(self.prior_losses(outputs, prior_targets))
         return losses

@@ -43,6 +43,7 @@ from masra.grounding.losses import build_criterion
 from masra.grounding.losses.criterion import PRIOR_PARTS  # the parts whose losses read priors
 from masra.grounding.model import build_model
 from masra.grounding.train.checkpoints import find_resume_checkpoint
+from masra.grounding.train.edges import resolve_edge_share
 from masra.grounding.train.position_baseline import position_baselines
 from masra.grounding.train.sources import log_pseudo, pseudo_summary, run_pseudo_queries, train_sources
 from masra.grounding.train.trainer import Scorer, Trainer
@@ -161,8 +162,11 @@ def resume_config_changes(
         old_loss = LossConfig.from_dict(old_loss).to_dict()
     except (TypeError, ValueError):
         pass
+    new_loss = loss_cfg.to_dict()
+    if new_loss.get("esta_edge_share") == "auto":  # resolved once the data is read: checked then
+        new_loss["esta_edge_share"] = old_loss.get("esta_edge_share", "auto")
     old = _config_view(old_train, old_model, old_loss)
-    new = _config_view(cfg.to_dict(), model_cfg.to_dict(), loss_cfg.to_dict())
+    new = _config_view(cfg.to_dict(), model_cfg.to_dict(), new_loss)
     missing = "(unset)"
     changes = {
         k: [old.get(k, missing), new.get(k, missing)]
@@ -340,6 +344,12 @@ def run_training(
             train_data.num_labelled,
             train_data.num_videos,
         )
+    loss_cfg = resolve_edge_share(
+        loss_cfg,
+        train_data,
+        train_rows,
+        resumed=read_checkpoint_config(resume_from).get("loss") if resume_from is not None else None,
+    )
     scorer = _scorer(card)
     baseline = None
     if eval_data is not None:

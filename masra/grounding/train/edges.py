@@ -1,0 +1,67 @@
+"""``loss.esta_edge_share: auto``: ESTA's edge share set from the labelled training windows.
+
+The split report measures how far the prior events' edges lie from the labelled windows
+(:func:`masra.grounding.data.priors.prior_edge_error`). With a label fraction below 1, only the
+queries the run may learn from are measured: the rest of the training labels are hidden from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import torch
+
+from masra.grounding.config import LossConfig
+from masra.grounding.data.priors import edge_share_from_error, prior_edge_error
+from masra.grounding.data.resident import ResidentSplit
+
+__all__ = ["resolve_edge_share"]
+
+log = logging.getLogger(__name__)
+
+
+def resolve_edge_share(
+    loss_cfg: LossConfig,
+    split: ResidentSplit,
+    rows: torch.Tensor | None,
+    resumed: dict[str, Any] | None = None,
+) -> LossConfig:
+    """``loss_cfg`` with ``esta_edge_share`` a number; the split report records the share used.
+
+    ``rows``: the labelled training rows the run learns from (None: all labelled rows). Where
+    ``rows`` is a subset, the report's edge error is measured again on it alone. A number given in
+    the config is kept as it is. ``resumed``: the loss config of the checkpoint a resumed run
+    continues; ``"auto"`` must resolve to the share it trained with (ValueError otherwise).
+    """
+    report = split.report
+    priors = split.priors
+    if priors is not None and rows is not None and len(rows) < split.num_labelled:
+        idx = rows.to(split.spans.device)
+        report.prior_edge_error, report.prior_edge_matched = prior_edge_error(
+            split.spans[idx],
+            split.span_count[idx],
+            split.q2v[idx],
+            priors.event_spans,
+            priors.event_mask & priors.has_prior[:, None],
+        )
+    if loss_cfg.esta_edge_share != "auto":
+        report.esta_edge_share = loss_cfg.edge_share
+        return loss_cfg
+    share = edge_share_from_error(report.prior_edge_error, report.prior_edge_matched)
+    before = (resumed or {}).get("esta_edge_share", share)
+    if before != share:
+        raise ValueError(
+            f"--resume: loss.esta_edge_share auto resolves to {share} on this data, but the checkpoint "
+            f"trained with {before}; resume with --set loss.esta_edge_share={before}"
+        )
+    report.esta_edge_share = share
+    if priors is not None:
+        log.info(
+            "loss.esta_edge_share auto: %.2f (prior edge error %s over %d labelled windows)",
+            share,
+            report.prior_edge_error,
+            report.prior_edge_matched,
+        )
+    return dataclasses.replace(loss_cfg, esta_edge_share=share)
