@@ -25,7 +25,7 @@ import logging
 import os
 import statistics
 import time
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from bench.common import env_info, write_json
 from bench.op_count import OpCountConfig, Variant, count_step_ops, random_batch, time_step_parts
 from masra.datasets.card import load_card
 from masra.grounding import TrainConfig, TrainStep, build_configs, build_criterion, build_model
-from masra.grounding.data.batch import Batch, PriorBatch, VideoBatch
+from masra.grounding.data.batch import Batch, VideoBatch
 
 log = logging.getLogger("bench.part_cost")
 
@@ -69,11 +69,7 @@ def with_prior_videos(batch: Batch, share: float) -> Batch:
     """``batch`` plus ``share`` of its size again as prior-only videos (its first videos, reused)."""
     n = max(1, round(share * batch.video.shape[0]))
     assert batch.priors is not None
-    cut: dict[str, Any] = {}
-    for f in fields(PriorBatch):
-        value = getattr(batch.priors, f.name)
-        cut[f.name] = None if value is None else value[:n]
-    priors = PriorBatch(**cut)
+    priors = batch.priors.rows(torch.arange(n, device=batch.video.device))
     extra = VideoBatch(video=batch.video[:n], video_mask=batch.video_mask[:n], priors=priors)
     return replace(batch, prior_videos=extra)
 
