@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import logging
 import math
@@ -83,6 +84,34 @@ def paired(a: list[float], b: list[float]) -> dict[str, float | int]:
     mean = statistics.fmean(diffs) if n else math.nan
     se = statistics.stdev(diffs) / math.sqrt(n) if n > 1 else math.nan
     return {"mean": round(mean, 3), "se": round(se, 3), "n": n, "wins": sum(d > 0 for d in diffs)}
+
+
+def candidate_setting(overrides: list[str]) -> tuple[str, dict[str, Any]]:
+    """``--candidate KEY=VALUE ...``: a setting of masra's defaults with true priors plus these
+    overrides, named ``masra+true+cand-<8 hex of the overrides>`` so that two candidates never share
+    a run folder."""
+    from masra.datasets.card import parse_overrides
+
+    over = parse_overrides(overrides)
+    digest = hashlib.sha1(json.dumps(over, sort_keys=True).encode()).hexdigest()[:8]
+    return f"masra+true+cand-{digest}", {**SETTINGS["masra+true"], **over}
+
+
+def guard(
+    values: dict[str, dict[str, dict[str, list[float]]]], candidate: str, fractions: list[float]
+) -> dict[str, Any]:
+    """The accuracy guard: ``candidate - masra+true`` paired by seed, per metric and fraction, and
+    whether it holds (the mean difference is not below minus one standard error)."""
+    out: dict[str, Any] = {}
+    for metric, per in values.items():
+        rows = {}
+        for f in fractions:
+            key = f"{f:g}"
+            diff = paired(per[candidate][key], per["masra+true"][key])
+            rows[key] = {**diff, "holds": bool(diff["n"] > 1 and diff["mean"] >= -diff["se"])}
+        out[metric] = rows
+    out["holds"] = all(row["holds"] for m in values for row in out[m].values())
+    return out
 
 
 def steps_per_epoch(num_queries: int, fraction: float, batch: int) -> int:
@@ -219,6 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="Config override."
     )
+    p.add_argument(
+        "--candidate",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Accuracy guard of a change: also train masra+true with these overrides and report "
+        "it against masra+true paired by seed (no loss beyond one standard error).",
+    )
     p.add_argument("--tag", default="", help="Suffix of the result files' names.")
     p.add_argument("--render-only", action="store_true", help="Collect finished runs; train nothing.")
     return p
@@ -240,6 +277,11 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
         raise SystemExit(f"unknown --settings {unknown}; known: {', '.join(SETTINGS)}")
+    known = dict(SETTINGS)
+    cand = None
+    if args.candidate:
+        cand, known[cand] = candidate_setting(args.candidate)
+        settings = [*dict.fromkeys([*settings, "masra+true"]), cand]
     fractions = [float(f) for f in args.fractions.split(",")]
     root = str(args.world_dir.resolve())
     base = load_train_config("openworld", args.config, {"card.root": root, **parse_overrides(args.sets)})
@@ -265,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
                     "eval_split": args.eval_split,
                     "warmup_epochs": round(WARMUP_SHARE * epochs, 3),
                     **parse_overrides(args.sets),
-                    **SETTINGS[s],
+                    **known[s],
                 }
                 cfg = load_train_config("openworld", args.config, over)
                 run = work / "runs" / run_name(s, f, seed)
@@ -308,12 +350,21 @@ def main(argv: list[str] | None = None) -> None:
                 f"{f:g}": paired(values["R1@0.5"][a][f"{f:g}"], values["R1@0.5"][b][f"{f:g}"])
                 for f in fractions
             }
-            for a, b in PAIRS
+            for a, b in (*PAIRS, *([(cand, "masra+true")] if cand else []))
             if a in settings and b in settings
         },
         "run_seconds": seconds,
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
+    if cand is not None:
+        results["candidate"] = {"name": cand, "overrides": args.candidate}
+        results["guard"] = guard(values, cand, fractions)
+        log.info(
+            "accuracy guard of %s %s: %s",
+            cand,
+            args.candidate,
+            "holds" if results["guard"]["holds"] else "FAILS",
+        )
     save_study(results, REPO / "bench" / "results", now, f"label-efficiency{args.tag}", plot, render)
 
 

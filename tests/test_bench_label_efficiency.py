@@ -66,3 +66,25 @@ def test_render_and_plot(tmp_path: Path) -> None:
     assert "| masra+true - baseline | +19.50 ± 0.50 (2/2) | +9.00 ± 1.00 (2/2) |" in table
     plot(results, tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_candidate_is_the_defaults_plus_its_overrides_and_its_guard_pairs_by_seed() -> None:
+    from bench.label_efficiency import candidate_setting, guard
+
+    name, setting = candidate_setting(["model.num_encoder_layers=1"])
+    assert name.startswith("masra+true+cand-") and setting == {
+        **SETTINGS["masra+true"],
+        "model.num_encoder_layers": 1,
+    }
+    assert candidate_setting(["model.num_encoder_layers=1"])[0] == name  # the same change, the same runs
+    assert candidate_setting(["model.num_encoder_layers=0"])[0] != name
+    values = {
+        "R1@0.5": {"masra+true": {"0.1": [60.0, 62.0, 64.0], "1": [80.0, 82.0, 84.0]},
+                   name: {"0.1": [61.0, 62.0, 65.0], "1": [79.0, 82.5, 83.0]}},
+        "mAP": {"masra+true": {"0.1": [40.0, 42.0, 44.0], "1": [60.0, 61.0, 62.0]},
+                name: {"0.1": [35.0, 36.0, 38.0], "1": [60.0, 61.0, 62.0]}},
+    }  # fmt: skip
+    out = guard(values, name, [0.1, 1.0])
+    assert out["R1@0.5"]["0.1"]["holds"] and out["R1@0.5"]["1"]["holds"]  # -0.5 +/- 0.5 at 100 %
+    assert not out["mAP"]["0.1"]["holds"]  # -5.7, every seed lower
+    assert out["mAP"]["1"]["holds"] and not out["holds"]
