@@ -264,3 +264,19 @@ def test_criterion_inputs_name_everything_the_criterion_reads() -> None:
     kept = crit({k: v for k, v in out.items() if k in CRITERION_INPUTS}, batch)
     assert full.keys() == kept.keys() and {"saliency_neg", "lrca", "esta_event", "sge"} <= full.keys()
     assert all(torch.equal(full[k], kept[k]) for k in full)
+
+
+def test_video_layers_can_take_the_place_of_clip_encoder_layers() -> None:
+    added, replaced = build_model(_cfg()), build_model(_cfg(video_layers_replace=True))
+    assert len(added.clip_encoder.layers) == 2 and len(replaced.clip_encoder.layers) == 1
+    assert added.video_encoder is not None and replaced.video_encoder is not None
+    # The baseline has no video encoder: nothing to replace.
+    baseline = _cfg(video_layers_replace=True, **{p: False for p in PARTS})
+    assert baseline.clip_encoder_layers == 2 and len(build_model(baseline).clip_encoder.layers) == 2
+    b = _batch()
+    replaced.train()
+    out = replaced(b.video, b.video_mask, b.text, b.text_mask)
+    assert out["pred_spans"].shape == (B, 10, 2) and out["saliency"].shape == (B, L)
+    assert _cfg(video_layers_replace=True, num_video_layers=2).clip_encoder_layers == 0
+    with pytest.raises(ValueError, match="video_layers_replace"):
+        _cfg(video_layers_replace=True, num_video_layers=3)

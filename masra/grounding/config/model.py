@@ -54,6 +54,11 @@ class ModelConfig(JsonConfig):
             query-conditioned features after the clip encoder, as in the first MASRA version).
         num_video_layers: depth of the query-free video encoder (``prior_placement`` ``"video"`` and a
             prior-reading part on); 0 keeps only the projection.
+        video_layers_replace: the video encoder's layers take the place of as many clip-encoder
+            layers (the clip encoder keeps ``num_encoder_layers - num_video_layers``), so MASRA has the
+            baseline's self-attention depth and runs those layers once per video rather than once
+            per (video, query) pair in both the matched and the rolled-query pass. False (the video
+            encoder adds to the clip encoder) for configs and checkpoints that do not name it.
         semantic_relevance: SGE also scores every clip against the query in the prior space: the
             cosine between the clip's ESTA projection (SGE's prediction when ESTA is off) and a linear
             map of the mean query token, fed to the clip features and the saliency logit (needs
@@ -85,6 +90,7 @@ class ModelConfig(JsonConfig):
     prior_placement: str = "video"
     num_video_layers: int = 1
     semantic_relevance: bool = True
+    video_layers_replace: bool = False
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -122,6 +128,15 @@ class ModelConfig(JsonConfig):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{owner}.{name} must be in [0, 1), got {value!r}")
+        if (
+            self.video_layers_replace
+            and self.video_encoder_on
+            and self.num_video_layers > self.num_encoder_layers
+        ):
+            raise ValueError(
+                f"{owner}.video_layers_replace: the video encoder's {self.num_video_layers} layers cannot "
+                f"take the place of more than the clip encoder's {self.num_encoder_layers}"
+            )
         if self.use_dai and self.num_cross_layers == 0:
             raise ValueError(
                 f"{owner}.use_dai needs num_cross_layers >= 1 (DAI lives in the cross attention)"
@@ -131,6 +146,13 @@ class ModelConfig(JsonConfig):
     def video_encoder_on(self) -> bool:
         """A query-free video encoder runs before the cross-modal encoder (prior losses shape it)."""
         return self.prior_placement == "video" and (self.use_esta or self.use_lrca or self.use_sge)
+
+    @property
+    def clip_encoder_layers(self) -> int:
+        """Layers of the clip encoder after the cross-modal encoder (see ``video_layers_replace``)."""
+        if self.video_layers_replace and self.video_encoder_on:
+            return self.num_encoder_layers - self.num_video_layers
+        return self.num_encoder_layers
 
     @property
     def relevance_on(self) -> bool:

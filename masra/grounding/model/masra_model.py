@@ -72,7 +72,7 @@ class MasraModel(nn.Module):
         self.cross_encoder = CrossModalEncoder(
             dim, cfg.num_heads, cfg.ffn_dim, cfg.dropout, cfg.num_cross_layers
         )
-        self.clip_encoder = ClipEncoder(dim, cfg.num_heads, cfg.ffn_dim, cfg.dropout, cfg.num_encoder_layers)
+        self.clip_encoder = ClipEncoder(dim, cfg.num_heads, cfg.ffn_dim, cfg.dropout, cfg.clip_encoder_layers)
         self.decoder = MomentDecoder(
             dim, cfg.num_heads, cfg.ffn_dim, cfg.dropout, cfg.num_decoder_layers, cfg.num_queries
         )
