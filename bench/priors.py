@@ -234,11 +234,16 @@ def write_holdout(train_path: Path, out: Path, frac: float, seed: int = 0) -> tu
         raise ValueError(f"--holdout {frac} leaves no training video out of {len(vids)}")
     out.mkdir(parents=True, exist_ok=True)
     fit_path, held_path = out / "fit.jsonl", out / "heldout.jsonl"
-    fit_path.write_text(
-        "".join(x + "\n" for x in lines if json.loads(x)["vid"] not in held), encoding="utf-8"
-    )
-    held_path.write_text("".join(x + "\n" for x in lines if json.loads(x)["vid"] in held), encoding="utf-8")
+    _write_if_changed(fit_path, "".join(x + "\n" for x in lines if json.loads(x)["vid"] not in held))
+    _write_if_changed(held_path, "".join(x + "\n" for x in lines if json.loads(x)["vid"] in held))
     return fit_path, held_path
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Write ``text`` unless ``path`` holds it already: an unchanged split keeps its modification
+    time, so the feature store built from it is not rebuilt (its fingerprint reads the time)."""
+    if not (path.is_file() and path.read_text(encoding="utf-8") == text):
+        path.write_text(text, encoding="utf-8")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

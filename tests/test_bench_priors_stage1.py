@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +131,10 @@ def test_holdout_split_keeps_every_query_and_shares_no_video(tmp_path: Path) -> 
     assert not {r["vid"] for r in fit_rows} & {r["vid"] for r in held_rows}
     again = write_holdout(train, tmp_path / "again", 0.25)[1]
     assert again.read_text() == held.read_text()  # the same split every time
+    before = (fit.stat().st_mtime_ns, held.stat().st_mtime_ns)
+    os.utime(train)  # written anew with the same lines: the split files are left untouched
+    write_holdout(train, tmp_path / "split", 0.25)
+    assert (fit.stat().st_mtime_ns, held.stat().st_mtime_ns) == before
     with pytest.raises(ValueError, match="in \\(0, 1\\)"):
         write_holdout(train, tmp_path / "bad", 1.0)
 
