@@ -7,6 +7,7 @@ predictions and metrics the trainer itself wrote for its best checkpoint.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -187,3 +188,22 @@ def test_viz_timelines_for_chosen_qids(run: Path, tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.glob("*.png")] == [f"qid{qid}.png"]
     res = CliRunner().invoke(main, [*args, "--qid", "99999"])
     assert res.exit_code != 0 and "99999" in res.output
+
+
+def test_without_out_the_eval_folder_lands_in_the_run_folder(run: Path, tmp_path: Path) -> None:
+    rows = [
+        json.loads(x) for x in (run.parent / "data" / "annotations" / "val.jsonl").read_text().splitlines()
+    ]
+    test_file = tmp_path / "test.jsonl"
+    test_file.write_text(
+        "".join(json.dumps({k: r[k] for k in ("qid", "query", "vid", "duration")}) + "\n" for r in rows)
+    )
+    for given in (run, run / "best"):  # the run folder itself, or one of its checkpoints
+        res = CliRunner().invoke(
+            main, ["eval", "--checkpoint", str(given), "--split", "test", "--annotations", str(test_file)]
+        )
+        assert res.exit_code == 0, res.output
+        [folder] = sorted(run.glob("eval_*_test"))
+        assert (folder / "predictions_test.jsonl").is_file()
+        shutil.rmtree(folder)
+    assert not list(run.parent.glob("eval_*"))  # nothing beside the run folder

@@ -84,7 +84,9 @@ def _eval_checkpoint(
         card_overrides=parse_overrides(list(overrides)),
     )
     click.echo(f"features from {outcome.source}")
-    pred_path, metrics_path = outcome.write(out or checkpoint.parent / f"eval_{outcome.card.name}_{split}")
+    # Beside the checkpoint inside its run folder; a run folder given itself holds it too.
+    run_dir = checkpoint.parent if (checkpoint / "config.json").is_file() else checkpoint
+    pred_path, metrics_path = outcome.write(out or run_dir / f"eval_{outcome.card.name}_{split}")
     click.echo(f"{len(outcome.predictions)} predictions written to {pred_path}")
     if outcome.metrics is None:
         click.echo(f"split {split!r} has no labels: predictions only")
@@ -122,7 +124,7 @@ def _eval_checkpoint(
     type=click.Path(path_type=Path),
     default=None,
     help="Metrics JSON (with --predictions) or output folder (with --checkpoint; default "
-    "CKPT/../eval_DATASET_SPLIT).",
+    "RUN/eval_DATASET_SPLIT in the checkpoint's run folder).",
 )
 @click.option(
     "--intersection",
