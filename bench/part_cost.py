@@ -9,7 +9,8 @@ MASRA minus that of MASRA without it (``masra-<part>``), and its share of the ga
 Variants: ``baseline``; ``masra`` (the defaults); ``masra-esta``, ``-lrca``, ``-sge``, ``-sora``,
 ``-dai`` (``model.use_<part>`` off); ``masra-video`` (no query-free video encoder layer,
 ``model.num_video_layers`` 0); ``masra+prior_videos`` (the open world's recipe: a quarter of the batch
-again as videos without a query, whose prior losses join the step's). Also the ATen ops each variant
+again as videos without a query, whose prior losses join the step's); ``masra+replace`` (the video
+encoder's layer in place of a clip-encoder layer, ``model.video_layers_replace``). Also the ATen ops each variant
 dispatches per step (deterministic, so comparable on a busy machine) and, for ``baseline`` and
 ``masra``, the milliseconds of each model part and loss, forward and backward
 (:func:`bench.op_count.time_step_parts`: every op's own wall time, on a CPU where ops are synchronous).
@@ -47,6 +48,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     **{f"masra-{p}": {f"use_{p}": False} for p in PARTS},
     "masra-video": {"num_video_layers": 0},
     "masra+prior_videos": {},
+    "masra+replace": {"video_layers_replace": True},
 }
 PRIOR_VIDEO_SHARE = 0.25  # of the batch, the open world's prior_video_ratio
 

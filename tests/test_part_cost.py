@@ -26,7 +26,14 @@ def _tiny() -> OpCountConfig:
 
 
 def test_every_variant_runs_and_a_part_off_dispatches_fewer_ops() -> None:
-    names = ["baseline", "masra", *(f"masra-{p}" for p in PARTS), "masra-video", "masra+prior_videos"]
+    names = [
+        "baseline",
+        "masra",
+        *(f"masra-{p}" for p in PARTS),
+        "masra-video",
+        "masra+prior_videos",
+        "masra+replace",
+    ]
     result = run_part_cost(_tiny(), names, rounds=1, steps=1)
     ops = result["ops"]
     assert ops["baseline"] < ops["masra"] < ops["masra+prior_videos"]
@@ -34,6 +41,7 @@ def test_every_variant_runs_and_a_part_off_dispatches_fewer_ops() -> None:
         assert ops[f"masra-{part}"] < ops["masra"], part
         assert "seconds" in result["part_s"][part]
     assert result["part_s"]["prior_videos"]["over_masra"] is not None
+    assert ops["masra+replace"] < ops["masra"]  # one clip-encoder layer fewer
     table = format_table(result)
     assert "| masra-sora |" in table and "| prior_videos |" in table
 
