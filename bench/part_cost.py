@@ -36,8 +36,15 @@ from accelerate import Accelerator
 from bench.common import env_info, write_json
 from bench.op_count import OpCountConfig, Variant, count_step_ops, random_batch, time_step_parts
 from masra.datasets.card import load_card
-from masra.grounding import TrainConfig, TrainStep, build_configs, build_criterion, build_model
-from masra.grounding.data.batch import Batch, VideoBatch
+from masra.grounding import (
+    Batch,
+    TrainConfig,
+    TrainStep,
+    VideoBatch,
+    build_configs,
+    build_criterion,
+    build_model,
+)
 
 log = logging.getLogger("bench.part_cost")
 

@@ -26,6 +26,7 @@ _PUBLIC = {
     "TrainStep": "masra.grounding.train.step",
     "PriorBatch": "masra.grounding.data.batch",
     "Batch": "masra.grounding.data.batch",
+    "VideoBatch": "masra.grounding.data.batch",
     "epoch_batches": "masra.grounding.data.order",
     "steps_per_epoch": "masra.grounding.data.order",
     "read_prior_events": "masra.grounding.data.pseudo",
@@ -77,6 +78,7 @@ __all__ = [
     "TrainConfig",
     "TrainStep",
     "Trainer",
+    "VideoBatch",
     "VideoInput",
     "build_configs",
     "build_criterion",
@@ -110,7 +112,7 @@ if TYPE_CHECKING:
         TrainConfig,
         load_train_config,
     )
-    from masra.grounding.data.batch import Batch, PriorBatch
+    from masra.grounding.data.batch import Batch, PriorBatch, VideoBatch
     from masra.grounding.data.order import epoch_batches, steps_per_epoch
     from masra.grounding.data.pseudo import read_prior_events, select_pseudo_queries
     from masra.grounding.data.resident import ResidentSplit, build_split
