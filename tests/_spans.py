@@ -1,7 +1,7 @@
 """Reference span maths for the tests: the inverse of :func:`masra.grounding.spans.span_cxw_to_xx`
-and the pairwise / element-wise IoU that :func:`~masra.grounding.spans.paired_generalized_iou` is
-checked against. The package itself needs none of them (it converts cxw -> xx and takes the paired
-gIoU only).
+and the pairwise IoU and gIoU that :func:`~masra.grounding.spans.paired_generalized_iou` is checked
+against. The package itself needs none of them (its element-wise IoU is
+:func:`masra.grounding.spans.paired_iou`).
 
 All take tensors whose last dimension is 2, spans in (start, end) ``xx`` form unless said otherwise.
 """
@@ -47,10 +47,3 @@ def generalized_temporal_iou(a: Tensor, b: Tensor, eps: float = 1e-6) -> Tensor:
     iou = inter / union.clamp(min=eps)
     hull = torch.maximum(a[:, None, 1], b[None, :, 1]) - torch.minimum(a[:, None, 0], b[None, :, 0])
     return iou - (hull - union) / hull.clamp(min=eps)
-
-
-def paired_iou(a: Tensor, b: Tensor, eps: float = 1e-6) -> Tensor:
-    """Element-wise IoU of matched spans a (..., 2) and b (..., 2) -> (...)."""
-    inter = (torch.minimum(a[..., 1], b[..., 1]) - torch.maximum(a[..., 0], b[..., 0])).clamp(min=0)
-    union = (a[..., 1] - a[..., 0]) + (b[..., 1] - b[..., 0]) - inter
-    return inter / union.clamp(min=eps)

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _spans import paired_iou
 
 from masra.grounding.config import LossConfig, ModelConfig
 from masra.grounding.data.batch import Batch, PriorBatch
 from masra.grounding.losses import build_criterion, weighted_total
 from masra.grounding.model import SALIENCY_PAD, build_model
-from masra.grounding.spans import span_cxw_to_xx
+from masra.grounding.spans import paired_iou, span_cxw_to_xx
 
 PARTS = ("use_esta", "use_lrca", "use_sge", "use_sora", "use_dai")
 B, L, T, DV, DT, DP = 3, 10, 5, 20, 12, 16

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _spans import generalized_temporal_iou, paired_iou, span_xx_to_cxw, temporal_iou
+from _spans import generalized_temporal_iou, span_xx_to_cxw, temporal_iou
 
-from masra.grounding.spans import paired_generalized_iou, span_cxw_to_xx
+from masra.grounding.spans import paired_generalized_iou, paired_iou, span_cxw_to_xx
 
 
 def test_round_trip_both_ways() -> None:

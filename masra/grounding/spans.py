@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["paired_generalized_iou", "span_cxw_to_xx"]
+__all__ = ["paired_generalized_iou", "paired_iou", "span_cxw_to_xx"]
 
 
 def span_cxw_to_xx(spans: Tensor) -> Tensor:
@@ -35,9 +35,21 @@ def span_cxw_to_xx(spans: Tensor) -> Tensor:
     return torch.stack([center - 0.5 * width, center + 0.5 * width], dim=-1)
 
 
-def paired_generalized_iou(a: Tensor, b: Tensor, eps: float = 1e-6) -> Tensor:
-    """Element-wise gIoU of matched spans a (..., 2) and b (..., 2) in xx form -> (...)."""
+def _inter_union(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Intersection and union lengths of spans a (..., 2) and b (..., 2) in xx form (broadcast)."""
     inter = (torch.minimum(a[..., 1], b[..., 1]) - torch.maximum(a[..., 0], b[..., 0])).clamp(min=0)
     union = (a[..., 1] - a[..., 0]) + (b[..., 1] - b[..., 0]) - inter
+    return inter, union
+
+
+def paired_iou(a: Tensor, b: Tensor, eps: float = 1e-6) -> Tensor:
+    """Element-wise IoU of spans a (..., 2) and b (..., 2) in xx form (broadcast) -> (...)."""
+    inter, union = _inter_union(a, b)
+    return inter / union.clamp(min=eps)
+
+
+def paired_generalized_iou(a: Tensor, b: Tensor, eps: float = 1e-6) -> Tensor:
+    """Element-wise gIoU of matched spans a (..., 2) and b (..., 2) in xx form -> (...)."""
+    inter, union = _inter_union(a, b)
     hull = torch.maximum(a[..., 1], b[..., 1]) - torch.minimum(a[..., 0], b[..., 0])
     return inter / union.clamp(min=eps) - (hull - union) / hull.clamp(min=eps)

@@ -18,6 +18,7 @@ import torch
 from masra.datasets.grid import counts_agree
 from masra.grounding.data.batch import PriorBatch
 from masra.grounding.data.report import SplitReport
+from masra.grounding.spans import paired_iou, span_cxw_to_xx
 from masra.priors.table import PriorTable, shard_of
 
 __all__ = [
@@ -188,37 +189,27 @@ def prior_edge_error(
     query ``q`` real; ``q2v`` (Q,) its video row) is matched to the prior event of its video with the
     highest IoU (``event_spans`` (V, E, 2) normalised (start, end), ``event_mask`` (V, E)); where that
     IoU is at least ``min_iou``, both edges' distances divided by the event's length are collected.
+    Computed on the CPU, all windows at once.
 
     Returns the median of those distances (None when no window matched) and the number of windows
     matched. It is what ``loss.esta_edge_share`` should leave out: about 0 where the priors place
     edges where the labels do, more where their spans are only roughly right (docs/method.md).
     """
-    errors: list[torch.Tensor] = []
-    matched = 0
-    for q in range(windows.shape[0]):
-        n = int(counts[q])
-        v = int(q2v[q])
-        ev = event_spans[v][event_mask[v]].float()  # (E', 2)
-        if n == 0 or ev.shape[0] == 0:
-            continue
-        cw = windows[q, :n].float()
-        w = torch.stack([cw[:, 0] - cw[:, 1] / 2, cw[:, 0] + cw[:, 1] / 2], dim=-1)  # (n, 2)
-        inter = (
-            torch.minimum(w[:, None, 1], ev[None, :, 1]) - torch.maximum(w[:, None, 0], ev[None, :, 0])
-        ).clamp(min=0)
-        union = (w[:, None, 1] - w[:, None, 0]) + (ev[None, :, 1] - ev[None, :, 0]) - inter
-        iou = inter / union.clamp(min=1e-9)  # (n, E')
-        best, idx = iou.max(dim=1)
-        keep = best >= min_iou
-        if not bool(keep.any()):
-            continue
-        e, g = ev[idx[keep]], w[keep]
-        length = (e[:, 1] - e[:, 0]).clamp(min=1e-9)
-        errors.append(((e - g).abs() / length[:, None]).flatten())
-        matched += int(keep.sum())
-    if not errors:
+    q2v = q2v.cpu()
+    events = event_spans.cpu().float()[q2v]  # (Q, E, 2) the events of each query's video
+    if events.shape[1] == 0:
         return None, 0
-    return round(float(torch.cat(errors).median()), 4), matched
+    spans = span_cxw_to_xx(windows.cpu().float())  # (Q, S, 2)
+    real = torch.arange(spans.shape[1])[None, :] < counts.cpu()[:, None]  # (Q, S)
+    iou = paired_iou(spans[:, :, None], events[:, None])  # (Q, S, E)
+    best, idx = iou.masked_fill(~event_mask.cpu()[q2v][:, None, :], -1.0).max(-1)  # (Q, S)
+    keep = real & (best >= min_iou)
+    if not bool(keep.any()):
+        return None, 0
+    matched = events.gather(1, idx[..., None].expand(-1, -1, 2))[keep]  # (M, 2)
+    length = (matched[:, 1] - matched[:, 0]).clamp(min=1e-9)
+    errors = ((matched - spans[keep]).abs() / length[:, None]).flatten()
+    return round(float(errors.median()), 4), int(keep.sum())
 
 
 EDGE_MIN_MATCHED = 20

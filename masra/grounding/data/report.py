@@ -78,8 +78,9 @@ class SplitReport:
     fitted to them in time. ``prior_edge_error``: the median distance of a prior event's edges from
     the labelled window it matches (IoU >= 0.5), as a share of the event's length, over
     ``prior_edge_matched`` windows (:func:`masra.grounding.data.priors.prior_edge_error`; None
-    without priors or matches; with a label fraction below 1, over the labelled queries only), from
-    which ``loss.esta_edge_share: auto`` is set; ``esta_edge_share``: the share the run trained with
+    without priors or matches; measured when training starts, over the labelled queries the run
+    learns from: :func:`masra.grounding.train.edges.resolve_edge_share`), from which
+    ``loss.esta_edge_share: auto`` is set; ``esta_edge_share``: the share the run trained with
     (None where no run resolved it). The ``*_ids`` lists hold up to
     20 examples. ``pseudo``: the prior
     events made into queries (None, and absent from :meth:`to_dict`, without pseudo-queries).
@@ -113,8 +114,9 @@ class SplitReport:
         return out
 
     def summary(self) -> str:
+        """One log line of the counts (fields not measured yet, still None, left out)."""
         return ", ".join(
             f"{f.name}={getattr(self, f.name)}"
             for f in fields(self)
-            if not f.name.endswith("_ids") and f.name != "pseudo"
+            if not f.name.endswith("_ids") and f.name != "pseudo" and getattr(self, f.name) is not None
         )

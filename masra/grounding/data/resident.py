@@ -42,7 +42,7 @@ from masra.datasets.store import FeatureStore
 from masra.datasets.types import Query
 from masra.grounding.data.batch import Batch, PriorBatch, VideoBatch, host_to_device
 from masra.grounding.data.order import epoch_batches, label_subset
-from masra.grounding.data.priors import PriorCoverageError, join_priors, prior_edge_error
+from masra.grounding.data.priors import PriorCoverageError, join_priors
 from masra.grounding.data.pseudo import PseudoQuerySet
 from masra.grounding.data.report import SplitReport
 from masra.priors.table import PriorTable
@@ -393,13 +393,6 @@ def build_split(
         )
         # ESTA's event-clip membership depends on the video alone: derived here once, not every step.
         split.priors = split.priors.with_member(video_mask)
-        report.prior_edge_error, report.prior_edge_matched = prior_edge_error(
-            split.spans[:n_labelled],
-            split.span_count[:n_labelled],
-            split.q2v[:n_labelled],
-            split.priors.event_spans,
-            split.priors.event_mask & split.priors.has_prior[:, None],
-        )
     _log_report(name, report)
     return split.to(device)
 

@@ -1,8 +1,9 @@
 """``loss.esta_edge_share: auto``: ESTA's edge share set from the labelled training windows.
 
-The split report measures how far the prior events' edges lie from the labelled windows
-(:func:`masra.grounding.data.priors.prior_edge_error`). With a label fraction below 1, only the
-queries the run may learn from are measured: the rest of the training labels are hidden from it.
+Before the first step, the training split's report measures how far the prior events' edges lie
+from the labelled windows the run learns from (:func:`masra.grounding.data.priors.prior_edge_error`):
+with a label fraction below 1, only those queries; the rest of the training labels are hidden from
+it.
 """
 
 from __future__ import annotations
@@ -28,17 +29,18 @@ def resolve_edge_share(
     rows: torch.Tensor | None,
     resumed: dict[str, Any] | None = None,
 ) -> LossConfig:
-    """``loss_cfg`` with ``esta_edge_share`` a number; the split report records the share used.
+    """``loss_cfg`` with ``esta_edge_share`` a number; the split report records the priors' edge
+    error and the share used.
 
-    ``rows``: the labelled training rows the run learns from (None: all labelled rows). Where
-    ``rows`` is a subset, the report's edge error is measured again on it alone. A number given in
-    the config is kept as it is. ``resumed``: the loss config of the checkpoint a resumed run
-    continues; ``"auto"`` must resolve to the share it trained with (ValueError otherwise).
+    ``rows``: the labelled training rows the run learns from (None: all labelled rows); the edge
+    error is measured on them alone. A number given in the config is kept as it is. ``resumed``: the
+    loss config of the checkpoint a resumed run continues; ``"auto"`` must resolve to the share it
+    trained with (ValueError otherwise).
     """
     report = split.report
     priors = split.priors
-    if priors is not None and rows is not None and len(rows) < split.num_labelled:
-        idx = rows.to(split.spans.device)
+    if priors is not None:
+        idx = (torch.arange(split.num_labelled) if rows is None else rows).to(split.spans.device)
         report.prior_edge_error, report.prior_edge_matched = prior_edge_error(
             split.spans[idx],
             split.span_count[idx],
@@ -46,11 +48,13 @@ def resolve_edge_share(
             priors.event_spans,
             priors.event_mask & priors.has_prior[:, None],
         )
-    if loss_cfg.esta_edge_share != "auto":
-        report.esta_edge_share = loss_cfg.edge_share
-        return loss_cfg
-    share = edge_share_from_error(report.prior_edge_error, report.prior_edge_matched)
-    before = (resumed or {}).get("esta_edge_share", share)
+    auto = loss_cfg.esta_edge_share == "auto"
+    share = (
+        edge_share_from_error(report.prior_edge_error, report.prior_edge_matched)
+        if auto
+        else loss_cfg.edge_share
+    )
+    before = (resumed or {}).get("esta_edge_share", share) if auto else share
     if before != share:
         raise ValueError(
             f"--resume: loss.esta_edge_share auto resolves to {share} on this data, but the checkpoint "
@@ -59,9 +63,10 @@ def resolve_edge_share(
     report.esta_edge_share = share
     if priors is not None:
         log.info(
-            "loss.esta_edge_share auto: %.2f (prior edge error %s over %d labelled windows)",
-            share,
+            "prior edge error %s over %d labelled windows; loss.esta_edge_share %.2f (%s)",
             report.prior_edge_error,
             report.prior_edge_matched,
+            share,
+            "auto" if auto else "set",
         )
-    return dataclasses.replace(loss_cfg, esta_edge_share=share)
+    return dataclasses.replace(loss_cfg, esta_edge_share=share) if auto else loss_cfg
