@@ -45,28 +45,20 @@ log = logging.getLogger("bench.converged")
 
 REPO = Path(__file__).resolve().parents[1]
 PARTS = ("esta", "lrca", "sge", "sora", "dai")
+WHOLE_SPANS: dict[str, Any] = {"priors_run": "reference", "loss.esta_edge_share": 0.0}
 SETTINGS: dict[str, dict[str, Any]] = {
     **{k: v for k, v in LE_SETTINGS.items() if k != "masra+noisy"},
     **{f"masra+true-{p}": {**LE_SETTINGS["masra+true"], f"model.use_{p}": False} for p in PARTS},
     # True priors used whole (ESTA's edge share 0, the default until it became ``auto``).
-    "masra+true+constant": {"priors_run": "reference", "loss.esta_edge_share": 0.0},
-    # The candidates below were measured with ESTA's edge share 0 (docs/method.md) and keep it.
+    "masra+true+constant": WHOLE_SPANS,
+    # The candidates below were measured with whole spans (docs/method.md) and keep them.
     # Candidate against the full-label boundary cost: prior-loss weights decayed to 0 over 300 steps.
-    "masra+true+decay": {
-        "priors_run": "reference",
-        "loss.esta_edge_share": 0.0,
-        "loss.prior_decay_steps": 300,
-    },
+    "masra+true+decay": {**WHOLE_SPANS, "loss.prior_decay_steps": 300},
     # Candidate: SGE's query-semantic relevance off (its saliency bonus is flat over the priors' spans).
-    "masra+true-relevance": {
-        "priors_run": "reference",
-        "loss.esta_edge_share": 0.0,
-        "model.semantic_relevance": False,
-    },
+    "masra+true-relevance": {**WHOLE_SPANS, "model.semantic_relevance": False},
     # Candidate: the 300-step decay only for videos with a labelled query; the others keep their priors.
     "masra+true+scoped": {
-        "priors_run": "reference",
-        "loss.esta_edge_share": 0.0,
+        **WHOLE_SPANS,
         "loss.prior_decay_steps": 300,
         "loss.prior_decay_scope": "labelled",
     },

@@ -271,12 +271,15 @@ class _OpCounter(TorchDispatchMode):
         self.syncs: Counter[tuple[str, str]] = Counter()
         self.names: Counter[str] = Counter()
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def key(self) -> tuple[str, str]:
+        """(phase, part) of the op being dispatched; see the module docstring."""
         node: Any = torch._C._current_autograd_node()
         if node is None:
-            key = ("forward", self.regions.current)
-        else:
-            key = ("backward", node.metadata.get(_LABEL, "backward"))
+            return ("forward", self.regions.current)
+        return ("backward", node.metadata.get(_LABEL, "backward"))
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        key = self.key()
         self.ops[key] += 1
         self.names[str(func.overloadpacket)] += 1
         if not (func.is_view or func.overloadpacket in _ALIASES):
@@ -298,12 +301,7 @@ class _OpTimer(_OpCounter):
         self.seconds: dict[tuple[str, str], float] = {}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        node: Any = torch._C._current_autograd_node()
-        key = (
-            ("forward", self.regions.current)
-            if node is None
-            else ("backward", node.metadata.get(_LABEL, "backward"))
-        )
+        key = self.key()
         t0 = time.perf_counter()
         out = super().__torch_dispatch__(func, types, args, kwargs)
         self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - t0
@@ -348,16 +346,26 @@ class Variant:
         self.step.zero_grad(set_to_none=True)
 
 
-def build_variant(name: str, cfg: OpCountConfig, acc: Accelerator) -> tuple[Variant, int, int]:
-    """The variant's prepared TrainStep as ``masra train`` builds it; also the card's video/text dims."""
+def build_variant(
+    name: str,
+    cfg: OpCountConfig,
+    acc: Accelerator,
+    masra: bool | None = None,
+    model: dict[str, Any] | None = None,
+) -> tuple[Variant, int, int]:
+    """The variant's prepared TrainStep as ``masra train`` builds it; also the card's video/text dims.
+
+    ``masra``: MASRA or the baseline (default: whether ``name`` is ``"masra"``); ``model``: ModelConfig
+    overrides of this variant over ``cfg.model``.
+    """
     card = load_card(cfg.dataset)
-    masra = name == "masra"
-    tcfg = TrainConfig(dataset=card.name, batch_size=cfg.batch_size, masra=masra, model=dict(cfg.model))
+    masra = name == "masra" if masra is None else masra
+    overrides = {**cfg.model, **(model or {})}
+    tcfg = TrainConfig(dataset=card.name, batch_size=cfg.batch_size, masra=masra, model=overrides)
     model_cfg, loss_cfg = build_configs(tcfg, card, cfg.prior_dim if masra else None)
     torch.manual_seed(cfg.seed)
-    model = build_model(model_cfg)
     criterion = build_criterion(loss_cfg, model_cfg)
-    step = acc.prepare(TrainStep(model, criterion))
+    step = acc.prepare(TrainStep(build_model(model_cfg), criterion))
     step.train()
     return Variant(name, step, criterion.weights, acc), model_cfg.video_dim, model_cfg.text_dim
 

@@ -34,17 +34,15 @@ import torch
 from accelerate import Accelerator
 
 from bench.common import env_info, write_json
-from bench.op_count import OpCountConfig, Variant, count_step_ops, random_batch, time_step_parts
-from masra.datasets.card import load_card
-from masra.grounding import (
-    Batch,
-    TrainConfig,
-    TrainStep,
-    VideoBatch,
-    build_configs,
-    build_criterion,
-    build_model,
+from bench.op_count import (
+    OpCountConfig,
+    Variant,
+    build_variant,
+    count_step_ops,
+    random_batch,
+    time_step_parts,
 )
+from masra.grounding import Batch, VideoBatch
 
 log = logging.getLogger("bench.part_cost")
 
@@ -62,16 +60,7 @@ PRIOR_VIDEO_SHARE = 0.25  # of the batch, the open world's prior_video_ratio
 
 def build(name: str, cfg: OpCountConfig, acc: Accelerator) -> tuple[Variant, int, int]:
     """The variant's prepared TrainStep, as ``masra train`` builds it with the variant's overrides."""
-    card = load_card(cfg.dataset)
-    masra = name != "baseline"
-    model = {**cfg.model, **VARIANTS[name]}
-    tcfg = TrainConfig(dataset=card.name, batch_size=cfg.batch_size, masra=masra, model=model)
-    model_cfg, loss_cfg = build_configs(tcfg, card, cfg.prior_dim if masra else None)
-    torch.manual_seed(cfg.seed)
-    criterion = build_criterion(loss_cfg, model_cfg)
-    step = acc.prepare(TrainStep(build_model(model_cfg), criterion))
-    step.train()
-    return Variant(name, step, criterion.weights, acc), model_cfg.video_dim, model_cfg.text_dim
+    return build_variant(name, cfg, acc, masra=name != "baseline", model=VARIANTS[name])
 
 
 def with_prior_videos(batch: Batch, share: float) -> Batch:

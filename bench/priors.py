@@ -265,7 +265,8 @@ def finished_same(run: Path, train_cfg: dict[str, Any]) -> bool:
     config = run / "last" / "config.json"
     if not (run / "summary.json").is_file() or not config.is_file():
         return False
-    saved = json.loads(config.read_text()).get("train")
+    resolved = json.loads(config.read_text())
+    saved = resolved.get("train")
     if not isinstance(saved, dict):
         return False
     # A run saved before a field was added trained with that field's default: fill it in. What is
@@ -274,7 +275,6 @@ def finished_same(run: Path, train_cfg: dict[str, Any]) -> bool:
         saved = TrainConfig.from_dict(saved).to_dict()
     # A model or loss key the new config names but the saved run left to its default: the run's
     # resolved section says what that default was (a default may have changed since).
-    resolved = json.loads(config.read_text())
     for section in ("model", "loss"):
         named, kept = train_cfg.get(section), saved.get(section)
         used = resolved.get(section)
