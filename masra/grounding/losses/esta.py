@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from masra.grounding.data.batch import event_membership  # re-exported: the membership is the data's
-from masra.grounding.masking import MASKED_LOGIT
+from masra.grounding.masking import MASKED_LOGIT, logsumexp
 
 __all__ = [
     "EstaTargets",
@@ -191,7 +191,8 @@ def esta_terms(
         # Event rows are scored both ways (video -> text, then text -> video, i.e. the transpose);
         # ``same`` is symmetric, so one positive mask serves both.
         not_pos[:0] = [targets.not_same, targets.not_same]
-    logits = (_normalised(torch.cat(rows)) @ targets.text.T) / temperature  # (R, N)
+    # 1/T scales the (N, Dp) texts rather than the (R, N) logits: one small op instead of a large one.
+    logits = _normalised(torch.cat(rows)) @ (targets.text.T / temperature)  # (R, N)
     logits = logits.masked_fill(torch.cat(blocked), MASKED_LOGIT)
     if event_proj is not None:
         events, clips = logits.split([n, logits.shape[0] - n])  # split, not slices: one op backward
@@ -199,7 +200,7 @@ def esta_terms(
     positives = logits.masked_fill(torch.cat(not_pos), MASKED_LOGIT)
     # A row without positives is a padded event, all of whose logits are masked: its two logsumexps
     # are equal and it gives 0; clips covered by no event are skipped through ``covered``.
-    loss = torch.logsumexp(logits, dim=-1) - torch.logsumexp(positives, dim=-1)  # (N + R,)
+    loss = logsumexp(logits) - logsumexp(positives)  # (N + R,)
     event = None
     if event_proj is not None:
         event_rows, loss = loss.split([2 * n, loss.shape[0] - 2 * n])

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from masra.grounding.masking import MASKED_LOGIT
+from masra.grounding.masking import MASKED_LOGIT, UNDERFLOW, log_softmax
 
 __all__ = ["local_window", "lrca_loss"]
 
@@ -57,10 +57,12 @@ def lrca_loss(
     f = F.normalize(clip_feats.float(), dim=-1)
     text_rel = (torch.bmm(c, c.transpose(1, 2)) / text_temperature).masked_fill(blocked, MASKED_LOGIT)
     video_rel = (torch.bmm(f, f.transpose(1, 2)) / video_temperature).masked_fill(blocked, MASKED_LOGIT)
-    log_p = text_rel.log_softmax(-1)  # the target: no gradient
-    log_q = video_rel.log_softmax(-1)
+    log_p = log_softmax(text_rel)  # the target: no gradient
+    log_q = log_softmax(video_rel)
     # A row without neighbours is all masked: the ``allowed`` factor makes its KL exactly 0, so the
-    # sum runs over the rows that have one.
-    kl = ((log_p.exp() * allowed) * (log_p - log_q)).sum(-1)  # (B, L)
+    # sum runs over the rows that have one. Target probabilities under exp(UNDERFLOW) count as 0 (their
+    # exp, like every masked entry's, would leave the CPU's fast path; masking.py).
+    p = log_p.clamp(min=UNDERFLOW).exp() * (allowed & (log_p > UNDERFLOW))
+    kl = (p * (log_p - log_q)).sum(-1)  # (B, L)
     rows = allowed.any(-1)
     return kl.sum() / rows.sum().clamp(min=1)

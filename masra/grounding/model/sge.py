@@ -44,11 +44,20 @@ class SemanticGuidedEnhancement(nn.Module):
             The enhanced features (B, L, D) and the semantic prediction (B, L, Dp).
         """
         x_in = x * mask.unsqueeze(-1).to(x.dtype)
-        ctx = self.context(x_in.transpose(1, 2)).transpose(1, 2)  # (B, L, D)
+        ctx = self._context(x_in)  # (B, L, D)
         pred = self.predict(nn.functional.gelu(ctx))  # (B, L, Dp)
         up = self.up(pred)  # (B, L, D)
         gate = torch.sigmoid(self.gate(torch.cat([x, up], dim=-1)))  # (B, L, D)
         return self.norm(x + self.dropout(gate * up)), pred
+
+    def _context(self, x: Tensor) -> Tensor:
+        """The width-3 temporal convolution ``self.context`` of (B, L, D) as one matmul over each clip's
+        three neighbours (zero beyond the ends): the same arithmetic as ``Conv1d``, whose CPU backward
+        is about twice as slow at these shapes (docs/benchmarks.md)."""
+        padded = nn.functional.pad(x, (0, 0, 1, 1))  # (B, L + 2, D)
+        taps = torch.cat([padded[:, :-2], padded[:, 1:-1], padded[:, 2:]], dim=-1)  # (B, L, 3D)
+        weight = self.context.weight.permute(2, 1, 0).flatten(0, 1)  # (3D, D): tap-major rows
+        return nn.functional.linear(taps, weight.T, self.context.bias)
 
 
 class SemanticRelevance(nn.Module):
