@@ -10,7 +10,10 @@ Variants: ``baseline``; ``masra`` (the defaults); ``masra-esta``, ``-lrca``, ``-
 ``-dai`` (``model.use_<part>`` off); ``masra-video`` (no query-free video encoder layer,
 ``model.num_video_layers`` 0); ``masra+prior_videos`` (the open world's recipe: a quarter of the batch
 again as videos without a query, whose prior losses join the step's); ``masra+replace`` (the video
-encoder's layer in place of a clip-encoder layer, ``model.video_layers_replace``). Also the ATen ops each variant
+encoder's layer in place of a clip-encoder layer, ``model.video_layers_replace``); ``masra+esta_sge``
+(ESTA reads SGE's prediction, ``model.esta_reads_sge``); ``masra+sora_video`` (SORA once per video on
+the query-free features, ``model.sora_placement`` ``video``); ``masra+lean`` (both, and no video
+encoder layer). Also the ATen ops each variant
 dispatches per step (deterministic, so comparable on a busy machine) and, for ``baseline`` and
 ``masra``, the milliseconds of each model part and loss, forward and backward
 (:func:`bench.op_count.time_step_parts`: every op's own wall time, on a CPU where ops are synchronous).
@@ -54,6 +57,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "masra-video": {"num_video_layers": 0},
     "masra+prior_videos": {},
     "masra+replace": {"video_layers_replace": True},
+    "masra+esta_sge": {"esta_reads_sge": True},
+    "masra+sora_video": {"sora_placement": "video"},
+    "masra+lean": {"esta_reads_sge": True, "sora_placement": "video", "num_video_layers": 0},
 }
 PRIOR_VIDEO_SHARE = 0.25  # of the batch, the open world's prior_video_ratio
 

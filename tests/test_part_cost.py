@@ -33,6 +33,9 @@ def test_every_variant_runs_and_a_part_off_dispatches_fewer_ops() -> None:
         "masra-video",
         "masra+prior_videos",
         "masra+replace",
+        "masra+esta_sge",
+        "masra+sora_video",
+        "masra+lean",
     ]
     result = run_part_cost(_tiny(), names, rounds=1, steps=1)
     ops = result["ops"]
@@ -42,6 +45,8 @@ def test_every_variant_runs_and_a_part_off_dispatches_fewer_ops() -> None:
         assert "seconds" in result["part_s"][part]
     assert result["part_s"]["prior_videos"]["over_masra"] is not None
     assert ops["masra+replace"] < ops["masra"]  # one clip-encoder layer fewer
+    assert ops["masra+esta_sge"] < ops["masra"]  # no ESTA head, one clip term fewer
+    assert ops["masra+lean"] < min(ops["masra+esta_sge"], ops["masra-video"])
     table = format_table(result)
     assert "| masra-sora |" in table and "| prior_videos |" in table
 

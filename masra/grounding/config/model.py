@@ -17,11 +17,12 @@ from typing import Any
 
 from masra.grounding.config.checks import JsonConfig, check_field_types, non_negative, positive
 
-__all__ = ["PRIOR_DECAY_SCOPES", "PRIOR_PLACEMENTS", "LossConfig", "ModelConfig"]
+__all__ = ["PRIOR_DECAY_SCOPES", "PRIOR_PLACEMENTS", "SORA_PLACEMENTS", "LossConfig", "ModelConfig"]
 
 log = logging.getLogger(__name__)
 
 PRIOR_PLACEMENTS = ("video", "cross")
+SORA_PLACEMENTS = ("clip", "video")
 PRIOR_DECAY_SCOPES = ("all", "labelled")
 
 
@@ -64,6 +65,14 @@ class ModelConfig(JsonConfig):
             map of the mean query token, fed to the clip features and the saliency logit (needs
             ``prior_placement`` ``"video"`` and SGE on). The map starts at the identity when the query
             features and the prior embeddings have the same size.
+        esta_reads_sge: with SGE on, ESTA's terms read SGE's prediction instead of a head of their own
+            (no ESTA MLP; SGE's supervision and ESTA's clip term, then the same term, are computed
+            once and weighted by the sum of their weights). A candidate for a cheaper training step
+            (docs/benchmarks.md); False in configs and checkpoints that do not name it.
+        sora_placement: where SORA runs: ``"clip"`` (after the clip encoder, on the query-conditioned
+            features of every (video, query) pair, matched and rolled) or ``"video"`` (on the
+            query-free video features before the cross-modal encoder, once per video). A candidate for
+            a cheaper training step; ``"clip"`` in configs and checkpoints that do not name it.
     """
 
     video_dim: int
@@ -91,6 +100,8 @@ class ModelConfig(JsonConfig):
     num_video_layers: int = 1
     semantic_relevance: bool = True
     video_layers_replace: bool = False
+    esta_reads_sge: bool = False
+    sora_placement: str = "clip"
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -117,6 +128,10 @@ class ModelConfig(JsonConfig):
         if self.prior_placement not in PRIOR_PLACEMENTS:
             raise ValueError(
                 f"{owner}.prior_placement must be one of {PRIOR_PLACEMENTS}, got {self.prior_placement!r}"
+            )
+        if self.sora_placement not in SORA_PLACEMENTS:
+            raise ValueError(
+                f"{owner}.sora_placement must be one of {SORA_PLACEMENTS}, got {self.sora_placement!r}"
             )
         if self.num_decoder_layers < 1:
             raise ValueError(f"{owner}.num_decoder_layers must be >= 1, got {self.num_decoder_layers}")
@@ -153,6 +168,11 @@ class ModelConfig(JsonConfig):
         if self.video_layers_replace and self.video_encoder_on:
             return self.num_encoder_layers - self.num_video_layers
         return self.num_encoder_layers
+
+    @property
+    def esta_on_sge(self) -> bool:
+        """ESTA reads SGE's prediction and has no head of its own (see ``esta_reads_sge``)."""
+        return self.esta_reads_sge and self.use_esta and self.use_sge
 
     @property
     def relevance_on(self) -> bool:

@@ -229,13 +229,16 @@ class SetCriterion(nn.Module):
         clip_names = [n for n in ("esta_clip", "sge") if n in on]
         if clip_names or "esta_event" in on:
             assert priors.esta is not None
+            # Two clip terms on one tensor (ESTA reading SGE's prediction) are one term, computed once.
+            projs = {id(outputs[PRIOR_LOSSES[n].reads]): outputs[PRIOR_LOSSES[n].reads] for n in clip_names}
             event, clips = esta_terms(
                 priors.esta,
                 self.cfg.esta_temperature,
                 event_proj=outputs[PRIOR_LOSSES["esta_event"].reads] if "esta_event" in on else None,
-                clip_projs=[outputs[PRIOR_LOSSES[n].reads] for n in clip_names],
+                clip_projs=list(projs.values()),
             )
-            out.update(zip(clip_names, clips, strict=True))
+            by_tensor = dict(zip(projs, clips, strict=True))
+            out.update({n: by_tensor[id(outputs[PRIOR_LOSSES[n].reads])] for n in clip_names})
             if event is not None:
                 out["esta_event"] = event
         if "lrca" in on:

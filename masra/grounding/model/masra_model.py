@@ -6,12 +6,15 @@ Forward pass (B videos, L clips, T query tokens, Q moment queries, D width), wit
     v = proj_v(video), t = proj_t(text)                             (B, L, D), (B, T, D)
     g = VideoEncoder(v, pos)                                        query-free self-attention over clips
     [SGE]  g, sge_pred = SGE(g)                                     gated semantic residual
-    esta_clip = MLP_esta(g), lrca_clip = W_lrca g                   [prior heads: ESTA / LRCA shape g]
+    esta_clip = MLP_esta(g), lrca_clip = W_lrca g                   [prior heads: ESTA / LRCA shape g;
+                                                                     esta_reads_sge: esta_clip = sge_pred]
     [DAI]  memory = [t ; codebook(g)] else t                        (B, T[+K], D)
     h, attn = CrossModalEncoder(g, memory)                          clips attend to the query
     h = ClipEncoder(h, pos)                                         self-attention over clips
     [SGE]  r = cos(esta_clip, W_q mean(text)); h += W_r r           query-semantic relevance
     [SORA] h = SORA(h)                                              second-order relational attention
+                                                                    (sora_placement "video": on g instead,
+                                                                    after the prior heads, once per video)
     [DAI]  h, bonus = fuse(h, attn mass on text)
     saliency = SaliencyHead(h) [+ bonuses]                          (B, L)
     decoder(h) -> pred_logits (B, Q, 2), pred_spans (B, Q, 2) per layer
@@ -84,7 +87,10 @@ class MasraModel(nn.Module):
         self.sora = (
             SecondOrderRelationalAttention(dim, cfg.dropout, cfg.sora_window) if cfg.use_sora else None
         )
-        self.esta_head = MLP(dim, dim, cfg.prior_dim, num_layers=2) if cfg.use_esta else None
+        self.esta_head = (
+            MLP(dim, dim, cfg.prior_dim, num_layers=2) if cfg.use_esta and not cfg.esta_on_sge else None
+        )
+        self.sora_on_video = cfg.sora_placement == "video"
         self.lrca_head = nn.Linear(dim, cfg.lrca_dim) if cfg.use_lrca else None
 
     def _prior_heads(
@@ -101,8 +107,11 @@ class MasraModel(nn.Module):
             h, out["sge_pred"] = self.sge(h, mask)
         if self.lrca_head is not None and self.training:  # read only by the LRCA loss
             out["lrca_clip"] = self.lrca_head(h)
-        if with_esta and self.esta_head is not None and (self.training or self.semantic is not None):
-            out["esta_clip"] = self.esta_head(h)
+        if with_esta and (self.training or self.semantic is not None):
+            if self.esta_head is not None:
+                out["esta_clip"] = self.esta_head(h)
+            elif self.cfg.esta_on_sge:  # the same tensor: the criterion computes the term once
+                out["esta_clip"] = out["sge_pred"]
         return h, out
 
     def _semantics(self, heads: dict[str, Tensor]) -> Tensor | None:
@@ -169,7 +178,7 @@ class MasraModel(nn.Module):
             rel = self.semantic.relevance(semantics, raw_text, text_mask)  # (B, L)
             out["semantic_relevance"] = rel
             h, bonus = self.semantic(h, rel)
-        if self.sora is not None:
+        if self.sora is not None and not self.sora_on_video:
             h = self.sora(h, video_mask)[0]
         if self.relevance is not None and attn is not None:
             relevance = attn[..., : text.shape[1]].sum(-1)  # (B, L) attention mass on the query words
@@ -208,6 +217,8 @@ class MasraModel(nn.Module):
         batch = video.shape[0]
         pos = sine_position_encoding(video_mask, self.cfg.hidden_dim).to(video.dtype)  # (B, L, D)
         g, heads = self._encode_video(video, video_mask, pos)  # (B, L, D)
+        if self.sora is not None and self.sora_on_video:  # once per video, after the prior heads
+            g = self.sora(g, video_mask)[0]
         pos = pos.to(g.dtype)
         t = self.text_proj(text)  # (B, T, D)
         semantics = self._semantics(heads)
