@@ -155,7 +155,7 @@ bench-priors-speed: $(STAMP) $(TINY_QWEN)
 # Do priors pay when labels are few? 5 settings x 4 label fractions x 3 seeds on the open world, each
 # run the same number of steps, scored on its test split (about 1 h on a 2-core CPU; docs/benchmarks.md).
 bench-label-efficiency: $(STAMP) openworld
-	$(PY) -m bench.label_efficiency --world-dir $(OPENWORLD_DIR)
+	$(PY) -m bench.label_efficiency --world-dir $(OPENWORLD_DIR) $(ARGS)
 
 # The label-efficiency settings and masra+true+edge trained to convergence (early stopping on a held-out
 # fifth of train's videos by the config's best_metric, best checkpoint scored once on the report split),

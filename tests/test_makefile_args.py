@@ -46,3 +46,26 @@ def test_args_do_not_leak_into_dependency_builds(tmp_path: Path) -> None:
     build = [ln for ln in lines if "masra fixture" in ln]
     assert build and all("epochs" not in ln for ln in build)
     assert lines[-1].endswith("train --dataset fixture --out runs/fixture --set epochs=5")
+
+
+BENCH_TARGETS = (
+    "bench-label-efficiency",
+    "bench-converged",
+    "bench-pseudo",
+    "bench-parts",
+    "bench-batch-size",
+)
+
+
+@pytest.mark.parametrize("target", BENCH_TARGETS)
+def test_args_reach_the_study_tools(target: str, tmp_path: Path) -> None:
+    """The studies' documented `ARGS="--candidate ..."` style options reach their python -m bench tool."""
+    res = subprocess.run(
+        ["make", "-n", "-o", ".venv/.installed", target, "ARGS=--probe-arg 7", f"OPENWORLD_DIR={tmp_path}/w"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    tools = [" ".join(ln.split()) for ln in res.stdout.splitlines() if " -m bench." in ln]
+    assert tools and tools[-1].endswith("--probe-arg 7"), tools
