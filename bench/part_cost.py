@@ -12,8 +12,9 @@ Variants: ``baseline``; ``masra`` (the defaults); ``masra-esta``, ``-lrca``, ``-
 again as videos without a query, whose prior losses join the step's); ``masra+replace`` (the video
 encoder's layer in place of a clip-encoder layer, ``model.video_layers_replace``); ``masra+esta_sge``
 (ESTA reads SGE's prediction, ``model.esta_reads_sge``); ``masra+sora_video`` (SORA once per video on
-the query-free features, ``model.sora_placement`` ``video``); ``masra+lean`` (both, and no video
-encoder layer). Also the ATen ops each variant
+the query-free features, ``model.sora_placement`` ``video``); ``masra+sge_depthwise`` (SGE's
+convolution per channel, ``model.sge_depthwise``); ``masra+lean`` (the three, and no video encoder
+layer). Also the ATen ops each variant
 dispatches per step (deterministic, so comparable on a busy machine) and, for ``baseline`` and
 ``masra``, the milliseconds of each model part and loss, forward and backward
 (:func:`bench.op_count.time_step_parts`: every op's own wall time, on a CPU where ops are synchronous).
@@ -59,7 +60,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "masra+replace": {"video_layers_replace": True},
     "masra+esta_sge": {"esta_reads_sge": True},
     "masra+sora_video": {"sora_placement": "video"},
-    "masra+lean": {"esta_reads_sge": True, "sora_placement": "video", "num_video_layers": 0},
+    "masra+sge_depthwise": {"sge_depthwise": True},
+    "masra+lean": {
+        "esta_reads_sge": True,
+        "sora_placement": "video",
+        "num_video_layers": 0,
+        "sge_depthwise": True,
+    },
 }
 PRIOR_VIDEO_SHARE = 0.25  # of the batch, the open world's prior_video_ratio
 

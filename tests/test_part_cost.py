@@ -35,6 +35,7 @@ def test_every_variant_runs_and_a_part_off_dispatches_fewer_ops() -> None:
         "masra+replace",
         "masra+esta_sge",
         "masra+sora_video",
+        "masra+sge_depthwise",
         "masra+lean",
     ]
     result = run_part_cost(_tiny(), names, rounds=1, steps=1)

@@ -29,3 +29,12 @@ def test_context_never_mixes_videos_or_wraps_around() -> None:
     assert out[0].abs().max() == 0  # the first video sees nothing of the second
     assert out[1, 2:].abs().max() == 0  # clip 0 reaches clip 1 only, never the far end
     assert out[1, :2].abs().max() > 0
+
+
+def test_depthwise_context_equals_grouped_conv1d() -> None:
+    torch.manual_seed(1)
+    sge = SemanticGuidedEnhancement(dim=6, prior_dim=4, dropout=0.0, depthwise=True)
+    assert sge.context.weight.shape == (6, 1, 3)
+    x = torch.randn(2, 9, 6)
+    reference = sge.context(x.transpose(1, 2)).transpose(1, 2)
+    assert torch.allclose(sge._context(x), reference, atol=1e-6)

@@ -73,6 +73,9 @@ class ModelConfig(JsonConfig):
             features of every (video, query) pair, matched and rolled) or ``"video"`` (on the
             query-free video features before the cross-modal encoder, once per video). A candidate for
             a cheaper training step; ``"clip"`` in configs and checkpoints that do not name it.
+        sge_depthwise: SGE's temporal convolution runs per channel (D x 3 weights, not D x D x 3); its
+            prediction layer mixes the channels. A candidate for a cheaper training step; False in
+            configs and checkpoints that do not name it.
     """
 
     video_dim: int
@@ -102,6 +105,7 @@ class ModelConfig(JsonConfig):
     video_layers_replace: bool = False
     esta_reads_sge: bool = False
     sora_placement: str = "clip"
+    sge_depthwise: bool = False
 
     def __post_init__(self) -> None:
         check_field_types(self)

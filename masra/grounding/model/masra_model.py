@@ -82,7 +82,11 @@ class MasraModel(nn.Module):
         self.saliency_head = SaliencyHead(dim)
         self.codebook = ContextCodebook(dim, cfg.dai_codebook_size) if cfg.use_dai else None
         self.relevance = RelevanceFusion(dim) if cfg.use_dai else None
-        self.sge = SemanticGuidedEnhancement(dim, cfg.prior_dim, cfg.dropout) if cfg.use_sge else None
+        self.sge = (
+            SemanticGuidedEnhancement(dim, cfg.prior_dim, cfg.dropout, cfg.sge_depthwise)
+            if cfg.use_sge
+            else None
+        )
         self.semantic = SemanticRelevance(cfg.text_dim, cfg.prior_dim, dim) if cfg.relevance_on else None
         self.sora = (
             SecondOrderRelationalAttention(dim, cfg.dropout, cfg.sora_window) if cfg.use_sora else None

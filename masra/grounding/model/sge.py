@@ -5,6 +5,8 @@ A light head predicts, for every clip, the event-semantic context in the prior e
 
     e_i = W_2 GELU(Conv1d_3(h)_i)                         (B, L, Dp)
 
+(``sge_depthwise``: the convolution is per channel, a candidate for a cheaper training step.)
+
 During training ESTA's clip-level target (the description of the event(s) covering the clip)
 supervises ``e`` (loss ``sge`` in the criterion). The prediction is fed back through a gated residual
 
@@ -25,9 +27,11 @@ __all__ = ["SemanticGuidedEnhancement", "SemanticRelevance"]
 class SemanticGuidedEnhancement(nn.Module):
     """Predict event semantics per clip and feed them back into the clip features."""
 
-    def __init__(self, dim: int, prior_dim: int, dropout: float) -> None:
+    def __init__(self, dim: int, prior_dim: int, dropout: float, depthwise: bool = False) -> None:
         super().__init__()
-        self.context = nn.Conv1d(dim, dim, kernel_size=3, padding=1)
+        # ``depthwise``: each channel convolved on its own (D x 3 weights instead of D x D x 3); the
+        # ``predict`` layer after it mixes the channels, as in a separable convolution.
+        self.context = nn.Conv1d(dim, dim, kernel_size=3, padding=1, groups=dim if depthwise else 1)
         self.predict = nn.Linear(dim, prior_dim)
         self.up = nn.Linear(prior_dim, dim)
         self.gate = nn.Linear(2 * dim, dim)
@@ -55,9 +59,14 @@ class SemanticGuidedEnhancement(nn.Module):
         three neighbours (zero beyond the ends): the same arithmetic as ``Conv1d``, whose CPU backward
         is about twice as slow at these shapes (docs/benchmarks.md)."""
         padded = nn.functional.pad(x, (0, 0, 1, 1))  # (B, L + 2, D)
+        bias = self.context.bias
+        assert bias is not None  # built with one
+        if self.context.groups > 1:  # depthwise: (D, 1, 3) weights, three scaled shifts
+            w = self.context.weight[:, 0]  # (D, 3)
+            return padded[:, :-2] * w[:, 0] + padded[:, 1:-1] * w[:, 1] + padded[:, 2:] * w[:, 2] + bias
         taps = torch.cat([padded[:, :-2], padded[:, 1:-1], padded[:, 2:]], dim=-1)  # (B, L, 3D)
         weight = self.context.weight.permute(2, 1, 0).flatten(0, 1)  # (3D, D): tap-major rows
-        return nn.functional.linear(taps, weight.T, self.context.bias)
+        return nn.functional.linear(taps, weight.T, bias)
 
 
 class SemanticRelevance(nn.Module):
