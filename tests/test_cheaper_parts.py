@@ -9,6 +9,7 @@ import torch
 
 from masra.grounding.losses import build_criterion, weighted_total
 from masra.grounding.model import build_model
+from masra.grounding.model.sge import SemanticRelevance
 from tests.test_model import LossConfig, _batch, _cfg
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -65,3 +66,17 @@ def test_sora_on_video_runs_once_per_video_and_learns() -> None:
 def test_sora_placement_is_checked() -> None:
     with pytest.raises(ValueError, match="sora_placement"):
         _cfg(sora_placement="decoder")
+
+
+def test_relevance_scores_k_query_blocks_like_k_calls() -> None:
+    """The matched and rolled-query relevance in one call equals one call per block."""
+    torch.manual_seed(0)
+    rel = SemanticRelevance(text_dim=6, prior_dim=5, dim=8)
+    semantics = torch.randn(3, 4, 5)
+    text, mask = torch.randn(6, 7, 6), torch.rand(6, 7) > 0.3
+    both = rel.relevance(semantics, text, mask)
+    assert both.shape == (6, 4)
+    assert torch.allclose(both[:3], rel.relevance(semantics, text[:3], mask[:3]), atol=1e-6)
+    assert torch.allclose(both[3:], rel.relevance(semantics, text[3:], mask[3:]), atol=1e-6)
+    with pytest.raises(ValueError, match="queries for 3 videos"):
+        rel.relevance(semantics, text[:4], mask[:4])

@@ -156,13 +156,12 @@ class MasraModel(nn.Module):
         text: Tensor,
         text_mask: Tensor,
         pos: Tensor,
-        raw_text: Tensor,
-        semantics: Tensor | None,
+        semantic_rel: Tensor | None,
     ) -> dict[str, Tensor]:
         """The query-conditioned clip encoding shared by the matched and the negative pass.
 
-        ``video`` (B, L, D) is the query-free encoding; ``raw_text`` (B, T, Dt) the unprojected query
-        tokens; ``semantics`` (B, L, Dp) the clips' semantic projection for the relevance (or None).
+        ``video`` (B, L, D) is the query-free encoding; ``semantic_rel`` (B, L) the clips' query-semantic
+        relevance (:meth:`SemanticRelevance.relevance`, or None).
         Returns ``clip_feats`` (B, L, D), ``saliency`` (B, L) and, per enabled part, ``dai_relevance``
         and ``semantic_relevance`` (B, L) and (placement ``cross``) the prior heads.
         """
@@ -178,10 +177,9 @@ class MasraModel(nn.Module):
             h, heads = self._prior_heads(h, video_mask, with_esta=False)
             out.update(heads)
         bonus = None
-        if self.semantic is not None and semantics is not None:
-            rel = self.semantic.relevance(semantics, raw_text, text_mask)  # (B, L)
-            out["semantic_relevance"] = rel
-            h, bonus = self.semantic(h, rel)
+        if self.semantic is not None and semantic_rel is not None:
+            out["semantic_relevance"] = semantic_rel
+            h, bonus = self.semantic(h, semantic_rel)
         if self.sora is not None and not self.sora_on_video:
             h = self.sora(h, video_mask)[0]
         if self.relevance is not None and attn is not None:
@@ -226,6 +224,13 @@ class MasraModel(nn.Module):
         pos = pos.to(g.dtype)
         t = self.text_proj(text)  # (B, T, D)
         semantics = self._semantics(heads)
+        texts, text_masks = [text], [text_mask]
+        if self.training:  # the rolled-query pass: sample b gets the query of sample b - 1
+            texts.append(text.roll(1, dims=0))
+            text_masks.append(text_mask.roll(1, dims=0))
+        semantic_rel = None
+        if self.semantic is not None and semantics is not None:  # each video's clips scored once per query
+            semantic_rel = self.semantic.relevance(semantics, torch.cat(texts), torch.cat(text_masks))
 
         if self.training:
             # One pass over [matched; rolled-query] pairs: (2B, ...) then split.
@@ -235,13 +240,12 @@ class MasraModel(nn.Module):
                 torch.cat([t, t.roll(1, dims=0)]),
                 torch.cat([text_mask, text_mask.roll(1, dims=0)]),
                 torch.cat([pos, pos]),
-                torch.cat([text, text.roll(1, dims=0)]),
-                None if semantics is None else torch.cat([semantics, semantics]),
+                semantic_rel,
             )
             enc = {key: value[:batch] for key, value in both.items()}
             enc["saliency_neg"] = both["saliency"][batch:]
         else:
-            enc = self._encode(g, video_mask, t, text_mask, pos, text, semantics)
+            enc = self._encode(g, video_mask, t, text_mask, pos, semantic_rel)
 
         layers = self.decoder(enc["clip_feats"], video_mask, pos)
         out: dict[str, Any] = dict(enc)

@@ -93,12 +93,20 @@ class SemanticRelevance(nn.Module):
         self.gain = nn.Parameter(torch.zeros(()))
 
     def relevance(self, semantics: Tensor, text: Tensor, text_mask: Tensor) -> Tensor:
-        """semantics (B, L, Dp), raw query tokens (B, T, Dt) and their mask (B, T) -> (B, L) cosines."""
+        """semantics (B, L, Dp), raw query tokens (kB, T, Dt) and their mask (kB, T) -> (kB, L) cosines.
+
+        With k > 1 the queries come in k blocks of B, block j's query b scored against video b (the
+        matched and the rolled-query pass): each video's semantics are normalised once, not k times.
+        """
+        batch = semantics.shape[0]
+        if text.shape[0] % batch:
+            raise ValueError(f"relevance: {text.shape[0]} queries for {batch} videos (need k * videos)")
         weight = text_mask.unsqueeze(-1).to(text.dtype)
-        pooled = (text * weight).sum(1) / weight.sum(1).clamp(min=1.0)  # (B, Dt)
-        q = nn.functional.normalize(self.query_map(pooled), dim=-1)  # (B, Dp)
+        pooled = (text * weight).sum(1) / weight.sum(1).clamp(min=1.0)  # (kB, Dt)
+        q = nn.functional.normalize(self.query_map(pooled), dim=-1)  # (kB, Dp)
         s = nn.functional.normalize(semantics, dim=-1)  # (B, L, Dp)
-        return torch.einsum("bld,bd->bl", s, q.to(s.dtype))
+        q = q.to(s.dtype).view(-1, batch, q.shape[-1])  # (k, B, Dp)
+        return torch.einsum("bld,kbd->kbl", s, q).flatten(0, 1)  # (kB, L)
 
     def forward(self, x: Tensor, relevance: Tensor) -> tuple[Tensor, Tensor]:
         """x (B, L, D), relevance (B, L) -> fused features (B, L, D), saliency bonus (B, L)."""
