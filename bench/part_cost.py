@@ -13,8 +13,9 @@ again as videos without a query, whose prior losses join the step's); ``masra+re
 encoder's layer in place of a clip-encoder layer, ``model.video_layers_replace``); ``masra+esta_sge``
 (ESTA reads SGE's prediction, ``model.esta_reads_sge``); ``masra+sora_video`` (SORA once per video on
 the query-free features, ``model.sora_placement`` ``video``); ``masra+sge_depthwise`` (SGE's
-convolution per channel, ``model.sge_depthwise``); ``masra+lean`` (the three, and no video encoder
-layer). Also the ATen ops each variant
+convolution per channel, ``model.sge_depthwise``); ``masra+video_attn`` (the video encoder's layer
+without its FFN, ``model.video_ffn_dim`` 0); ``masra+cheap`` (the first three); ``masra+lean`` (the
+three, and no video encoder layer). Also the ATen ops each variant
 dispatches per step (deterministic, so comparable on a busy machine) and, for ``baseline`` and
 ``masra``, the milliseconds of each model part and loss, forward and backward
 (:func:`bench.op_count.time_step_parts`: every op's own wall time, on a CPU where ops are synchronous).
@@ -61,6 +62,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "masra+esta_sge": {"esta_reads_sge": True},
     "masra+sora_video": {"sora_placement": "video"},
     "masra+sge_depthwise": {"sge_depthwise": True},
+    "masra+video_attn": {"video_ffn_dim": 0},
+    "masra+cheap": {"esta_reads_sge": True, "sora_placement": "video", "sge_depthwise": True},
     "masra+lean": {
         "esta_reads_sge": True,
         "sora_placement": "video",

@@ -80,3 +80,19 @@ def test_relevance_scores_k_query_blocks_like_k_calls() -> None:
     assert torch.allclose(both[3:], rel.relevance(semantics, text[3:], mask[3:]), atol=1e-6)
     with pytest.raises(ValueError, match="queries for 3 videos"):
         rel.relevance(semantics, text[:4], mask[:4])
+
+
+def test_video_ffn_dim_sets_the_video_layers_ffn_only() -> None:
+    default = build_model(_cfg())
+    assert default.video_encoder is not None
+    assert all(layer.ffn is not None for layer in default.video_encoder.layers)
+    attn_only = build_model(_cfg(video_ffn_dim=0))
+    assert attn_only.video_encoder is not None
+    assert all(layer.ffn is None for layer in attn_only.video_encoder.layers)
+    assert all(layer.ffn is not None for layer in attn_only.clip_encoder.layers)  # the baseline's keep theirs
+    narrow = build_model(_cfg(video_ffn_dim=16))
+    assert narrow.video_encoder is not None
+    ffn = narrow.video_encoder.layers[0].ffn
+    assert ffn is not None and ffn.net[0].out_features == 16
+    with pytest.raises(ValueError, match="video_ffn_dim"):
+        _cfg(video_ffn_dim=-1)

@@ -36,6 +36,8 @@ def test_every_variant_runs_and_a_part_off_dispatches_fewer_ops() -> None:
         "masra+esta_sge",
         "masra+sora_video",
         "masra+sge_depthwise",
+        "masra+video_attn",
+        "masra+cheap",
         "masra+lean",
     ]
     result = run_part_cost(_tiny(), names, rounds=1, steps=1)
@@ -48,6 +50,7 @@ def test_every_variant_runs_and_a_part_off_dispatches_fewer_ops() -> None:
     assert ops["masra+replace"] < ops["masra"]  # one clip-encoder layer fewer
     assert ops["masra+esta_sge"] < ops["masra"]  # no ESTA head, one clip term fewer
     assert ops["masra+lean"] < min(ops["masra+esta_sge"], ops["masra-video"])
+    assert ops["masra+video_attn"] < ops["masra"]  # no FFN in the video layer
     table = format_table(result)
     assert "| masra-sora |" in table and "| prior_videos |" in table
 

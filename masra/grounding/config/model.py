@@ -76,6 +76,8 @@ class ModelConfig(JsonConfig):
         sge_depthwise: SGE's temporal convolution runs per channel (D x 3 weights, not D x D x 3); its
             prediction layer mixes the channels. A candidate for a cheaper training step; False in
             configs and checkpoints that do not name it.
+        video_ffn_dim: feed-forward width of the video encoder's layers; None (the default) is
+            ``ffn_dim``, 0 leaves the FFN out (attention only). A candidate for a cheaper training step.
     """
 
     video_dim: int
@@ -106,6 +108,7 @@ class ModelConfig(JsonConfig):
     esta_reads_sge: bool = False
     sora_placement: str = "clip"
     sge_depthwise: bool = False
+    video_ffn_dim: int | None = None
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -124,6 +127,7 @@ class ModelConfig(JsonConfig):
         )
         non_negative(
             owner,
+            video_ffn_dim=self.video_ffn,
             num_cross_layers=self.num_cross_layers,
             num_encoder_layers=self.num_encoder_layers,
             sora_window=self.sora_window,
@@ -172,6 +176,11 @@ class ModelConfig(JsonConfig):
         if self.video_layers_replace and self.video_encoder_on:
             return self.num_encoder_layers - self.num_video_layers
         return self.num_encoder_layers
+
+    @property
+    def video_ffn(self) -> int:
+        """Feed-forward width of the video encoder's layers (see ``video_ffn_dim``)."""
+        return self.ffn_dim if self.video_ffn_dim is None else self.video_ffn_dim
 
     @property
     def esta_on_sge(self) -> bool:

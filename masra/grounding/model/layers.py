@@ -118,21 +118,22 @@ class CrossAttentionLayer(nn.Module):
 
 
 class SelfAttentionLayer(nn.Module):
-    """Self-attention over clips with positional encoding on queries and keys, then an FFN."""
+    """Self-attention over clips with positional encoding on queries and keys, then an FFN (none when
+    ``ffn_dim`` is 0)."""
 
     def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float) -> None:
         super().__init__()
         self.attn = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
         self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(dim)
-        self.ffn = _FeedForward(dim, ffn_dim, dropout)
+        self.ffn = _FeedForward(dim, ffn_dim, dropout) if ffn_dim > 0 else None
 
     def forward(self, x: Tensor, mask: Tensor, pos: Tensor) -> Tensor:
         """x (B, L, D), mask (B, L), pos (B, L, D) -> (B, L, D)."""
         qk = x + pos
         out = self.attn(qk, qk, x, key_padding_mask=~mask, need_weights=False)[0]
         x = self.norm(x + self.dropout(out))
-        return self.ffn(x)
+        return x if self.ffn is None else self.ffn(x)
 
 
 class DecoderLayer(nn.Module):

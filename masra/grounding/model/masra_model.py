@@ -68,7 +68,7 @@ class MasraModel(nn.Module):
         self.text_proj = InputProjection(cfg.text_dim, dim, cfg.input_dropout, cfg.dropout)
         self.video_first = cfg.video_encoder_on  # prior heads and SGE read the query-free features
         self.video_encoder = (
-            ClipEncoder(dim, cfg.num_heads, cfg.ffn_dim, cfg.dropout, cfg.num_video_layers)
+            ClipEncoder(dim, cfg.num_heads, cfg.video_ffn, cfg.dropout, cfg.num_video_layers)
             if self.video_first and cfg.num_video_layers > 0
             else None
         )
