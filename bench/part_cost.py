@@ -14,7 +14,8 @@ encoder's layer in place of a clip-encoder layer, ``model.video_layers_replace``
 (ESTA reads SGE's prediction, ``model.esta_reads_sge``); ``masra+sora_video`` (SORA once per video on
 the query-free features, ``model.sora_placement`` ``video``); ``masra+sge_depthwise`` (SGE's
 convolution per channel, ``model.sge_depthwise``); ``masra+video_attn`` (the video encoder's layer
-without its FFN, ``model.video_ffn_dim`` 0); ``masra+cheap`` (the first three); ``masra+lean`` (the
+without its FFN, ``model.video_ffn_dim`` 0); ``masra+cheap`` (the first three); ``masra+cheap+video_attn`` (those and the attention-only video
+layer); ``masra+lean`` (the
 three, and no video encoder layer). Also the ATen ops each variant
 dispatches per step (deterministic, so comparable on a busy machine) and, for ``baseline`` and
 ``masra``, the milliseconds of each model part and loss, forward and backward
@@ -64,6 +65,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "masra+sge_depthwise": {"sge_depthwise": True},
     "masra+video_attn": {"video_ffn_dim": 0},
     "masra+cheap": {"esta_reads_sge": True, "sora_placement": "video", "sge_depthwise": True},
+    "masra+cheap+video_attn": {
+        "esta_reads_sge": True,
+        "sora_placement": "video",
+        "sge_depthwise": True,
+        "video_ffn_dim": 0,
+    },
     "masra+lean": {
         "esta_reads_sge": True,
         "sora_placement": "video",

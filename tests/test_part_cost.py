@@ -38,6 +38,7 @@ def test_every_variant_runs_and_a_part_off_dispatches_fewer_ops() -> None:
         "masra+sge_depthwise",
         "masra+video_attn",
         "masra+cheap",
+        "masra+cheap+video_attn",
         "masra+lean",
     ]
     result = run_part_cost(_tiny(), names, rounds=1, steps=1)
