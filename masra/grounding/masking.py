@@ -48,7 +48,8 @@ class _RowLogSumExp(torch.autograd.Function):
 def logsumexp(x: Tensor) -> Tensor:
     """``torch.logsumexp(x, dim=-1)``, fast on CPU for rows of mostly :data:`MASKED_LOGIT`.
 
-    Same values as torch's to float32 rounding (a row of only :data:`MASKED_LOGIT` gives
+    ``x`` must be finite (padding as :data:`MASKED_LOGIT`, never ``-inf``). Same values as torch's
+    to float32 rounding (a row of only :data:`MASKED_LOGIT` gives
     ``MASKED_LOGIT + log(n)``, as torch does); the gradient is the row softmax with terms under
     ``exp(UNDERFLOW)`` set to 0. Other devices, whose ``exp`` has no slow path, use torch's fused op.
     """
