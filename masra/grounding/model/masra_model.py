@@ -224,13 +224,13 @@ class MasraModel(nn.Module):
         pos = pos.to(g.dtype)
         t = self.text_proj(text)  # (B, T, D)
         semantics = self._semantics(heads)
-        texts, text_masks = [text], [text_mask]
-        if self.training:  # the rolled-query pass: sample b gets the query of sample b - 1
-            texts.append(text.roll(1, dims=0))
-            text_masks.append(text_mask.roll(1, dims=0))
+        raw_text, query_mask = text, text_mask
+        if self.training:  # queries of the rolled-query pass: sample b gets the query of sample b - 1
+            raw_text = torch.cat([text, text.roll(1, dims=0)])
+            query_mask = torch.cat([text_mask, text_mask.roll(1, dims=0)])
         semantic_rel = None
         if self.semantic is not None and semantics is not None:  # each video's clips scored once per query
-            semantic_rel = self.semantic.relevance(semantics, torch.cat(texts), torch.cat(text_masks))
+            semantic_rel = self.semantic.relevance(semantics, raw_text, query_mask)
 
         if self.training:
             # One pass over [matched; rolled-query] pairs: (2B, ...) then split.
@@ -238,7 +238,7 @@ class MasraModel(nn.Module):
                 torch.cat([g, g]),
                 torch.cat([video_mask, video_mask]),
                 torch.cat([t, t.roll(1, dims=0)]),
-                torch.cat([text_mask, text_mask.roll(1, dims=0)]),
+                query_mask,
                 torch.cat([pos, pos]),
                 semantic_rel,
             )

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from masra.grounding.model.layers import masked_mean
+
 __all__ = ["SemanticGuidedEnhancement", "SemanticRelevance"]
 
 
@@ -101,8 +103,7 @@ class SemanticRelevance(nn.Module):
         batch = semantics.shape[0]
         if text.shape[0] % batch:
             raise ValueError(f"relevance: {text.shape[0]} queries for {batch} videos (need k * videos)")
-        weight = text_mask.unsqueeze(-1).to(text.dtype)
-        pooled = (text * weight).sum(1) / weight.sum(1).clamp(min=1.0)  # (kB, Dt)
+        pooled = masked_mean(text, text_mask, dim=1)  # (kB, Dt)
         q = nn.functional.normalize(self.query_map(pooled), dim=-1)  # (kB, Dp)
         s = nn.functional.normalize(semantics, dim=-1)  # (B, L, Dp)
         q = q.to(s.dtype).view(-1, batch, q.shape[-1])  # (k, B, Dp)

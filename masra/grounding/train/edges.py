@@ -54,8 +54,8 @@ def resolve_edge_share(
         if auto
         else loss_cfg.edge_share
     )
-    before = (resumed or {}).get("esta_edge_share", share) if auto else share
-    if before != share:
+    before = (resumed or {}).get("esta_edge_share", share)
+    if auto and before != share:
         raise ValueError(
             f"--resume: loss.esta_edge_share auto resolves to {share} on this data, but the checkpoint "
             f"trained with {before}; resume with --set loss.esta_edge_share={before}"
