@@ -14,9 +14,9 @@ encoder's layer in place of a clip-encoder layer, ``model.video_layers_replace``
 (ESTA reads SGE's prediction, ``model.esta_reads_sge``); ``masra+sora_video`` (SORA once per video on
 the query-free features, ``model.sora_placement`` ``video``); ``masra+sge_depthwise`` (SGE's
 convolution per channel, ``model.sge_depthwise``); ``masra+video_attn`` (the video encoder's layer
-without its FFN, ``model.video_ffn_dim`` 0); ``masra+cheap`` (the first three); ``masra+cheap+video_attn`` (those and the attention-only video
-layer); ``masra+lean`` (the
-three, and no video encoder layer). Also the ATen ops each variant
+without its FFN, ``model.video_ffn_dim`` 0); ``masra+cheap`` (the first three, :data:`CHEAP`);
+``masra+cheap+video_attn`` (those and the attention-only video layer); ``masra+lean`` (those and no
+video encoder layer). Also the ATen ops each variant
 dispatches per step (deterministic, so comparable on a busy machine) and, for ``baseline`` and
 ``masra``, the milliseconds of each model part and loss, forward and backward
 (:func:`bench.op_count.time_step_parts`: every op's own wall time, on a CPU where ops are synchronous).
@@ -53,6 +53,8 @@ from masra.grounding import Batch, VideoBatch
 log = logging.getLogger("bench.part_cost")
 
 PARTS = ("esta", "lrca", "sge", "sora", "dai")
+# The three candidates that keep the video encoder, together.
+CHEAP: dict[str, Any] = {"esta_reads_sge": True, "sora_placement": "video", "sge_depthwise": True}
 VARIANTS: dict[str, dict[str, Any]] = {
     "baseline": {},
     "masra": {},
@@ -64,19 +66,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "masra+sora_video": {"sora_placement": "video"},
     "masra+sge_depthwise": {"sge_depthwise": True},
     "masra+video_attn": {"video_ffn_dim": 0},
-    "masra+cheap": {"esta_reads_sge": True, "sora_placement": "video", "sge_depthwise": True},
-    "masra+cheap+video_attn": {
-        "esta_reads_sge": True,
-        "sora_placement": "video",
-        "sge_depthwise": True,
-        "video_ffn_dim": 0,
-    },
-    "masra+lean": {
-        "esta_reads_sge": True,
-        "sora_placement": "video",
-        "num_video_layers": 0,
-        "sge_depthwise": True,
-    },
+    "masra+cheap": CHEAP,
+    "masra+cheap+video_attn": {**CHEAP, "video_ffn_dim": 0},
+    "masra+lean": {**CHEAP, "num_video_layers": 0},
 }
 PRIOR_VIDEO_SHARE = 0.25  # of the batch, the open world's prior_video_ratio
 
