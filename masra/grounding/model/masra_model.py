@@ -224,20 +224,20 @@ class MasraModel(nn.Module):
         pos = pos.to(g.dtype)
         t = self.text_proj(text)  # (B, T, D)
         semantics = self._semantics(heads)
-        raw_text, query_mask = text, text_mask
-        if self.training:  # queries of the rolled-query pass: sample b gets the query of sample b - 1
-            raw_text = torch.cat([text, text.roll(1, dims=0)])
-            query_mask = torch.cat([text_mask, text_mask.roll(1, dims=0)])
+        # In training every query also meets the previous sample's video (the rolled-query pass):
+        # the queries of both passes are [matched; rolled], sample b of the second getting query b - 1.
+        query_mask = _with_rolled(text_mask) if self.training else text_mask
         semantic_rel = None
         if self.semantic is not None and semantics is not None:  # each video's clips scored once per query
-            semantic_rel = self.semantic.relevance(semantics, raw_text, query_mask)
+            queries = _with_rolled(text) if self.training else text
+            semantic_rel = self.semantic.relevance(semantics, queries, query_mask)
 
         if self.training:
             # One pass over [matched; rolled-query] pairs: (2B, ...) then split.
             both = self._encode(
                 torch.cat([g, g]),
                 torch.cat([video_mask, video_mask]),
-                torch.cat([t, t.roll(1, dims=0)]),
+                _with_rolled(t),
                 query_mask,
                 torch.cat([pos, pos]),
                 semantic_rel,
@@ -257,6 +257,11 @@ class MasraModel(nn.Module):
         if not self.video_first and self.esta_head is not None and self.training:
             out["esta_clip"] = self.esta_head(enc["clip_feats"])
         return out
+
+
+def _with_rolled(x: Tensor) -> Tensor:
+    """(B, ...) -> (2B, ...): ``x`` then ``x`` rolled by one sample (row ``B + b`` is row ``b - 1``)."""
+    return torch.cat([x, x.roll(1, dims=0)])
 
 
 def build_model(cfg: ModelConfig) -> MasraModel:
