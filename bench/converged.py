@@ -16,7 +16,10 @@ improving:
 Settings are those of the label-efficiency study (``baseline``, ``masra+true``: masra's defaults with
 true priors, ``masra+shuffled`` where the world has shuffled priors, ``masra+ignored``),
 ``masra+true+constant`` (true priors used whole: ESTA's edge share 0 instead of ``auto``) and
-``masra+true-<part>`` (the defaults with one MASRA part off) for the paired contribution of each part. The 500-step numbers of the same
+``masra+true-<part>`` (the defaults with one MASRA part off) for the paired contribution of each part.
+``--candidate KEY=VALUE ...`` is the accuracy guard at convergence: it adds ``masra+true`` and the
+defaults with those overrides, and reports ``candidate - masra+true`` paired by seed
+(:func:`bench.label_efficiency.guard`: it holds where no mean falls below minus one standard error). The 500-step numbers of the same
 settings come from the newest label-efficiency results file of the same world when there is one.
 
 A run whose folder holds a finished run of the identical configuration is kept, so an interrupted
@@ -38,7 +41,7 @@ from typing import Any
 
 from bench.common import study_stamp
 from bench.label_efficiency import SETTINGS as LE_SETTINGS
-from bench.label_efficiency import _commit, paired, save_study, steps_per_epoch
+from bench.label_efficiency import _commit, candidate_setting, guard, paired, save_study, steps_per_epoch
 from bench.priors import finished_same, write_holdout
 
 log = logging.getLogger("bench.converged")
@@ -249,6 +252,22 @@ def render(results: dict[str, Any]) -> str:
             cells.append(f"{statistics.fmean(st):.0f} ({statistics.fmean(best):.0f})" if st else "-")
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     lines += ["", "Paired by seed, converged (mean ± standard error, seeds where the first is higher):", ""]
+    if "guard" in results:  # the candidate's accuracy guard (bench.label_efficiency.guard)
+        cand = results["candidate"]
+        lines += [
+            f"Accuracy guard of `{' '.join(cand['overrides'])}` ({cand['name']} - masra+true): "
+            + ("holds" if results["guard"]["holds"] else "**fails**"),
+            "",
+            "| metric | " + " | ".join(f"{int(float(f) * 100)} %" for f in fr) + " |",
+            "|---|" + "---|" * len(fr),
+        ]
+        for metric in DECODER_METRICS:
+            row = results["guard"][metric]
+            cells = [
+                f"{row[f]['mean']:+.2f} ± {row[f]['se']:.2f} ({row[f]['wins']}/{row[f]['n']})" for f in fr
+            ]
+            lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+        lines.append("")
     for metric in ("R1@0.5", "R1@0.7", "mAP"):
         lines += [f"| {metric} | " + " | ".join(f"{int(float(f) * 100)} %" for f in fr) + " |"]
         lines.append("|---|" + "---|" * len(fr))
@@ -333,6 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--jobs", type=int, default=2, help="Trainings side by side (one torch thread each).")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="Override.")
+    p.add_argument(
+        "--candidate",
+        nargs="+",
+        default=None,
+        metavar="KEY=VALUE",
+        help="The accuracy guard at convergence: also train masra+true with these overrides and report "
+        "candidate - masra+true paired by seed.",
+    )
     p.add_argument("--tag", default="", help="Suffix of the result files' names.")
     p.add_argument("--render-only", action="store_true", help="Collect finished runs; train nothing.")
     return p
@@ -362,6 +389,11 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
         raise SystemExit(f"unknown --settings {unknown}; known: {', '.join(SETTINGS)}")
+    known = dict(SETTINGS)
+    cand = None
+    if args.candidate:
+        cand, known[cand] = candidate_setting(args.candidate)
+        settings = [*dict.fromkeys([*settings, "masra+true"]), cand]
     root = {} if args.card is not None else {"root": str(world_dir)}
     card = load_card(card_name, root)
     if "masra+shuffled" in settings and not (card.prior_dir / "shuffled").is_dir():
@@ -402,7 +434,7 @@ def main(argv: list[str] | None = None) -> None:
                     "early_stop_min_epochs": -(-args.min_steps // spe),
                     "warmup_epochs": round(0.05 * min(epochs, -(-500 // spe)), 3),
                     **parse_overrides(args.sets),
-                    **SETTINGS[s],
+                    **known[s],
                 }
                 cfg = load_train_config(card_name, config, over)
                 run = work / "runs" / run_name(s, f, seed)
@@ -449,6 +481,15 @@ def main(argv: list[str] | None = None) -> None:
         "short_runs": short_run_numbers(world_dir) if args.card is None else None,
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
+    if cand is not None:
+        results["candidate"] = {"name": cand, "overrides": args.candidate}
+        results["guard"] = guard({m: values[m] for m in DECODER_METRICS}, cand, fractions)
+        log.info(
+            "accuracy guard of %s %s: %s",
+            cand,
+            args.candidate,
+            "holds" if results["guard"]["holds"] else "FAILS",
+        )
     save_study(results, REPO / "bench" / "results", now, f"converged-{args.world}{args.tag}", plot, render)
 
 

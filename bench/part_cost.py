@@ -16,7 +16,8 @@ the query-free features, ``model.sora_placement`` ``video``); ``masra+sge_depthw
 convolution per channel, ``model.sge_depthwise``); ``masra+video_attn`` (the video encoder's layer
 without its FFN, ``model.video_ffn_dim`` 0); ``masra+cheap`` (the first three, :data:`CHEAP`);
 ``masra+cheap+video_attn`` (those and the attention-only video layer); ``masra+lean`` (those and no
-video encoder layer). Also the ATen ops each variant
+video encoder layer); ``masra+neg50`` / ``masra+neg25`` (the rolled-query pass on half / a quarter of
+the batch, ``model.negative_share``) and ``baseline+neg50`` (the baseline with the same cut). Also the ATen ops each variant
 dispatches per step (deterministic, so comparable on a busy machine) and, for ``baseline`` and
 ``masra``, the milliseconds of each model part and loss, forward and backward
 (:func:`bench.op_count.time_step_parts`: every op's own wall time, on a CPU where ops are synchronous).
@@ -69,13 +70,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "masra+cheap": CHEAP,
     "masra+cheap+video_attn": {**CHEAP, "video_ffn_dim": 0},
     "masra+lean": {**CHEAP, "num_video_layers": 0},
+    "masra+neg50": {"negative_share": 0.5},
+    "masra+neg25": {"negative_share": 0.25},
+    "baseline+neg50": {"negative_share": 0.5},  # the same cut in the baseline, for a like-for-like ratio
 }
 PRIOR_VIDEO_SHARE = 0.25  # of the batch, the open world's prior_video_ratio
 
 
 def build(name: str, cfg: OpCountConfig, acc: Accelerator) -> tuple[Variant, int, int]:
     """The variant's prepared TrainStep, as ``masra train`` builds it with the variant's overrides."""
-    return build_variant(name, cfg, acc, masra=name != "baseline", model=VARIANTS[name])
+    masra = not name.startswith("baseline")
+    return build_variant(name, cfg, acc, masra=masra, model=VARIANTS[name])
 
 
 def with_prior_videos(batch: Batch, share: float) -> Batch:
@@ -112,7 +117,7 @@ def run_part_cost(
         if batch is None:
             batch = random_batch(cfg, vdim, tdim, torch.device("cpu"), torch.float32)
         b = with_prior_videos(batch, PRIOR_VIDEO_SHARE) if name == "masra+prior_videos" else batch
-        if name == "baseline":
+        if name.startswith("baseline"):
             b = replace(b, priors=None)
         variant.run(b)  # warm-up
         runs.append((variant, b))

@@ -153,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd training")
+    p.add_argument(
+        "--masra-set",
+        dest="masra_sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="ModelConfig override of the timed MASRA variant only (a candidate against the baseline).",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1 on CPU)")
     p.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
     p.add_argument("--docs", type=Path, default=REPO / "bench" / "results" / "RUNLOG.md")
@@ -221,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         train_args += ["--warmup", str(args.warmup), "--profile-steps", str(args.profile_steps)]
         train_args += ["--batch-size", str(args.batch_size), *common]
         train_args += ["--compile", "also"] if args.compile else []
+        train_args += [f"--masra-set={item}" for item in args.masra_sets]
         result["train"] = _run_module("bench.train_speed", train_args, out_dir / "train.json")
         save()
     if "infer" in only and meta_path is not None and args.assemble is None:

@@ -44,7 +44,7 @@ from bench.common import (
     speed_parser,
     summarize,
 )
-from masra.datasets.card import DatasetCard, load_card
+from masra.datasets.card import DatasetCard, load_card, parse_overrides
 from masra.datasets.readers import load_queries
 from masra.datasets.store import FeatureStore
 from masra.grounding import (
@@ -84,6 +84,8 @@ class TrainSpeedConfig:
         variants: which of ``baseline`` and ``masra`` to time.
         model: ModelConfig overrides (e.g. a small ``hidden_dim`` for smoke tests); empty = the defaults
             ``masra train`` uses for a dataset without a config of its own.
+        masra_model: ModelConfig overrides of the ``masra`` variant only (a candidate for a cheaper
+            MASRA step, timed against the unchanged baseline).
     """
 
     steps: int = 20
@@ -98,6 +100,7 @@ class TrainSpeedConfig:
     variants: tuple[str, ...] = VARIANTS
     seed: int = 0
     model: dict[str, Any] = field(default_factory=dict)
+    masra_model: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("steps", "rounds", "batch_size"):
@@ -162,6 +165,11 @@ def open_data(
     return card, resident, priors, times
 
 
+def variant_model(cfg: TrainSpeedConfig, masra: bool) -> dict[str, Any]:
+    """The ModelConfig overrides of one variant: ``cfg.model``, then ``cfg.masra_model`` for MASRA."""
+    return {**cfg.model, **(cfg.masra_model if masra else {})}
+
+
 def build_trainer(
     name: str,
     card: DatasetCard,
@@ -183,7 +191,7 @@ def build_trainer(
         masra=masra,
         seed=cfg.seed,
         epochs=200,
-        model=dict(cfg.model),
+        model=variant_model(cfg, masra),
     )
     model_cfg, loss_cfg = build_configs(tcfg, card, priors.dim if masra and priors is not None else None)
     torch.manual_seed(cfg.seed)
@@ -414,6 +422,8 @@ def _assemble(
         "warmup_s": {run.name: run.warmup_s for run in runs},
         "load_s": load_times,
         "compile": _compile_stats(cfg) if cfg.compile != "no" else None,
+        "model_overrides": dict(cfg.model),
+        "masra_model_overrides": dict(cfg.masra_model),
         "variants": variants,
         "ratios": ratios,
         "peak_rss_mib": round(peak_rss_mib(), 1),
@@ -460,6 +470,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--profile-steps", type=int, default=TrainSpeedConfig.profile_steps)
     p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument(
+        "--masra-set",
+        dest="masra_sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="ModelConfig override of the masra variant only (YAML value), e.g. negative_share=0.5.",
+    )
     return p
 
 
@@ -475,6 +493,7 @@ def _run(args: argparse.Namespace, on_partial: Callable[[dict[str, Any]], None])
         compile_backend=args.compile_backend,
         profile_steps=args.profile_steps,
         variants=tuple(v for v in args.variants.split(",") if v),
+        masra_model=parse_overrides(args.masra_sets),
     )
     return run_train_speed(load_bench_data(args.data), cfg, on_partial=on_partial)
 

@@ -61,6 +61,22 @@ def test_a_tiny_converged_study_runs_scores_and_renders(
          "--eval-steps", "2", "--patience", "2", "--min-steps", "4", "--holdout", "0.25", "--jobs", "1"]
     )  # fmt: skip
     assert report_path.stat().st_mtime_ns == stamp
+    # The accuracy guard at convergence: only the candidate's runs train; masra+true is kept.
+    capsys.readouterr()
+    conv.main(
+        ["--card", str(card), "--config", str(config), "--report-split", "val", "--work", str(tmp_path / "work"),
+         "--settings", "masra+true", "--seeds", "2", "--fractions", "0.5,1", "--max-steps", "12",
+         "--eval-steps", "2", "--patience", "2", "--min-steps", "4", "--holdout", "0.25", "--jobs", "1",
+         "--tag=-guard", "--candidate", "model.negative_share=0.5"]
+    )  # fmt: skip
+    assert report_path.stat().st_mtime_ns == stamp
+    assert "Accuracy guard of `model.negative_share=0.5`" in capsys.readouterr().out
+    (guarded,) = (tmp_path / "bench" / "results").glob("*-converged-openworld-guard.json")
+    guard = json.loads(guarded.read_text())
+    assert guard["candidate"]["overrides"] == ["model.negative_share=0.5"]
+    assert {f: guard["guard"]["R1@0.5"][f]["n"] for f in ("0.5", "1")} == {"0.5": 2, "1": 2}
+    cand_run = tmp_path / "work" / "runs" / conv.run_name(guard["candidate"]["name"], 1.0, 2018)
+    assert json.loads((cand_run / "best" / "config.json").read_text())["model"]["negative_share"] == 0.5
 
 
 def test_studies_that_select_differently_never_share_a_work_folder() -> None:

@@ -20,7 +20,7 @@ from bench.infer_speed import InferSpeedConfig, run_infer_speed
 from bench.report import estimate_full_training, render_markdown
 from bench.run import assemble
 from bench.synth import PRIOR_ENCODER, PRIOR_RUN, SynthConfig, make_synth, num_clips
-from bench.train_speed import TrainSpeedConfig, run_train_speed
+from bench.train_speed import TrainSpeedConfig, build_parser, run_train_speed
 from masra.datasets.card import load_card
 from masra.datasets.readers import load_queries
 from masra.datasets.store import FeatureStore
@@ -141,6 +141,19 @@ def test_train_speed_runs_both_variants_and_reports_consistent_numbers(tiny, one
     assert m["params"] > b["params"]  # the MASRA parts add parameters
     ratio = res["ratios"]["masra_over_baseline"]
     assert ratio == pytest.approx(m["step"]["median_s"] / b["step"]["median_s"], rel=1e-2)
+    assert res["masra_model_overrides"] == {}
+
+
+def test_masra_overrides_reach_the_masra_variant_only() -> None:
+    from bench.train_speed import variant_model
+
+    cfg = TrainSpeedConfig(model={"hidden_dim": 16}, masra_model={"negative_share": 0.5, "hidden_dim": 32})
+    assert variant_model(cfg, masra=False) == {"hidden_dim": 16}
+    assert variant_model(cfg, masra=True) == {"hidden_dim": 32, "negative_share": 0.5}
+    args = build_parser().parse_args(
+        ["--data", "x.json", "--json", "o.json", "--masra-set", "negative_share=0.25"]
+    )
+    assert args.masra_sets == ["negative_share=0.25"]
 
 
 def test_infer_speed_reports_every_path_and_the_phases_add_up(tiny, one_thread) -> None:  # type: ignore[no-untyped-def]

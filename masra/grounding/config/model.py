@@ -78,6 +78,12 @@ class ModelConfig(JsonConfig):
             configs and checkpoints that do not name it.
         video_ffn_dim: feed-forward width of the video encoder's layers; None (the default) is
             ``ffn_dim``, 0 leaves the FFN out (attention only). A candidate for a cheaper training step.
+        negative_share: share of each training batch that also runs the rolled-query pass (the
+            negative pairs, each video under the previous sample's query, that feed the
+            ``saliency_neg`` term and the rank term's extra negatives): the first
+            ``round(share * B)`` samples of the batch, which the loader shuffles (at least one when
+            the share is above 0; 0 runs no negative pass). 1.0 (every sample, the published
+            recipe) in configs and checkpoints that do not name it. Inference never runs the pass.
     """
 
     video_dim: int
@@ -109,6 +115,7 @@ class ModelConfig(JsonConfig):
     sora_placement: str = "clip"
     sge_depthwise: bool = False
     video_ffn_dim: int | None = None
+    negative_share: float = 1.0
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -147,6 +154,8 @@ class ModelConfig(JsonConfig):
             raise ValueError(
                 f"{owner}.hidden_dim ({self.hidden_dim}) must be divisible by num_heads ({self.num_heads})"
             )
+        if not 0.0 <= self.negative_share <= 1.0:
+            raise ValueError(f"{owner}.negative_share must be in [0, 1], got {self.negative_share!r}")
         for name in ("dropout", "input_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:

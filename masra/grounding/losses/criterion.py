@@ -291,8 +291,8 @@ class SetCriterion(nn.Module):
         losses["saliency_rank"] = saliency_rank_contrastive_loss(
             scores, batch.saliency, mask, self.cfg.rank_levels, self.cfg.rank_temperature, scores_neg
         )
-        if scores_neg is not None:
-            losses["saliency_neg"] = negative_pair_loss(scores_neg, mask)
+        if scores_neg is not None:  # the first K samples' rolled-query pass (K <= B)
+            losses["saliency_neg"] = negative_pair_loss(scores_neg, mask[: scores_neg.shape[0]])
 
         if batch.priors is not None and self.prior_names:
             missing = sorted({PRIOR_LOSSES[n].reads for n in self.prior_names} - outputs.keys())

@@ -42,8 +42,8 @@ def saliency_rank_contrastive_loss(
 
     For threshold ``k`` of video ``b``, ``tau_bk = k / levels * max_i y_bi``; the positives are the real
     clips with ``y >= tau_bk`` and the softmax runs over all real clips (plus ``extra_negatives``,
-    e.g. the same video's clips under a mismatched query, (B, L') with :data:`SALIENCY_PAD`-style
-    values where padded):
+    e.g. the same video's clips under a mismatched query, (B', L') with :data:`SALIENCY_PAD`-style
+    values where padded, for the first B' <= B videos):
 
         L_bk = -1/|P_bk| sum_{i in P_bk} log softmax(s_b / T)_i
 
@@ -54,7 +54,11 @@ def saliency_rank_contrastive_loss(
     y = target.float()
     logits = s.masked_fill(~mask, MASKED_LOGIT)  # (B, L)
     if extra_negatives is not None:
-        logits = torch.cat([logits, extra_negatives.float() / temperature], dim=1)
+        extra = extra_negatives.float()
+        if extra.shape[0] < logits.shape[0]:  # only the first rows have them: pad the rest out
+            pad = extra.new_full((logits.shape[0] - extra.shape[0], extra.shape[1]), MASKED_LOGIT)
+            extra = torch.cat([extra, pad])
+        logits = torch.cat([logits, extra / temperature], dim=1)
     log_prob = (logits - torch.logsumexp(logits, dim=1, keepdim=True))[:, : s.shape[1]]  # (B, L)
     top = y.masked_fill(~mask, 0).amax(dim=1)  # (B,)
     steps = torch.arange(1, levels + 1, device=s.device, dtype=torch.float32) / levels  # (K,)

@@ -26,7 +26,8 @@ no video encoder and SGE and the prior heads read the query-conditioned ``h`` af
 
 In training mode the query-conditioned part also runs once more on the batch with the query texts
 rolled by one (sample b gets the query of sample b - 1); its saliency is ``saliency_neg``. Both runs
-share one forward over a 2B batch. The model never reads priors.
+share one forward over a 2B batch (B + K with ``negative_share`` below 1: only the first K samples
+run the rolled pass). The model never reads priors.
 """
 
 from __future__ import annotations
@@ -149,6 +150,22 @@ class MasraModel(nn.Module):
         pos = sine_position_encoding(video_mask, self.cfg.hidden_dim).to(video.dtype)  # (B, L, D)
         return self._encode_video(video, video_mask, pos)[1]
 
+    def negatives(self, batch: int) -> int:
+        """How many samples of a training batch of ``batch`` also run the rolled-query pass:
+        ``round(negative_share * batch)``, at least 1 when the share is above 0."""
+        share = self.cfg.negative_share
+        return 0 if share == 0 else min(batch, max(1, round(share * batch)))
+
+    def _relevance(self, semantics: Tensor, queries: Tensor, query_mask: Tensor, neg: int) -> Tensor:
+        """SGE's relevance (B + K, L) of the matched queries and the first K videos' rolled ones."""
+        assert self.semantic is not None
+        batch = semantics.shape[0]
+        if neg in (0, batch):  # one call: each video's semantics normalised once
+            return self.semantic.relevance(semantics, queries, query_mask)
+        matched = self.semantic.relevance(semantics, queries[:batch], query_mask[:batch])
+        rolled = self.semantic.relevance(semantics[:neg], queries[batch:], query_mask[batch:])
+        return torch.cat([matched, rolled])
+
     def _encode(
         self,
         video: Tensor,
@@ -207,8 +224,9 @@ class MasraModel(nn.Module):
             ``aux_outputs``: one dict with ``pred_logits`` / ``pred_spans`` per intermediate decoder
             layer (empty when ``cfg.aux_loss`` is False); ``clip_feats`` (B, L, D) the decoder memory;
             per enabled part ``sge_pred`` (B, L, Dp), ``dai_relevance`` (B, L) in [0, 1] and
-            ``semantic_relevance`` (B, L) in [-1, 1]; in training mode also ``saliency_neg`` (B, L),
-            the saliency under the query of the previous sample in the batch, and the loss-only heads
+            ``semantic_relevance`` (B, L) in [-1, 1]; in training mode also ``saliency_neg`` (K, L),
+            the first K samples' saliency under the query of the previous sample in the batch (K from
+            :meth:`negatives`; absent when K is 0), and the loss-only heads
             ``esta_clip`` (B, L, Dp) and ``lrca_clip`` (B, L, Dl).
         """
         if video.shape[:2] != video_mask.shape or text.shape[:2] != text_mask.shape:
@@ -224,22 +242,23 @@ class MasraModel(nn.Module):
         pos = pos.to(g.dtype)
         t = self.text_proj(text)  # (B, T, D)
         semantics = self._semantics(heads)
-        # In training every query also meets the previous sample's video (the rolled-query pass):
-        # the queries of both passes are [matched; rolled], sample b of the second getting query b - 1.
-        query_mask = _with_rolled(text_mask) if self.training else text_mask
+        # In training the first K samples also meet the previous sample's query (the rolled-query
+        # pass; K = B at the default negative_share): the queries of both passes are [matched; rolled],
+        # K + B rows, row B + k holding query k - 1 for video k.
+        neg = self.negatives(batch) if self.training else 0
+        query_mask = _with_rolled(text_mask, neg)
         semantic_rel = None
-        if self.semantic is not None and semantics is not None:  # each video's clips scored once per query
-            queries = _with_rolled(text) if self.training else text
-            semantic_rel = self.semantic.relevance(semantics, queries, query_mask)
+        if self.semantic is not None and semantics is not None:
+            semantic_rel = self._relevance(semantics, _with_rolled(text, neg), query_mask, neg)
 
-        if self.training:
-            # One pass over [matched; rolled-query] pairs: (2B, ...) then split.
+        if neg:
+            # One pass over [matched; rolled-query] pairs: (B + K, ...) then split.
             both = self._encode(
-                torch.cat([g, g]),
-                torch.cat([video_mask, video_mask]),
-                _with_rolled(t),
+                _with_first(g, neg),
+                _with_first(video_mask, neg),
+                _with_rolled(t, neg),
                 query_mask,
-                torch.cat([pos, pos]),
+                _with_first(pos, neg),
                 semantic_rel,
             )
             enc = {key: value[:batch] for key, value in both.items()}
@@ -259,9 +278,15 @@ class MasraModel(nn.Module):
         return out
 
 
-def _with_rolled(x: Tensor) -> Tensor:
-    """(B, ...) -> (2B, ...): ``x`` then ``x`` rolled by one sample (row ``B + b`` is row ``b - 1``)."""
-    return torch.cat([x, x.roll(1, dims=0)])
+def _with_rolled(x: Tensor, k: int) -> Tensor:
+    """(B, ...) -> (B + k, ...): ``x`` then the first ``k`` rows of ``x`` rolled by one sample (row
+    ``B + b`` is row ``b - 1``, row ``B`` the last); ``x`` itself when ``k`` is 0."""
+    return torch.cat([x, x.roll(1, dims=0)[:k]]) if k else x
+
+
+def _with_first(x: Tensor, k: int) -> Tensor:
+    """(B, ...) -> (B + k, ...): ``x`` then its first ``k`` rows again (the rolled pass's videos)."""
+    return torch.cat([x, x[:k]])
 
 
 def build_model(cfg: ModelConfig) -> MasraModel:
