@@ -54,6 +54,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import env_info, pick_device, resolve_precision, write_json
 from masra.datasets.card import load_card
@@ -70,7 +71,15 @@ from masra.grounding import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OpCountConfig", "Variant", "build_variant", "count_step_ops", "random_batch", "run_op_count"]
+__all__ = [
+    "OpCountConfig",
+    "Variant",
+    "build_variant",
+    "count_step_flops",
+    "count_step_ops",
+    "random_batch",
+    "run_op_count",
+]
 
 VARIANTS = ("baseline", "masra")
 _LABEL = "op_count_part"  # key of the part label in an autograd node's metadata
@@ -397,6 +406,16 @@ def count_step_ops(variant: Variant, batch: Batch) -> dict[str, Any]:
         "parts": parts,
         "top_ops": dict(counter.names.most_common(15)),
     }
+
+
+def count_step_flops(variant: Variant, batch: Batch) -> int:
+    """Floating-point operations of one step (forward, criterion, backward), as
+    ``torch.utils.flop_counter`` counts them: matrix products, convolutions and attention only, so
+    elementwise work, norms and reductions are not in it. On a CPU, where those products take most
+    of a step, the FLOP ratio of two variants is about the floor of their step-time ratio."""
+    with FlopCounterMode(display=False) as counter:
+        variant.run(batch)
+    return int(counter.get_total_flops())
 
 
 def count_cuda_kernels(variant: Variant, batch: Batch) -> int:

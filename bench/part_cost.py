@@ -45,6 +45,7 @@ from bench.op_count import (
     OpCountConfig,
     Variant,
     build_variant,
+    count_step_flops,
     count_step_ops,
     random_batch,
     time_step_parts,
@@ -122,6 +123,7 @@ def run_part_cost(
         variant.run(b)  # warm-up
         runs.append((variant, b))
     ops = {v.name: count_step_ops(v, b)["ops"] for v, b in runs}
+    flops = {v.name: count_step_flops(v, b) for v, b in runs}
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     times = time_rounds(runs, rounds, steps)
@@ -145,6 +147,7 @@ def run_part_cost(
         "median_s": {k: round(v, 4) for k, v in median.items()},
         "min_s": {k: round(min(t), 4) for k, t in times.items()},
         "ops": ops,
+        "flops": flops,
     }
     if profile_steps:
         out["profile_ms"] = {
@@ -170,12 +173,18 @@ def run_part_cost(
 
 def format_table(result: dict[str, Any]) -> str:
     """Markdown: median step, ratio to the baseline and ops per variant; each part's cost."""
-    med, ops = result["median_s"], result["ops"]
-    base = med.get("baseline")
-    lines = ["| variant | median step (ms) | / baseline | ATen ops |", "|---|---|---|---|"]
+    med, ops, flops = result["median_s"], result["ops"], result.get("flops", {})
+    base, base_flops = med.get("baseline"), flops.get("baseline")
+    lines = [
+        "| variant | median step (ms) | / baseline | ATen ops | GFLOP | FLOPs / baseline |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, s in med.items():
         ratio = f"{s / base:.3f}" if base else "-"
-        lines.append(f"| {name} | {s * 1000:.0f} | {ratio} | {ops[name]} |")
+        n = flops.get(name)
+        gflop = "-" if n is None else f"{n / 1e9:.1f}"
+        flop_ratio = f"{n / base_flops:.3f}" if n is not None and base_flops else "-"
+        lines.append(f"| {name} | {s * 1000:.0f} | {ratio} | {ops[name]} | {gflop} | {flop_ratio} |")
     if result.get("part_s"):
         lines += ["", "| part | step time it adds (ms) | share of MASRA's extra time |", "|---|---|---|"]
         for part, row in result["part_s"].items():

@@ -52,8 +52,14 @@ def test_every_variant_runs_and_a_part_off_dispatches_fewer_ops() -> None:
     assert ops["masra+esta_sge"] < ops["masra"]  # no ESTA head, one clip term fewer
     assert ops["masra+lean"] < min(ops["masra+esta_sge"], ops["masra-video"])
     assert ops["masra+video_attn"] < ops["masra"]  # no FFN in the video layer
+    flops = result["flops"]
+    assert 0 < flops["baseline"] < flops["masra"] < flops["masra+prior_videos"]
+    for part in (*PARTS, "video"):  # every part has matrix products of its own
+        assert flops[f"masra-{part}"] < flops["masra"], part
+    assert flops["masra+video_attn"] < flops["masra"]
     table = format_table(result)
     assert "| masra-sora |" in table and "| prior_videos |" in table
+    assert f"| {flops['masra'] / flops['baseline']:.3f} |" in table  # the FLOP ratio column
 
 
 def test_prior_videos_add_a_quarter_of_the_batch_with_their_own_priors() -> None:

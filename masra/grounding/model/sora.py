@@ -15,6 +15,14 @@ SORA attends with weights from ``S`` and adds the result back:
 
 ``tau`` is learnt (through its log). Padded clips are excluded as keys at both steps; with
 ``window > 0`` both steps are restricted to ``|i - j| <= window``.
+
+SORA has one head, so in training its four (D, D) projections fold into two: the first-order logits are ``(W_k^T W_q h_i + W_k^T b_q) . h_j`` (the terms of
+``b_k`` are constant along ``j`` and cancel in the softmax), and, since every attention row sums to
+one, ``W_o (A (W_v h + b_v)) + b_o = A ((W_o W_v) h + W_o b_v + b_o)``. The parameters and the
+function are the published ones (checkpoints load unchanged); only float rounding differs, and a
+(D, D) product per step replaces two of the four per-clip projections (a saving once a batch holds
+more clips than D, as training batches do). Inference keeps the four projections at every batch
+size, so a query batched by ``masra eval`` and the same query alone in ``masra predict`` take one path.
 LRCA teaches the model's local clip similarities the caption structure; SORA propagates that local
 structure along chains of related clips. The relations are computed in float32 (autocast off).
 """
@@ -62,11 +70,22 @@ class SecondOrderRelationalAttention(nn.Module):
         q, k, v = nn.functional.linear(h, weight, bias).chunk(3, dim=-1)
         return q, k, v
 
+    def _folded(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The folded projections (see the module docstring): queries ``p`` whose dot products with
+        ``h`` are the first-order logits, the folded values ``w``, and ``h`` itself, each (B, L, D)."""
+        wq, wk, wv, wo = self.query.weight, self.key.weight, self.value.weight, self.out.weight
+        # b_k cancels in the softmax; its zero term keeps it in the graph (a zero gradient, not
+        # None, so distributed training sees every parameter used)
+        p = nn.functional.linear(h, wk.t() @ wq, self.query.bias @ wk + 0.0 * self.key.bias)  # (B, L, D)
+        w = nn.functional.linear(h, wo @ wv, wo @ self.value.bias + self.out.bias)  # (B, L, D)
+        return p, h, w
+
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """x (B, L, D), mask (B, L) -> updated features (B, L, D) and the attention (B, L, L)."""
         blocked = self._blocked(mask)
         h = self.norm(x)
-        q, k, v = self._qkv(h)
+        folded = self.training  # see the module docstring
+        q, k, v = self._folded(h) if folded else self._qkv(h)
         with torch.autocast(x.device.type, enabled=False):  # relations in float32
             first = torch.bmm(q.float(), k.float().transpose(1, 2)) * self.scale
             first = first.masked_fill(blocked, MASKED_LOGIT).softmax(-1)  # (B, L, L) first-order profiles
@@ -75,4 +94,6 @@ class SecondOrderRelationalAttention(nn.Module):
             logits = second / self.log_temperature.float().exp()
             attn = logits.masked_fill(blocked, MASKED_LOGIT).softmax(-1)  # (B, L, L)
         out = torch.bmm(attn.to(v.dtype), v)  # (B, L, D)
-        return x + self.dropout(self.out(out)), attn
+        if not folded:
+            out = self.out(out)
+        return x + self.dropout(out), attn
