@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.options import add_masra_set_option
 from bench.report import append_markdown, estimate_full_training, publish, render_markdown
 from bench.synth import PRIOR_ENCODER, PRIOR_RUN, SynthConfig, make_synth, resolve_annotations
 
@@ -153,13 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd training")
-    p.add_argument(
-        "--masra-set",
-        dest="masra_sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="ModelConfig override of the timed MASRA variant only (a candidate against the baseline).",
+    add_masra_set_option(
+        p, "ModelConfig override of the timed MASRA variant only (a candidate against the baseline)."
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1 on CPU)")
     p.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")

@@ -44,6 +44,7 @@ from bench.common import (
     speed_parser,
     summarize,
 )
+from bench.options import add_masra_set_option
 from masra.datasets.card import DatasetCard, load_card, parse_overrides
 from masra.datasets.readers import load_queries
 from masra.datasets.store import FeatureStore
@@ -470,13 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--profile-steps", type=int, default=TrainSpeedConfig.profile_steps)
     p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument(
-        "--masra-set",
-        dest="masra_sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="ModelConfig override of the masra variant only (YAML value), e.g. negative_share=0.5.",
+    add_masra_set_option(
+        p, "ModelConfig override of the masra variant only (YAML value), e.g. negative_share=0.5."
     )
     return p
 
