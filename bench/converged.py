@@ -41,7 +41,8 @@ from typing import Any
 
 from bench.common import study_stamp
 from bench.label_efficiency import SETTINGS as LE_SETTINGS
-from bench.label_efficiency import _commit, candidate_setting, guard, paired, save_study, steps_per_epoch
+from bench.label_efficiency import _commit, paired, record_guard, save_study, steps_per_epoch, with_candidate
+from bench.options import add_candidate_option
 from bench.priors import finished_same, write_holdout
 
 log = logging.getLogger("bench.converged")
@@ -352,14 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--jobs", type=int, default=2, help="Trainings side by side (one torch thread each).")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="Override.")
-    p.add_argument(
-        "--candidate",
-        nargs="+",
-        default=None,
-        metavar="KEY=VALUE",
-        help="The accuracy guard at convergence: also train masra+true with these overrides and report "
-        "candidate - masra+true paired by seed.",
-    )
+    add_candidate_option(p)
     p.add_argument("--tag", default="", help="Suffix of the result files' names.")
     p.add_argument("--render-only", action="store_true", help="Collect finished runs; train nothing.")
     return p
@@ -390,10 +384,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"unknown --settings {unknown}; known: {', '.join(SETTINGS)}")
     known = dict(SETTINGS)
-    cand = None
-    if args.candidate:
-        cand, known[cand] = candidate_setting(args.candidate)
-        settings = [*dict.fromkeys([*settings, "masra+true"]), cand]
+    cand, settings = with_candidate(settings, known, args.candidate)
     root = {} if args.card is not None else {"root": str(world_dir)}
     card = load_card(card_name, root)
     if "masra+shuffled" in settings and not (card.prior_dir / "shuffled").is_dir():
@@ -482,14 +473,7 @@ def main(argv: list[str] | None = None) -> None:
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
     if cand is not None:
-        results["candidate"] = {"name": cand, "overrides": args.candidate}
-        results["guard"] = guard({m: values[m] for m in DECODER_METRICS}, cand, fractions)
-        log.info(
-            "accuracy guard of %s %s: %s",
-            cand,
-            args.candidate,
-            "holds" if results["guard"]["holds"] else "FAILS",
-        )
+        record_guard(results, {m: values[m] for m in DECODER_METRICS}, cand, args.candidate, fractions, log)
     save_study(results, REPO / "bench" / "results", now, f"converged-{args.world}{args.tag}", plot, render)
 
 

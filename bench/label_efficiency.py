@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import study_stamp
+from bench.options import add_candidate_option
 from bench.priors import finished_same  # one rule for "this run is done" in both accuracy benches
 
 log = logging.getLogger("bench.label_efficiency")
@@ -112,6 +113,32 @@ def guard(
         out[metric] = rows
     out["holds"] = all(row["holds"] for m in values for row in out[m].values())
     return out
+
+
+def with_candidate(
+    settings: list[str], known: dict[str, dict[str, Any]], overrides: list[str]
+) -> tuple[str | None, list[str]]:
+    """``--candidate``'s setting registered in ``known``: its name and the settings to train (its
+    reference ``masra+true`` added, each once); ``(None, settings)`` without overrides."""
+    if not overrides:
+        return None, settings
+    cand, known[cand] = candidate_setting(overrides)
+    return cand, [*dict.fromkeys([*settings, "masra+true"]), cand]
+
+
+def record_guard(
+    results: dict[str, Any],
+    values: dict[str, dict[str, dict[str, list[float]]]],
+    candidate: str,
+    overrides: list[str],
+    fractions: list[float],
+    logger: logging.Logger,
+) -> None:
+    """The candidate and its :func:`guard` into a study's ``results``, and the verdict logged."""
+    results["candidate"] = {"name": candidate, "overrides": overrides}
+    results["guard"] = guard(values, candidate, fractions)
+    verdict = "holds" if results["guard"]["holds"] else "FAILS"
+    logger.info("accuracy guard of %s %s: %s", candidate, overrides, verdict)
 
 
 def steps_per_epoch(num_queries: int, fraction: float, batch: int) -> int:
@@ -248,14 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="Config override."
     )
-    p.add_argument(
-        "--candidate",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Accuracy guard of a change: also train masra+true with these overrides and report "
-        "it against masra+true paired by seed (no loss beyond one standard error).",
-    )
+    add_candidate_option(p)
     p.add_argument("--tag", default="", help="Suffix of the result files' names.")
     p.add_argument("--render-only", action="store_true", help="Collect finished runs; train nothing.")
     return p
@@ -278,10 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"unknown --settings {unknown}; known: {', '.join(SETTINGS)}")
     known = dict(SETTINGS)
-    cand = None
-    if args.candidate:
-        cand, known[cand] = candidate_setting(args.candidate)
-        settings = [*dict.fromkeys([*settings, "masra+true"]), cand]
+    cand, settings = with_candidate(settings, known, args.candidate)
     fractions = [float(f) for f in args.fractions.split(",")]
     root = str(args.world_dir.resolve())
     base = load_train_config("openworld", args.config, {"card.root": root, **parse_overrides(args.sets)})
@@ -357,14 +374,7 @@ def main(argv: list[str] | None = None) -> None:
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
     if cand is not None:
-        results["candidate"] = {"name": cand, "overrides": args.candidate}
-        results["guard"] = guard(values, cand, fractions)
-        log.info(
-            "accuracy guard of %s %s: %s",
-            cand,
-            args.candidate,
-            "holds" if results["guard"]["holds"] else "FAILS",
-        )
+        record_guard(results, values, cand, args.candidate, fractions, log)
     save_study(results, REPO / "bench" / "results", now, f"label-efficiency{args.tag}", plot, render)
 
 

@@ -16,13 +16,15 @@ SORA attends with weights from ``S`` and adds the result back:
 ``tau`` is learnt (through its log). Padded clips are excluded as keys at both steps; with
 ``window > 0`` both steps are restricted to ``|i - j| <= window``.
 
-SORA has one head, so in training its four (D, D) projections fold into two: the first-order logits are ``(W_k^T W_q h_i + W_k^T b_q) . h_j`` (the terms of
-``b_k`` are constant along ``j`` and cancel in the softmax), and, since every attention row sums to
-one, ``W_o (A (W_v h + b_v)) + b_o = A ((W_o W_v) h + W_o b_v + b_o)``. The parameters and the
-function are the published ones (checkpoints load unchanged); only float rounding differs, and a
-(D, D) product per step replaces two of the four per-clip projections (a saving once a batch holds
-more clips than D, as training batches do). Inference keeps the four projections at every batch
-size, so a query batched by ``masra eval`` and the same query alone in ``masra predict`` take one path.
+SORA has one head, so in training its four (D, D) projections fold into two: the first-order
+logits are ``(W_k^T W_q h_i + W_k^T b_q) . h_j`` (the terms of ``b_k`` are constant along ``j`` and
+cancel in the softmax), and, since every attention row sums to one,
+``W_o (A (W_v h + b_v)) + b_o = A ((W_o W_v) h + W_o b_v + b_o)``. The parameters and the function
+are the published ones (checkpoints load unchanged); only float rounding differs, and a (D, D)
+product per step replaces two of the four per-clip projections (a saving once a batch holds more
+clips than D, as training batches do). Inference keeps the four projections at every batch size, so
+a query batched by ``masra eval`` and the same query alone in ``masra predict`` take one path.
+
 LRCA teaches the model's local clip similarities the caption structure; SORA propagates that local
 structure along chains of related clips. The relations are computed in float32 (autocast off).
 """
